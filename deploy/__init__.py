@@ -1,0 +1,1 @@
+"""What runs model-promoter: the local stack (``deploy.stack``), Kubernetes manifests, dashboards."""

@@ -1,0 +1,1 @@
+"""The gateway: stateless replicas that route inference to the served model version."""

@@ -1,0 +1,78 @@
+"""``model.ready``: a version is served. The serving-state log the gateways replay."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Final, Literal
+
+from pydantic import Field
+
+from schemas.envelope import CloudEvent, EventData
+from schemas.names import Alias, ModelVersion, NonEmptyStr, RegisteredModelName, Sha256Hex
+
+MODEL_READY_V1: Final = "io.modelpromoter.model.ready.v1"
+SERVING_STOPPED_V1: Final = "io.modelpromoter.serving.stopped.v1"
+
+#: Triton / KServe v2 tensor datatypes a signature maps to.
+TensorDatatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BYTES",
+]  # fmt: skip
+
+
+class TensorSpec(EventData):
+    """One named input or output of the model, as Triton sees it (batch dimension excluded)."""
+
+    name: NonEmptyStr
+    datatype: TensorDatatype
+    shape: list[int] = Field(description="Dimensions without the batch dimension; -1 is variable.")
+
+
+class SignatureSummary(EventData):
+    """The MLflow model signature, reduced to what a client needs to build a request."""
+
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1)
+
+
+class ModelReadyData(EventData):
+    model_name: RegisteredModelName
+    alias: Alias
+    version: ModelVersion
+    triton_model_name: NonEmptyStr = Field(description="Immutable Triton model for this exact version.")
+    artifact_sha256: Sha256Hex = Field(description="Digest of the whole MLflow artifact tree.")
+    mlflow_run_id: str | None = None
+    flavor: NonEmptyStr = Field(description="MLflow flavor served, e.g. sklearn, python_function.")
+    signature: SignatureSummary
+    generation: int = Field(
+        ge=0,
+        description=(
+            "Strictly increasing per registered model. A reader ignores an event whose generation is "
+            "not greater than the one it applied for the same model and alias."
+        ),
+    )
+    stage_seconds: dict[str, float] = Field(
+        default_factory=dict, description="Time spent per promotion stage (resolve, stage, load, ...)."
+    )
+    request_event_id: str | None = Field(None, description="The promotion request this answers.")
+
+
+class ModelReady(CloudEvent):
+    event_type: ClassVar[str] = MODEL_READY_V1
+    type: Literal["io.modelpromoter.model.ready.v1"] = MODEL_READY_V1
+    data: ModelReadyData
+
+
+class ServingStoppedData(EventData):
+    """The alias is no longer served (its MLflow alias was deleted, or an operator retired it)."""
+
+    model_name: RegisteredModelName
+    alias: Alias
+    generation: int = Field(ge=0, description="Same ordering as ModelReadyData.generation.")
+    reason: str | None = Field(None, max_length=2000)
+    request_event_id: str | None = None
+
+
+class ServingStopped(CloudEvent):
+    event_type: ClassVar[str] = SERVING_STOPPED_V1
+    type: Literal["io.modelpromoter.serving.stopped.v1"] = SERVING_STOPPED_V1
+    data: ServingStoppedData

@@ -1,0 +1,104 @@
+"""Every Kafka topic of model-promoter: default name, what the key is, partitions, retention.
+
+The names are defaults; deployments override them with ``PROMOTER_TOPIC_*`` settings
+(:class:`promoter.settings.TopicSettings`). Everything else is the contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from schemas.envelope import CloudEvent
+from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked
+from schemas.model_ready import ModelReady, ServingStopped
+from schemas.promotion_rejected import PromotionRejected
+from schemas.promotion_requested import PromotionRequested
+from schemas.routing_updated import RoutingUpdated
+
+RETAIN_FOREVER_MS = -1
+SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
+THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    key: str
+    purpose: str
+    partitions: int
+    compacted: bool
+    retention_ms: int
+    event_types: tuple[type[CloudEvent], ...] = field(default=())
+
+    def broker_config(self) -> dict[str, str]:
+        """Topic-level configuration to create it with."""
+        return {
+            "cleanup.policy": "compact" if self.compacted else "delete",
+            "retention.ms": str(self.retention_ms),
+        }
+
+
+PROMOTION_REQUESTED = TopicSpec(
+    name="model.promotion.requested",
+    key="registered model name",
+    purpose="promotion requests from the ingress, DAGs and the CLI",
+    partitions=6,
+    compacted=False,
+    retention_ms=SEVEN_DAYS_MS,
+    event_types=(PromotionRequested,),
+)
+# Keyed by model name for per-model order, so it cannot be compacted without losing the other
+# aliases of a model: it is kept whole instead. One record per promotion keeps it small.
+MODEL_READY = TopicSpec(
+    name="model.ready",
+    key="registered model name",
+    purpose="the serving-state log gateways replay: one record per served (model, alias, version)",
+    partitions=6,
+    compacted=False,
+    retention_ms=RETAIN_FOREVER_MS,
+    event_types=(ModelReady, ServingStopped),
+)
+MODEL_REJECTED = TopicSpec(
+    name="model.rejected",
+    key="registered model name",
+    purpose="permanent failures with the reason, for people and dashboards",
+    partitions=3,
+    compacted=False,
+    retention_ms=THIRTY_DAYS_MS,
+    event_types=(PromotionRejected,),
+)
+PROMOTION_DLQ = TopicSpec(
+    name="model.promotion.dlq",
+    key="the original record's key",
+    purpose="original bytes unchanged plus diagnostic headers (reason, attempts, source offset)",
+    partitions=3,
+    compacted=False,
+    retention_ms=THIRTY_DAYS_MS,
+)
+GATEWAY_STATUS = TopicSpec(
+    name="gateway.status",
+    key="gateway id",
+    purpose="swap acks and heartbeats from gateway replicas",
+    partitions=3,
+    compacted=False,
+    retention_ms=SEVEN_DAYS_MS,
+    event_types=(GatewaySwapAcked, GatewayHeartbeat),
+)
+ROUTING_UPDATED = TopicSpec(
+    name="routing.updated",
+    key="registered model name",
+    purpose="traffic policy per model: A/B weights, shadow target; the latest per model wins",
+    partitions=3,
+    compacted=True,
+    retention_ms=RETAIN_FOREVER_MS,
+    event_types=(RoutingUpdated,),
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    PROMOTION_REQUESTED,
+    MODEL_READY,
+    MODEL_REJECTED,
+    PROMOTION_DLQ,
+    GATEWAY_STATUS,
+    ROUTING_UPDATED,
+)

@@ -1,0 +1,1 @@
+"""The promotion worker: turns promotion requests into models Triton serves."""
