@@ -27,11 +27,30 @@ class TensorSpec(EventData):
     shape: list[int] = Field(description="Dimensions without the batch dimension; -1 is variable.")
 
 
+#: MLflow column types (``mlflow.types.DataType``) a tabular signature may use.
+ColumnType = Literal["boolean", "integer", "long", "float", "double", "string", "binary", "datetime"]
+
+
+class ColumnSpec(EventData):
+    """One named feature of a tabular (column-based) MLflow signature."""
+
+    name: str = Field(min_length=1, max_length=1024)
+    type: ColumnType
+    required: bool = True
+
+
 class SignatureSummary(EventData):
     """The MLflow model signature, reduced to what a client needs to build a request."""
 
     inputs: list[TensorSpec] = Field(min_length=1)
     outputs: list[TensorSpec] = Field(min_length=1)
+    columns: list[ColumnSpec] = Field(
+        default_factory=list,
+        description=(
+            "For tabular models: the feature columns, in the order they are packed into the "
+            "single input tensor. Empty for tensor-based signatures."
+        ),
+    )
 
 
 class ModelReadyData(EventData):

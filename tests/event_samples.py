@@ -12,6 +12,7 @@ from schemas.gateway_status import (
     GatewaySwapAckedData,
     ServedRoute,
 )
+from schemas.model_ready import ColumnSpec as Column
 from schemas.model_ready import (
     ModelReady,
     ModelReadyData,
@@ -53,8 +54,12 @@ def promotion_requested(**data: object) -> PromotionRequested:
 
 def all_events() -> list[CloudEvent]:
     signature = SignatureSummary(
-        inputs=[Tensor(name="sepal_length", datatype="FP64", shape=[1])],
-        outputs=[Tensor(name="class", datatype="INT64", shape=[1])],
+        inputs=[Tensor(name="input", datatype="FP64", shape=[2])],
+        outputs=[Tensor(name="output", datatype="INT64", shape=[1])],
+        columns=[
+            Column(name="sepal length (cm)", type="double"),
+            Column(name="petal width (cm)", type="double"),
+        ],
     )
     return [
         promotion_requested(),
