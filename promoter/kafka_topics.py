@@ -8,9 +8,7 @@ from promoter.settings import KafkaSettings, TopicSettings
 from schemas.topics import TopicSpec
 
 
-async def ensure_topics(
-    kafka: KafkaSettings, specs: list[TopicSpec], *, replication_factor: int = 1
-) -> list[str]:
+async def ensure_topics(kafka: KafkaSettings, specs: list[TopicSpec], *, replication_factor: int = 1) -> list[str]:
     """Create each topic in ``specs`` that does not exist yet; return the names created."""
     admin = AIOKafkaAdminClient(**kafka.common_kwargs())
     await admin.start()

@@ -70,9 +70,7 @@ def _event_class(raw: bytes | str, allowed: tuple[type[CloudEvent], ...]) -> typ
     cls = EVENTS_BY_TYPE.get(event_type)
     if cls is None or cls not in allowed:
         expected = ", ".join(sorted(c.event_type for c in allowed))
-        raise InvalidEventError(
-            f"type: unexpected event type {event_type[:200]!r}; expected {expected}", ("type",)
-        )
+        raise InvalidEventError(f"type: unexpected event type {event_type[:200]!r}; expected {expected}", ("type",))
     return cls
 
 

@@ -41,9 +41,7 @@ class GatewayHeartbeatData(EventData):
     gateway_id: GatewayId
     ready: bool = Field(description="True once the replica has replayed the serving-state log.")
     started_at: AwareDatetime
-    interval_s: float = Field(
-        gt=0, description="Time to the next heartbeat; silence beyond is a lost gateway."
-    )
+    interval_s: float = Field(gt=0, description="Time to the next heartbeat; silence beyond is a lost gateway.")
     routes: list[ServedRoute] = Field(default_factory=list)
 
 

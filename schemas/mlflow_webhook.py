@@ -49,10 +49,7 @@ class MLflowWebhookPayload(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    entity: (
-        Literal["registered_model", "model_version", "model_version_tag", "model_version_alias", "prompt"]
-        | str
-    )
+    entity: Literal["registered_model", "model_version", "model_version_tag", "model_version_alias", "prompt"] | str
     action: str
     timestamp: str
     data: dict[str, Any]

@@ -47,9 +47,7 @@ def promotion_requested(**data: object) -> PromotionRequested:
         "requester": "alice",
     }
     fields.update(data)
-    return PromotionRequested(
-        source=SOURCE, subject="iris-clf", data=PromotionRequestedData.model_validate(fields)
-    )
+    return PromotionRequested(source=SOURCE, subject="iris-clf", data=PromotionRequestedData.model_validate(fields))
 
 
 def all_events() -> list[CloudEvent]:

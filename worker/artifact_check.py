@@ -71,18 +71,14 @@ def inspect_tree(root: Path, *, max_bytes: int) -> ArtifactTree:
                     raise UnsafeArtifactPathError(
                         f"artifact {relative} is a symlink to {os.readlink(entry)!r}, outside the model"
                     )
-                raise UnsafeArtifactPathError(
-                    f"artifact {relative} is a symlink; models must hold real files"
-                )
+                raise UnsafeArtifactPathError(f"artifact {relative} is a symlink; models must hold real files")
             if stat.S_ISDIR(mode):
                 continue
             if not stat.S_ISREG(mode):
                 raise UnsafeArtifactPathError(f"artifact {relative} is not a regular file")
             total += entry.stat().st_size
             if total > max_bytes:
-                raise ArtifactTooLargeError(
-                    f"artifact tree is over the {max_bytes} byte limit (reached at {relative})"
-                )
+                raise ArtifactTooLargeError(f"artifact tree is over the {max_bytes} byte limit (reached at {relative})")
             files.append(relative)
     files.sort()
     return ArtifactTree(root=root, files=tuple(files), total_bytes=total, sha256=tree_digest(root, files))

@@ -106,9 +106,7 @@ def _output_specs(schema: Schema) -> list[TensorSpec]:
 def summarise_signature(signature: ModelSignature | None) -> SignatureSummary:
     """The served layout of ``signature``; raises :class:`UnsupportedSignatureError` if there is none."""
     if signature is None or signature.inputs is None:
-        raise UnsupportedSignatureError(
-            "the model has no signature; log it with `signature=` or an `input_example`"
-        )
+        raise UnsupportedSignatureError("the model has no signature; log it with `signature=` or an `input_example`")
     if signature.outputs is None:
         raise UnsupportedSignatureError("the model signature has no outputs; log it with an output schema")
     if signature.params:

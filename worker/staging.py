@@ -103,9 +103,7 @@ def stage_model(
         version_dir = scratch / VERSION_DIR
         shutil.copytree(mlflow_model_dir, version_dir / MODEL_SUBDIR, symlinks=True)
         shutil.copyfile(MODEL_PY, version_dir / "model.py")
-        (version_dir / "serving.json").write_text(
-            json.dumps({**serving_spec, "model_dir": MODEL_SUBDIR}, indent=2)
-        )
+        (version_dir / "serving.json").write_text(json.dumps({**serving_spec, "model_dir": MODEL_SUBDIR}, indent=2))
         (scratch / "config.pbtxt").write_text(config_pbtxt)
         (scratch / MARKER_FILE).write_text(json.dumps({**metadata, "artifact_sha256": sha256}, indent=2))
         if not compileall.compile_file(version_dir / "model.py", quiet=2):

@@ -14,9 +14,7 @@ from tests.event_samples import all_events
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=20,
 )
 SAMPLES = [json.loads(event.to_json_bytes()) for event in all_events()]
@@ -50,9 +48,7 @@ def test_arbitrary_json_documents(document: Any) -> None:
     st.text(max_size=12),
     json_values,
 )
-def test_valid_events_with_one_field_replaced(
-    sample: dict[str, Any], where: str, key: str, value: Any
-) -> None:
+def test_valid_events_with_one_field_replaced(sample: dict[str, Any], where: str, key: str, value: Any) -> None:
     document = json.loads(json.dumps(sample))
     target = document["data"] if where == "data" else document
     existing = sorted(target)

@@ -40,9 +40,7 @@ def test_json_lines_carry_service_and_bound_event(capsys: pytest.CaptureFixture[
 def test_secrets_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("ingress", LogSettings(level="INFO", format="json"))
 
-    get_logger("ingress").info(
-        "config", webhook_secret="whsec-123", kafka={"sasl_password": "p4ss"}, user="bob"
-    )
+    get_logger("ingress").info("config", webhook_secret="whsec-123", kafka={"sasl_password": "p4ss"}, user="bob")
 
     (line,) = _lines(capsys)
     assert "whsec-123" not in json.dumps(line)

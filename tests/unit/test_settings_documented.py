@@ -11,13 +11,15 @@ from promoter.settings import PromoterSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("promoter", "schemas", "worker", "gateway")
+RUNS_ONLY_INSIDE_TRITON = {"worker.triton_backend.model"}
 
 
 def _all_settings_classes() -> set[type[PromoterSettings]]:
     for package_name in PACKAGES:
         package = importlib.import_module(package_name)
         for module in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
-            importlib.import_module(module.name)
+            if module.name not in RUNS_ONLY_INSIDE_TRITON:
+                importlib.import_module(module.name)
     found: set[type[PromoterSettings]] = set()
     pending = list(PromoterSettings.__subclasses__())
     while pending:

@@ -53,9 +53,7 @@ def test_tensor_signature_keeps_names_and_drops_batch_dimension() -> None:
             "column 'text' has type string",
         ),
         (
-            ModelSignature(
-                inputs=Schema([ColSpec("double", "a", required=False)]), outputs=Schema([ColSpec("long")])
-            ),
+            ModelSignature(inputs=Schema([ColSpec("double", "a", required=False)]), outputs=Schema([ColSpec("long")])),
             "column 'a' is optional",
         ),
         (

@@ -15,18 +15,14 @@ SIGNATURE = SignatureSummary(
 
 
 def test_rendered_config_parses_as_a_triton_model_config() -> None:
-    text = render_config(
-        "iris--0a1b2c3d--v1", SIGNATURE, BatchingOptions(max_batch_size=32, max_queue_delay_us=250)
-    )
+    text = render_config("iris--0a1b2c3d--v1", SIGNATURE, BatchingOptions(max_batch_size=32, max_queue_delay_us=250))
 
     config = text_format.Parse(text, model_config_pb2.ModelConfig())
 
     assert config.name == "iris--0a1b2c3d--v1"
     assert config.backend == "python"
     assert config.max_batch_size == 32
-    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
-        ("input", model_config_pb2.TYPE_FP64, [4])
-    ]
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("input", model_config_pb2.TYPE_FP64, [4])]
     assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
         ("output", model_config_pb2.TYPE_INT64, [1])
     ]
@@ -36,9 +32,7 @@ def test_rendered_config_parses_as_a_triton_model_config() -> None:
 
 
 def test_tags_override_settings() -> None:
-    options = BatchingOptions().with_tags(
-        {"triton.max_batch_size": "8", "triton.instance_count": "2", "x": "y"}
-    )
+    options = BatchingOptions().with_tags({"triton.max_batch_size": "8", "triton.instance_count": "2", "x": "y"})
 
     assert (options.max_batch_size, options.instance_count, options.max_queue_delay_us) == (8, 2, 100)
 

@@ -1,0 +1,64 @@
+"""Settings of the promotion worker (``PROMOTER_WORKER_*``), beside the shared ones in promoter.settings."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from promoter.settings import PromoterSettings
+
+
+class WorkerSettings(PromoterSettings):
+    model_config = SettingsConfigDict(env_prefix="PROMOTER_WORKER_")
+
+    replica_id: str = Field(default_factory=socket.gethostname, description="Names this replica in events.")
+    group_id: str = Field("model-promoter-worker", description="Kafka consumer group of all worker replicas.")
+    download_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "model-promoter-downloads",
+        description="Scratch space for MLflow artifact downloads.",
+    )
+    max_artifact_bytes: int = Field(2 * 1024**3, gt=0, description="Largest artifact tree accepted.")
+    max_attempts: int = Field(5, ge=1, description="Tries of a transiently failing promotion before the DLQ.")
+    backoff_initial_s: float = Field(0.5, gt=0, description="First retry delay; doubles per attempt, with jitter.")
+    backoff_max_s: float = Field(30.0, gt=0, description="Longest retry delay.")
+    required_version_tag: str | None = Field(
+        None, description="`key=value` every served version must carry, e.g. validation_status=approved."
+    )
+    metric_thresholds: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict,
+        description="Minimum run metrics, e.g. `accuracy>=0.9,f1>=0.8`.",
+    )
+    max_batch_size: int = Field(64, ge=1, description="Triton max_batch_size (tag triton.max_batch_size).")
+    max_queue_delay_us: int = Field(100, ge=0, description="Dynamic batching delay (tag triton.max_queue_delay_us).")
+    instance_count: int = Field(1, ge=1, description="Model instances per Triton (tag triton.instance_count).")
+    parity_rtol: float = Field(1e-6, ge=0, description="Relative tolerance of the Triton vs MLflow parity check.")
+    parity_atol: float = Field(1e-6, ge=0, description="Absolute tolerance of the parity check.")
+    keep_loaded_versions: int = Field(2, ge=1, description="Versions per model kept loaded for instant rollback.")
+    retire_grace_s: float = Field(300.0, ge=0, description="Unload an unacked old version after this long.")
+    health_host: str = Field("127.0.0.1", description="Bind address of /health, /ready and /metrics.")
+    health_port: int = Field(8081, ge=0, le=65535, description="Port of /health, /ready and /metrics.")
+
+    @field_validator("metric_thresholds", mode="before")
+    @classmethod
+    def _parse_thresholds(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        thresholds: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            name, sep, minimum = part.partition(">=")
+            if not sep or not name.strip():
+                raise ValueError(f"threshold {part!r} must look like metric>=number")
+            thresholds[name.strip()] = float(minimum)
+        return thresholds
+
+    @field_validator("required_version_tag")
+    @classmethod
+    def _tag_has_value(cls, value: str | None) -> str | None:
+        if value is not None and "=" not in value:
+            raise ValueError("must look like key=value")
+        return value

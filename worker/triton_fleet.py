@@ -1,0 +1,169 @@
+"""Talk to every configured Triton endpoint: explicit load with a deadline, readiness, unload, infer.
+
+All endpoints share one model repository; a promotion loads the model on each of them and is
+served only once every one reports it READY. Connection failures, 5xx answers and deadlines on
+health calls are transient; a load that Triton refuses (``[400] load failed ...``) is permanent,
+and so is a load that does not finish by the deadline (this Triton build can hang forever on a
+broken model folder, which the worker validates against before loading).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import tritonclient.grpc as grpc_client
+import tritonclient.grpc.aio as grpc_aio
+import tritonclient.http as http_client
+import tritonclient.http.aio as http_aio
+from tritonclient.utils import InferenceServerException
+
+from promoter.settings import TritonSettings
+from schemas.promotion_rejected import ReasonCode
+from worker.errors import PermanentFailure, TransientFailure
+
+T = TypeVar("T")
+
+
+def _is_client_error(error: InferenceServerException) -> bool:
+    status = str(error.status() or "")
+    return status.startswith("4") or status in {"StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND"}
+
+
+class TritonEndpoint:
+    """One Triton server, over HTTP or gRPC (asyncio clients)."""
+
+    def __init__(self, url: str, settings: TritonSettings) -> None:
+        self.url = url
+        self.protocol = settings.protocol
+        self._load_timeout_s = settings.load_timeout_s
+        self._request_timeout_s = settings.request_timeout_s
+        self._client: Any = (
+            http_aio.InferenceServerClient(url, conn_timeout=settings.load_timeout_s)
+            if settings.protocol == "http"
+            else grpc_aio.InferenceServerClient(url)
+        )
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]], timeout_s: float) -> T:
+        try:
+            return await asyncio.wait_for(call(), timeout_s)
+        except TimeoutError:
+            raise TransientFailure(f"Triton {self.url} did not answer {what} within {timeout_s:g} s") from None
+        except InferenceServerException as error:
+            if _is_client_error(error):
+                raise
+            raise TransientFailure(f"Triton {self.url} failed {what}: {error.message()}") from None
+        except (OSError, ConnectionError) as error:  # refused, reset, DNS; aiohttp errors are OSErrors
+            raise TransientFailure(f"Triton {self.url} is unreachable ({what}): {error}") from None
+        except Exception as error:  # aiohttp / grpc transport errors that are not OSErrors
+            if type(error).__module__.split(".")[0] in {"aiohttp", "grpc"}:
+                raise TransientFailure(f"Triton {self.url} is unreachable ({what}): {error}") from None
+            raise
+
+    async def is_live(self) -> bool:
+        live: bool = await self._call("liveness", self._client.is_server_live, self._request_timeout_s)
+        return live
+
+    async def load(self, model: str) -> None:
+        """Load ``model`` and confirm it is READY, or raise a failure naming the cause."""
+        await self.is_live()  # an unreachable server is transient; find out before the long call
+        try:
+            await asyncio.wait_for(self._client.load_model(model), self._load_timeout_s)
+        except TimeoutError:
+            raise PermanentFailure(
+                ReasonCode.TRITON_LOAD_TIMEOUT,
+                f"Triton {self.url} did not finish loading {model} within {self._load_timeout_s:g} s; "
+                "the model stays unserved. Check the Triton log for the stub's error "
+                "(PROMOTER_TRITON_LOAD_TIMEOUT_S sets the deadline).",
+            ) from None
+        except InferenceServerException as error:
+            if not _is_client_error(error):
+                raise TransientFailure(f"Triton {self.url} failed to load {model}: {error.message()}") from None
+            raise PermanentFailure(
+                ReasonCode.TRITON_LOAD_FAILED, f"Triton {self.url} refused to load {model}: {error.message()}"
+            ) from None
+        except (OSError, ConnectionError) as error:
+            raise TransientFailure(f"Triton {self.url} became unreachable loading {model}: {error}") from None
+        ready = await self.is_ready(model)
+        if not ready:
+            raise PermanentFailure(
+                ReasonCode.TRITON_LOAD_FAILED,
+                f"Triton {self.url} loaded {model} but does not report it READY",
+            )
+
+    async def is_ready(self, model: str) -> bool:
+        try:
+            ready: bool = await self._call(
+                f"readiness of {model}", lambda: self._client.is_model_ready(model), self._request_timeout_s
+            )
+        except InferenceServerException:
+            return False
+        return ready
+
+    async def unload(self, model: str) -> None:
+        try:
+            await self._call(f"unload of {model}", lambda: self._client.unload_model(model), self._request_timeout_s)
+        except InferenceServerException as error:
+            raise TransientFailure(f"Triton {self.url} failed to unload {model}: {error.message()}") from None
+
+    async def infer(
+        self, model: str, input_name: str, batch: np.ndarray[Any, Any], datatype: str, output_name: str
+    ) -> np.ndarray[Any, Any]:
+        module: Any = http_client if self.protocol == "http" else grpc_client
+        tensor = module.InferInput(input_name, list(batch.shape), datatype)
+        tensor.set_data_from_numpy(batch)
+        output = module.InferRequestedOutput(output_name)
+        try:
+            result = await self._call(
+                f"inference on {model}",
+                lambda: self._client.infer(model, [tensor], outputs=[output]),
+                self._request_timeout_s,
+            )
+        except InferenceServerException as error:
+            raise PermanentFailure(
+                ReasonCode.PARITY_MISMATCH,
+                f"Triton {self.url} failed the smoke inference on {model}: {error.message()}",
+            ) from None
+        array: np.ndarray[Any, Any] = result.as_numpy(output_name)
+        return array
+
+    async def loaded_models(self) -> dict[str, str]:
+        """Model name -> state, from Triton's repository index."""
+        if self.protocol == "http":
+            index = await self._call(
+                "repository index", self._client.get_model_repository_index, self._request_timeout_s
+            )
+            entries = index
+        else:
+            index = await self._call(
+                "repository index",
+                lambda: self._client.get_model_repository_index(as_json=True),
+                self._request_timeout_s,
+            )
+            entries = index.get("models", [])
+        return {entry["name"]: entry.get("state", "") for entry in entries}
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+class TritonFleet:
+    """Every Triton endpoint of the settings, addressed together."""
+
+    def __init__(self, settings: TritonSettings) -> None:
+        self.endpoints = [TritonEndpoint(url, settings) for url in settings.endpoints]
+
+    async def load_everywhere(self, model: str) -> None:
+        await asyncio.gather(*(endpoint.load(model) for endpoint in self.endpoints))
+
+    async def unload_everywhere(self, model: str) -> None:
+        await asyncio.gather(*(endpoint.unload(model) for endpoint in self.endpoints))
+
+    async def ready_everywhere(self, model: str) -> bool:
+        states = await asyncio.gather(*(endpoint.is_ready(model) for endpoint in self.endpoints))
+        return all(states)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(endpoint.close() for endpoint in self.endpoints), return_exceptions=True)
