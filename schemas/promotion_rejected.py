@@ -37,6 +37,7 @@ class ReasonCode(StrEnum):
     PARITY_MISMATCH = "parity_mismatch"
     RETRIES_EXHAUSTED = "retries_exhausted"
     REPLAY_LIMIT_REACHED = "replay_limit_reached"
+    INTERNAL_ERROR = "internal_error"
 
 
 class PromotionRejectedData(EventData):

@@ -40,11 +40,18 @@ class TritonEndpoint:
         self.protocol = settings.protocol
         self._load_timeout_s = settings.load_timeout_s
         self._request_timeout_s = settings.request_timeout_s
-        self._client: Any = (
-            http_aio.InferenceServerClient(url, conn_timeout=settings.load_timeout_s)
-            if settings.protocol == "http"
-            else grpc_aio.InferenceServerClient(url)
-        )
+        self._lazy_client: Any = None
+
+    @property
+    def _client(self) -> Any:
+        """The asyncio client, created on first use (it must be made inside the running loop)."""
+        if self._lazy_client is None:
+            self._lazy_client = (
+                http_aio.InferenceServerClient(self.url, conn_timeout=self._load_timeout_s)
+                if self.protocol == "http"
+                else grpc_aio.InferenceServerClient(self.url)
+            )
+        return self._lazy_client
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]], timeout_s: float) -> T:
         try:
@@ -146,7 +153,9 @@ class TritonEndpoint:
         return {entry["name"]: entry.get("state", "") for entry in entries}
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._lazy_client is not None:
+            await self._lazy_client.close()
+            self._lazy_client = None
 
 
 class TritonFleet:

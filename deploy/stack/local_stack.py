@@ -1,0 +1,179 @@
+"""The real local stack: tansu, ``mlflow server`` and ``tritonserver`` on 127.0.0.1, started together.
+
+Used by ``promoter-stack up``, by the test session (fixture ``local_stack``) and by the demo::
+
+    with LocalStack(run_dir) as stack:
+        os.environ.update(stack.client_env())
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from deploy.stack.errors import StackError
+from deploy.stack.kafka_broker import kafka_spec
+from deploy.stack.mlflow_server import mlflow_spec, new_fernet_key, tracking_uri
+from deploy.stack.ports import LOOPBACK, StackPorts
+from deploy.stack.process import ManagedProcess, poll_until, stop_all, wait_all_ready
+from deploy.stack.triton_server import triton_spec
+
+PIDS_FILE = "pids.json"
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """Where everything is; holds no secret, so it is safe to print or log."""
+
+    run_dir: Path
+    kafka_bootstrap_servers: str
+    mlflow_tracking_uri: str
+    triton_http: str
+    triton_grpc: str
+    triton_metrics_url: str
+    model_repository: Path
+    logs_dir: Path
+
+
+class LocalStack:
+    """Starts, watches and stops the three services; teardown always covers every process it started."""
+
+    def __init__(self, run_dir: Path, ports: StackPorts | None = None, *, mlflow_workers: int = 1) -> None:
+        self.run_dir = run_dir.resolve()
+        self.ports = ports or StackPorts.allocate()
+        self.mlflow_workers = mlflow_workers
+        self.processes: list[ManagedProcess] = []
+        self.startup_s: float | None = None
+        self._fernet_key = new_fernet_key()
+
+    # -- where things are -------------------------------------------------------------------------
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def model_repository(self) -> Path:
+        return self.run_dir / "triton" / "models"
+
+    @property
+    def kafka_bootstrap_servers(self) -> str:
+        return f"{LOOPBACK}:{self.ports.kafka}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return tracking_uri(self.ports.mlflow)
+
+    @property
+    def triton_http(self) -> str:
+        return f"{LOOPBACK}:{self.ports.triton_http}"
+
+    @property
+    def triton_grpc(self) -> str:
+        return f"{LOOPBACK}:{self.ports.triton_grpc}"
+
+    @property
+    def triton_metrics_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.triton_metrics}/metrics"
+
+    def info(self) -> StackInfo:
+        return StackInfo(
+            run_dir=self.run_dir,
+            kafka_bootstrap_servers=self.kafka_bootstrap_servers,
+            mlflow_tracking_uri=self.mlflow_tracking_uri,
+            triton_http=self.triton_http,
+            triton_grpc=self.triton_grpc,
+            triton_metrics_url=self.triton_metrics_url,
+            model_repository=self.model_repository,
+            logs_dir=self.logs_dir,
+        )
+
+    def client_env(self) -> dict[str, str]:
+        """The environment a project service or client on this machine needs to use the stack."""
+        return {
+            "PROMOTER_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            "PROMOTER_KAFKA_ENABLE_IDEMPOTENCE": "false",
+            "PROMOTER_KAFKA_FETCH_MAX_WAIT_MS": "20",
+            "PROMOTER_KAFKA_SESSION_TIMEOUT_MS": "2000",
+            "PROMOTER_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+            "PROMOTER_MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
+            "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
+            "PROMOTER_TRITON_ENDPOINTS": self.triton_http,
+            "PROMOTER_TRITON_PROTOCOL": "http",
+            "PROMOTER_TRITON_MODEL_REPOSITORY": str(self.model_repository),
+        }
+
+    def pids(self) -> dict[str, dict[str, int]]:
+        """Service name -> leader pid and process group id."""
+        return {p.name: {"pid": p.pid, "pgid": p.pgid} for p in self.processes}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start all three at once and wait until each is ready; on any failure stop what started."""
+        if self.processes:
+            raise RuntimeError("this LocalStack was already started")
+        began = time.monotonic()
+        specs = [
+            kafka_spec(self.ports.kafka, self.run_dir),
+            mlflow_spec(self.ports.mlflow, self.run_dir, workers=self.mlflow_workers, fernet_key=self._fernet_key),
+            triton_spec(
+                http_port=self.ports.triton_http,
+                grpc_port=self.ports.triton_grpc,
+                metrics_port=self.ports.triton_metrics,
+                run_dir=self.run_dir,
+                model_repository=self.model_repository,
+            ),
+        ]
+        try:
+            for spec in specs:
+                process = ManagedProcess(spec, self.logs_dir / f"{spec.name}.log")
+                process.start()
+                self.processes.append(process)
+            self._write_pids()
+            wait_all_ready(self.processes, started_at=began)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - began
+
+    def _write_pids(self) -> None:
+        path = self.run_dir / PIDS_FILE
+        path.write_text(json.dumps(self.pids(), indent=2) + "\n")
+
+    def first_dead(self) -> ManagedProcess | None:
+        return next((p for p in self.processes if not p.alive()), None)
+
+    def check_alive(self) -> None:
+        """:class:`StackError` naming the first service that has exited, with its last log lines."""
+        dead = self.first_dead()
+        if dead is not None:
+            raise StackError(f"{dead.name} exited (code {dead.returncode()}): {dead.tail()}")
+
+    def watch(self, timeout_s: float | None = None) -> None:
+        """Block until a service dies (-> :class:`StackError`) or ``timeout_s`` passes."""
+        poll_until(lambda: self.first_dead() is not None, timeout_s, interval_s=0.2)
+        self.check_alive()
+
+    def stop(self) -> None:
+        """Stop every process this stack started: SIGTERM the groups, SIGKILL after a deadline. Idempotent."""
+        stop_all(self.processes)
+
+    def leftover_pids(self) -> dict[str, list[int]]:
+        """Processes of this stack's groups still alive (empty after a clean :meth:`stop`)."""
+        return {p.name: pids for p in self.processes if (pids := p.group_pids())}
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

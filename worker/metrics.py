@@ -1,0 +1,52 @@
+"""Prometheus metrics of the worker. Every label value comes from a bounded set."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from promoter.metrics import LATENCY_BUCKETS_S, new_registry
+
+OUTCOMES = ("served", "rejected", "dead_lettered", "duplicate", "coalesced", "unserved")
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or new_registry()
+        self.promotions = Counter(
+            "promoter_promotions_total",
+            "Promotion requests handled, by outcome and reason code.",
+            ["outcome", "reason"],
+            registry=self.registry,
+        )
+        self.stage_seconds = Histogram(
+            "promoter_promotion_stage_seconds",
+            "Time spent in each promotion stage.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.promotion_seconds = Histogram(
+            "promoter_promotion_seconds",
+            "Time from a request consumed to its model.ready published.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "promoter_dead_letters_total",
+            "Messages sent to the dead-letter topic, by reason code and error type.",
+            ["reason", "error_type"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "promoter_promotion_retries_total", "Retries after transient failures.", registry=self.registry
+        )
+        self.loaded_models = Gauge(
+            "promoter_triton_loaded_models",
+            "Triton models of this system READY on the first endpoint.",
+            registry=self.registry,
+        )
+        self.log_records = Gauge(
+            "promoter_serving_log_records",
+            "Records of model.ready this worker has read.",
+            registry=self.registry,
+        )

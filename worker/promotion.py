@@ -1,0 +1,203 @@
+"""The promotion pipeline: resolve -> check -> stage -> load -> prove, for one request.
+
+Each stage is timed (``stage_seconds`` in ``model.ready``, and a histogram). Failures raise
+:class:`PermanentFailure` or :class:`TransientFailure`; the caller decides about retries, the
+DLQ and announcing. Nothing here changes what is served: the new version is loaded *next to* the
+old one, and only the ``model.ready`` the caller publishes moves the gateways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from promoter.logging import get_logger
+from promoter.settings import TritonSettings
+from schemas.model_ready import ModelReadyData, SignatureSummary
+from schemas.promotion_rejected import ReasonCode
+from schemas.promotion_requested import PromotionRequestedData
+from worker.artifact_check import ArtifactRejectedError, inspect_tree
+from worker.errors import PermanentFailure
+from worker.parity import ParityCase, check_parity, prepare_case
+from worker.registry import Registry, ResolvedVersion
+from worker.serving_plan import check_metrics, check_required_tag, metric_thresholds, plan_serving
+from worker.serving_state import ServingState
+from worker.settings import WorkerSettings
+from worker.staging import MODEL_SUBDIR, VERSION_DIR, DigestConflictError, recorded_digest, stage_model
+from worker.triton_config import BatchingOptions, InvalidModelTagError, render_config
+from worker.triton_fleet import TritonFleet
+from worker.triton_naming import triton_model_name
+
+log = get_logger(__name__)
+
+STAGES = ("resolve", "policy", "download", "check", "stage", "load", "prove")
+
+
+class StageClock:
+    """Seconds spent per stage; also tells the log which stage a failure happened in."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.current: str | None = None
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.current = name
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - began, 4)
+
+
+class Promoter:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        triton: TritonSettings,
+        registry: Registry,
+        fleet: TritonFleet,
+        state: ServingState,
+    ) -> None:
+        self.settings = settings
+        self.repository = triton.model_repository
+        self.registry = registry
+        self.fleet = fleet
+        self.state = state
+
+    async def promote(
+        self, request: PromotionRequestedData, request_event_id: str, clock: StageClock
+    ) -> ModelReadyData:
+        """Make the requested version servable and return the ``model.ready`` payload to announce."""
+        with clock.stage("resolve"):
+            resolved = await self.registry.resolve(request)
+        name = triton_model_name(resolved.model_name, resolved.version)
+        current = self.state.served(resolved.model_name, resolved.alias)
+        if current is not None and current.triton_model_name == name and await self.fleet.ready_everywhere(name):
+            return current  # already served under this alias: re-announce, nothing to do
+        with clock.stage("policy"):
+            await self._check_policy(resolved)
+        known = self.state.known_model(name)
+        if known is not None and recorded_digest(self.repository / name) == known.artifact_sha256:
+            with clock.stage("load"):
+                if not await self.fleet.ready_everywhere(name):
+                    await self.fleet.load_everywhere(name)
+            log.info("reusing staged model", triton_model=name)
+            return self._ready(resolved, known, request_event_id, clock)
+        return await self._promote_new(resolved, name, request_event_id, clock)
+
+    async def _check_policy(self, resolved: ResolvedVersion) -> None:
+        check_required_tag(resolved, self.settings.required_version_tag)
+        thresholds = metric_thresholds(resolved, self.settings.metric_thresholds)
+        if not thresholds:
+            return
+        if resolved.run_id is None:
+            raise PermanentFailure(
+                ReasonCode.METRIC_BELOW_THRESHOLD,
+                f"{resolved.model_name} v{resolved.version} has no run, so its metrics cannot be checked",
+            )
+        check_metrics(resolved, thresholds, await self.registry.run_metrics(resolved.run_id))
+
+    async def _promote_new(
+        self, resolved: ResolvedVersion, name: str, request_event_id: str, clock: StageClock
+    ) -> ModelReadyData:
+        self.settings.download_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.settings.download_dir))
+        try:
+            with clock.stage("download"):
+                model_dir = await self.registry.download(resolved, scratch)
+            with clock.stage("check"):
+                try:
+                    tree = await asyncio.to_thread(inspect_tree, model_dir, max_bytes=self.settings.max_artifact_bytes)
+                except ArtifactRejectedError as error:
+                    raise PermanentFailure(ReasonCode(error.reason_code), str(error)) from None
+                plan = await asyncio.to_thread(plan_serving, model_dir)
+                try:
+                    batching = BatchingOptions(
+                        max_batch_size=self.settings.max_batch_size,
+                        max_queue_delay_us=self.settings.max_queue_delay_us,
+                        instance_count=self.settings.instance_count,
+                    ).with_tags(resolved.model_tags)
+                except InvalidModelTagError as error:
+                    raise PermanentFailure(ReasonCode.UNSUPPORTED_SIGNATURE, str(error)) from None
+            with clock.stage("stage"):
+                try:
+                    staged = await asyncio.to_thread(
+                        stage_model,
+                        self.repository,
+                        name,
+                        mlflow_model_dir=model_dir,
+                        sha256=tree.sha256,
+                        config_pbtxt=render_config(name, plan.signature, batching),
+                        serving_spec=plan.serving_spec,
+                        metadata={"model_name": resolved.model_name, "version": resolved.version},
+                    )
+                except DigestConflictError as error:
+                    raise PermanentFailure(ReasonCode.DIGEST_CONFLICT, str(error)) from None
+            # MLflow's reference prediction is computed while Triton loads (both take ~1 s).
+            reference = asyncio.create_task(
+                asyncio.to_thread(prepare_case, staged.path / VERSION_DIR / MODEL_SUBDIR, plan.signature)
+            )
+            try:
+                with clock.stage("load"):
+                    await self.fleet.load_everywhere(name)
+                with clock.stage("prove"):
+                    await self._prove(name, await reference, plan.signature)
+            except BaseException:
+                reference.cancel()
+                await self._unload_unless_routed(name)
+                raise
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+        known = ModelReadyData(
+            model_name=resolved.model_name,
+            alias=resolved.alias,
+            version=resolved.version,
+            triton_model_name=name,
+            artifact_sha256=tree.sha256,
+            mlflow_run_id=resolved.run_id,
+            flavor=plan.flavor,
+            signature=plan.signature,
+            generation=0,
+        )
+        return self._ready(resolved, known, request_event_id, clock)
+
+    async def _prove(self, name: str, case: ParityCase, signature: SignatureSummary) -> None:
+        """Run the parity case through every Triton endpoint."""
+        spec_in, spec_out = signature.inputs[0], signature.outputs[0]
+        for endpoint in self.fleet.endpoints:
+            actual = await endpoint.infer(name, spec_in.name, case.tensor, spec_in.datatype, spec_out.name)
+            check_parity(
+                case,
+                actual,
+                where=f"Triton {endpoint.url} ({name})",
+                rtol=self.settings.parity_rtol,
+                atol=self.settings.parity_atol,
+            )
+
+    async def _unload_unless_routed(self, name: str) -> None:
+        if self.state.is_routed(name):
+            return
+        try:
+            await self.fleet.unload_everywhere(name)
+        except Exception as error:  # best effort: the failure being reported matters more
+            log.warning("could not unload rejected model", triton_model=name, error=str(error))
+
+    def _ready(
+        self, resolved: ResolvedVersion, known: ModelReadyData, request_event_id: str, clock: StageClock
+    ) -> ModelReadyData:
+        return known.model_copy(
+            update={
+                "alias": resolved.alias,
+                "version": resolved.version,
+                "mlflow_run_id": resolved.run_id,
+                "generation": self.state.next_generation(resolved.model_name),
+                "stage_seconds": dict(clock.seconds),
+                "request_event_id": request_event_id,
+            }
+        )

@@ -1,0 +1,277 @@
+"""Handle batches of promotion requests: parse, coalesce, dedupe, promote, then announce or reject.
+
+Every record ends in exactly one place before its offset is committed: ``model.ready`` (served,
+or re-announced for a duplicate), ``model.rejected`` + the DLQ (permanent failure, or transient
+failures past the retry limit), or the DLQ alone (bytes that are not a promotion request).
+Requests for the same (model, alias) queued in one batch coalesce to the newest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from aiokafka import ConsumerRecord
+
+from promoter.logging import bind_event, get_logger
+from promoter.settings import TopicSettings
+from schemas.catalog import InvalidEventError, parse_any_event, parse_event
+from schemas.model_ready import ModelReady, ModelReadyData, ServingStopped, ServingStoppedData
+from schemas.promotion_rejected import PromotionRejected, PromotionRejectedData, ReasonCode
+from schemas.promotion_requested import PromotionRequested
+from worker.dead_letters import ErrorType, SourceRecord, dead_letter_headers
+from worker.errors import PermanentFailure, TransientFailure
+from worker.metrics import WorkerMetrics
+from worker.promotion import StageClock
+from worker.retry import RetriesExhaustedError, retry_transient
+from worker.serving_state import ServingState
+from worker.settings import WorkerSettings
+
+log = get_logger(__name__)
+
+CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
+
+
+class Publisher(Protocol):
+    async def publish(
+        self, message: bytes, topic: str, *, key: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Any: ...
+
+
+class PromotionRunner(Protocol):
+    async def promote(self, request: Any, request_event_id: str, clock: StageClock) -> ModelReadyData: ...
+
+
+def _source(record: ConsumerRecord[bytes, bytes]) -> SourceRecord:
+    return SourceRecord(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value if record.value is not None else b"",
+        headers=list(record.headers or ()),
+    )
+
+
+class PromotionService:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        topics: TopicSettings,
+        promoter: PromotionRunner,
+        state: ServingState,
+        publisher: Publisher,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.promoter = promoter
+        self.state = state
+        self.publisher = publisher
+        self.metrics = metrics
+        self.source = f"/model-promoter/worker/{settings.replica_id}"
+
+    # -- the serving-state log ---------------------------------------------------------------------
+
+    def apply_log_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Rebuild/follow: apply one ``model.ready`` record to the serving state."""
+        self.metrics.log_records.inc()
+        try:
+            event = parse_any_event(record.value or b"", (ModelReady, ServingStopped))
+        except InvalidEventError as error:
+            log.warning("unreadable record on the serving-state log", offset=record.offset, error=error.message)
+            return
+        assert isinstance(event, ModelReady | ServingStopped)  # noqa: S101 - narrowed by `allowed`
+        self.state.apply(event.data)
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    async def handle_batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        requests: list[tuple[ConsumerRecord[bytes, bytes], PromotionRequested]] = []
+        for record in records:
+            try:
+                requests.append((record, parse_event(record.value or b"", PromotionRequested)))
+            except InvalidEventError as error:
+                await self._dead_letter(
+                    record,
+                    reason_code=ReasonCode.INVALID_EVENT,
+                    reason=f"not a valid promotion request: {error.message}",
+                    error_type="malformed",
+                    attempts=1,
+                    first_failure=datetime.now(UTC),
+                    event_id=None,
+                )
+        newest = {(event.data.model_name, event.data.alias): event.id for _, event in requests}
+        for record, event in requests:
+            if newest[(event.data.model_name, event.data.alias)] != event.id:
+                self.metrics.promotions.labels("coalesced", "").inc()
+                log.info("coalesced into a newer request", event_id=event.id, model=event.data.model_name)
+                continue
+            await self.handle_request(record, event)
+
+    async def handle_request(self, record: ConsumerRecord[bytes, bytes], event: PromotionRequested) -> None:
+        data = event.data
+        with bind_event(event.id, model=data.model_name, version=data.version, alias=data.alias):
+            answered = self.state.answer_to(event.id)
+            if answered is not None:
+                await self._announce(answered)
+                self.metrics.promotions.labels("duplicate", "").inc()
+                log.info("duplicate request re-announced", triton_model=answered.triton_model_name)
+                return
+            if data.action == "unserve":
+                await self._unserve(event)
+                return
+            await self._promote(record, event)
+
+    async def _promote(self, record: ConsumerRecord[bytes, bytes], event: PromotionRequested) -> None:
+        began = time.perf_counter()
+        first_failure: datetime | None = None
+        attempts = 0
+        clock = StageClock()
+
+        async def attempt(number: int) -> ModelReadyData:
+            nonlocal attempts, first_failure
+            attempts = number
+            try:
+                return await self.promoter.promote(event.data, event.id, clock)
+            except (PermanentFailure, TransientFailure):
+                first_failure = first_failure or datetime.now(UTC)
+                raise
+
+        def on_retry(number: int, failure: TransientFailure, delay: float) -> None:
+            self.metrics.retries.inc()
+            log.warning("transient failure, retrying", attempt=number, delay_s=round(delay, 2), error=failure.message)
+
+        try:
+            ready, _ = await retry_transient(
+                attempt,
+                max_attempts=self.settings.max_attempts,
+                initial_s=self.settings.backoff_initial_s,
+                max_s=self.settings.backoff_max_s,
+                on_retry=on_retry,
+            )
+        except RetriesExhaustedError as exhausted:
+            message = f"gave up after {exhausted.attempts} attempts at stage {clock.current}: {exhausted.last.message}"
+            await self._reject(
+                record, event, ReasonCode.RETRIES_EXHAUSTED, message, "transient", attempts, first_failure
+            )
+            return
+        except PermanentFailure as failure:
+            message = f"stage {clock.current}: {failure.message}"
+            await self._reject(record, event, failure.reason, message, "permanent", attempts, first_failure)
+            return
+        except Exception as error:  # a bug must not stop the consumer: dead-letter it for a person
+            log.exception("unexpected error in promotion", stage=clock.current)
+            message = f"internal error at stage {clock.current}: {type(error).__name__}: {error}"
+            await self._reject(record, event, ReasonCode.INTERNAL_ERROR, message, "permanent", attempts, first_failure)
+            return
+        await self._announce(ready)
+        self.state.apply(ready)
+        self.state.remember(event.id, ready)
+        for stage, seconds in clock.seconds.items():
+            self.metrics.stage_seconds.labels(stage).observe(seconds)
+        self.metrics.promotion_seconds.observe(time.perf_counter() - began)
+        self.metrics.promotions.labels("served", "").inc()
+        log.info(
+            "model served",
+            version=ready.version,
+            triton_model=ready.triton_model_name,
+            generation=ready.generation,
+            seconds=round(time.perf_counter() - began, 3),
+            stages=clock.seconds,
+        )
+
+    async def _unserve(self, event: PromotionRequested) -> None:
+        data = event.data
+        if self.state.served(data.model_name, data.alias) is None:
+            log.info("alias not served; nothing to stop")
+            self.metrics.promotions.labels("unserved", "not_served").inc()
+            return
+        stopped = ServingStoppedData(
+            model_name=data.model_name,
+            alias=data.alias,
+            generation=self.state.next_generation(data.model_name),
+            reason=data.reason,
+            request_event_id=event.id,
+        )
+        envelope = ServingStopped(source=self.source, subject=data.model_name, data=stopped)
+        await self._publish(self.topics.model_ready, data.model_name, envelope.to_json_bytes())
+        self.state.apply(stopped)
+        self.metrics.promotions.labels("unserved", "").inc()
+        log.info("alias no longer served", generation=stopped.generation)
+
+    async def _announce(self, ready: ModelReadyData) -> None:
+        envelope = ModelReady(source=self.source, subject=ready.model_name, data=ready)
+        await self._publish(self.topics.model_ready, ready.model_name, envelope.to_json_bytes())
+
+    async def _publish(self, topic: str, key: str, value: bytes) -> None:
+        await self.publisher.publish(value, topic, key=key.encode(), headers={"content-type": CLOUDEVENTS_CONTENT_TYPE})
+
+    async def _reject(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        event: PromotionRequested,
+        reason: ReasonCode,
+        message: str,
+        error_type: ErrorType,
+        attempts: int,
+        first_failure: datetime | None,
+    ) -> None:
+        data = event.data
+        rejected = PromotionRejected(
+            source=self.source,
+            subject=data.model_name,
+            data=PromotionRejectedData(
+                model_name=data.model_name,
+                alias=data.alias,
+                version=data.version,
+                reason_code=reason.value,
+                message=message[:4000],
+                attempts=max(attempts, 1),
+                request_event_id=event.id,
+            ),
+        )
+        await self._publish(self.topics.model_rejected, data.model_name, rejected.to_json_bytes())
+        await self._dead_letter(
+            record,
+            reason_code=reason,
+            reason=message,
+            error_type=error_type,
+            attempts=max(attempts, 1),
+            first_failure=first_failure or datetime.now(UTC),
+            event_id=event.id,
+        )
+        self.metrics.promotions.labels("rejected", reason.value).inc()
+        log.warning("promotion rejected", reason=reason.value, error=message, attempts=attempts)
+
+    async def _dead_letter(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        *,
+        reason_code: ReasonCode,
+        reason: str,
+        error_type: ErrorType,
+        attempts: int,
+        first_failure: datetime,
+        event_id: str | None,
+    ) -> None:
+        source = _source(record)
+        headers = dead_letter_headers(
+            source,
+            reason_code=reason_code.value,
+            reason=reason,
+            error_type=error_type,
+            attempts=attempts,
+            first_failure=first_failure,
+            last_failure=datetime.now(UTC),
+            event_id=event_id,
+            replica_id=self.settings.replica_id,
+        )
+        await self.publisher.publish(source.value, self.topics.promotion_dlq, key=source.key, headers=headers)
+        self.metrics.dead_letters.labels(reason_code.value, error_type).inc()
+        if error_type == "malformed":
+            log.warning(
+                "malformed message dead-lettered", offset=record.offset, partition=record.partition, error=reason
+            )

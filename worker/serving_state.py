@@ -1,0 +1,73 @@
+"""What the worker knows is served, rebuilt from the ``model.ready`` log (never from a local file).
+
+Per (model, alias): the record currently served. Per model: the highest generation announced,
+so the next decision gets a strictly greater one. Per request event id: the record that answered
+it, so a redelivered request is re-announced without a second copy or load.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from schemas.model_ready import ModelReadyData, ServingStoppedData
+
+MAX_REMEMBERED_REQUESTS = 100_000
+
+
+@dataclass
+class ServingState:
+    routes: dict[tuple[str, str], ModelReadyData] = field(default_factory=dict)
+    generations: dict[str, int] = field(default_factory=dict)
+    answered: OrderedDict[str, ModelReadyData] = field(default_factory=OrderedDict)
+
+    def apply(self, record: ModelReadyData | ServingStoppedData) -> bool:
+        """Apply one record of the log; False when it is stale (generation not above the model's)."""
+        if record.generation <= self.generations.get(record.model_name, -1):
+            if isinstance(record, ModelReadyData):
+                self._remember(record)
+            return False
+        self.generations[record.model_name] = record.generation
+        key = (record.model_name, record.alias)
+        if isinstance(record, ModelReadyData):
+            self.routes[key] = record
+            self._remember(record)
+        else:
+            self.routes.pop(key, None)
+        return True
+
+    def _remember(self, record: ModelReadyData) -> None:
+        if record.request_event_id is None:
+            return
+        self.answered[record.request_event_id] = record
+        self.answered.move_to_end(record.request_event_id)
+        while len(self.answered) > MAX_REMEMBERED_REQUESTS:
+            self.answered.popitem(last=False)
+
+    def remember(self, event_id: str, record: ModelReadyData) -> None:
+        """``event_id`` was answered by ``record`` (a redelivery is then re-announced as is)."""
+        self._remember(record.model_copy(update={"request_event_id": event_id}))
+        self.answered[event_id] = record
+
+    def next_generation(self, model_name: str) -> int:
+        return self.generations.get(model_name, -1) + 1
+
+    def served(self, model_name: str, alias: str) -> ModelReadyData | None:
+        return self.routes.get((model_name, alias))
+
+    def answer_to(self, event_id: str) -> ModelReadyData | None:
+        return self.answered.get(event_id)
+
+    def is_routed(self, triton_model_name: str) -> bool:
+        """True while some alias of some model is served by ``triton_model_name``."""
+        return any(record.triton_model_name == triton_model_name for record in self.routes.values())
+
+    def known_model(self, triton_model_name: str) -> ModelReadyData | None:
+        """Any announced record of this Triton model (its digest, signature, flavor)."""
+        for record in reversed(self.answered.values()):
+            if record.triton_model_name == triton_model_name:
+                return record
+        for record in self.routes.values():
+            if record.triton_model_name == triton_model_name:
+                return record
+        return None
