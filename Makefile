@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit integration schemas stack clean
+.PHONY: install test lint typecheck unit integration bench schemas stack clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11" >&2; exit 1; }
@@ -30,6 +30,10 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
+
+# Benchmarks on the real local stack: print the figures, write .bench/<name>.json.
+bench: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.promotion
 
 # Regenerate the committed JSON Schemas after changing an event model.
 schemas: $(STAMP)

@@ -8,6 +8,7 @@ Run it with ``promoter-worker`` (uvicorn) or ``faststream run worker.app:app``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -23,8 +24,10 @@ from promoter.metrics import METRICS_CONTENT_TYPE, render
 from promoter.settings import KafkaSettings, LogSettings, MLflowSettings, TopicSettings, TritonSettings
 from promoter.topic_replay import TopicReplayer
 from worker.metrics import WorkerMetrics
+from worker.parity import warm_up_model_libraries
 from worker.promotion import Promoter
 from worker.registry import Registry
+from worker.retirement import GatewayRoutes, RetirementPlanner, Retirer
 from worker.service import PromotionService
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
@@ -35,6 +38,7 @@ log = get_logger(__name__)
 
 REPLAY_TIMEOUT_S = 120.0
 MAX_BATCH_RECORDS = 100
+RETIREMENT_SWEEP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,13 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     promoter = Promoter(config.worker, config.triton, Registry(config.mlflow), fleet, state)
     service = PromotionService(config.worker, topics, promoter, state, broker, metrics)
     replayer = TopicReplayer(kafka, [topics.model_ready], service.apply_log_record)
+    gateways = GatewayRoutes()
+    gateway_status = TopicReplayer(kafka, [topics.gateway_status], gateways.apply)
+    planner = RetirementPlanner(
+        state, gateways, keep_loaded_versions=config.worker.keep_loaded_versions, grace_s=config.worker.retire_grace_s
+    )
+    retirer = Retirer(planner, fleet, config.triton.model_repository, metrics)
+    background: list[asyncio.Task[None]] = []
 
     @broker.subscriber(
         topics.promotion_requested,
@@ -80,15 +91,24 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     async def on_promotion_requests(msg: KafkaMessage) -> None:
         # The raw records are parsed by the service, so that malformed ones reach the DLQ with a
         # reason instead of failing the whole batch in a decoder.
-        await service.handle_batch(list(msg.raw_message))
-        await msg.ack()  # only after every record's outcome was published
+        try:
+            await service.handle_batch(list(msg.raw_message))
+        except BaseException:
+            await msg.nack()  # redelivered: duplicates are re-announced, nothing is lost
+            raise
+        await msg.ack()  # only after the broker confirmed every record's outcome
+        await retirer.run_once()
 
     async def start_state() -> None:
         created = await ensure_project_topics(kafka, topics)
         if created:
             log.info("created topics", topics=created)
+        await asyncio.to_thread(warm_up_model_libraries)  # the first promotion pays no import time
         await replayer.start()
+        await gateway_status.start()
         await replayer.wait_caught_up(REPLAY_TIMEOUT_S)
+        await gateway_status.wait_caught_up(REPLAY_TIMEOUT_S)
+        background.append(asyncio.create_task(retirer.run_forever(RETIREMENT_SWEEP_S), name="retirement"))
         endpoint = fleet.endpoints[0]
         try:
             loaded = await endpoint.loaded_models()
@@ -100,6 +120,9 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         log.info("worker ready", served_aliases=len(state.routes), log_records=replayer.records_seen)
 
     async def stop_state() -> None:
+        for task in background:
+            task.cancel()
+        await gateway_status.stop()
         await replayer.stop()
         await fleet.close()
 

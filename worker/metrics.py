@@ -40,6 +40,11 @@ class WorkerMetrics:
         self.retries = Counter(
             "promoter_promotion_retries_total", "Retries after transient failures.", registry=self.registry
         )
+        self.retirements = Counter(
+            "promoter_retirements_total",
+            "Old Triton models unloaded and removed after no gateway routed to them.",
+            registry=self.registry,
+        )
         self.loaded_models = Gauge(
             "promoter_triton_loaded_models",
             "Triton models of this system READY on the first endpoint.",

@@ -35,6 +35,13 @@ class ParityCase:
     synthetic: bool
 
 
+def warm_up_model_libraries() -> None:
+    """Import what parity checks load (MLflow pyfunc, scikit-learn, skops): seconds, paid once at start-up."""
+    import mlflow.sklearn  # noqa: F401, PLC0415
+    import sklearn.linear_model  # noqa: F401, PLC0415
+    import skops.io  # noqa: F401, PLC0415
+
+
 def _example(model_dir: Path, signature: SignatureSummary) -> tuple[Any, bool]:
     example = Model.load(str(model_dir / "MLmodel")).load_input_example(str(model_dir))
     if example is not None:

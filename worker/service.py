@@ -8,8 +8,9 @@ Requests for the same (model, alias) queued in one batch coalesce to the newest.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -36,7 +37,13 @@ CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
 
 class Publisher(Protocol):
     async def publish(
-        self, message: bytes, topic: str, *, key: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        message: bytes,
+        topic: str,
+        *,
+        key: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        no_confirm: bool = False,
     ) -> Any: ...
 
 
@@ -72,6 +79,7 @@ class PromotionService:
         self.publisher = publisher
         self.metrics = metrics
         self.source = f"/model-promoter/worker/{settings.replica_id}"
+        self._unconfirmed: list[Awaitable[Any]] = []
 
     # -- the serving-state log ---------------------------------------------------------------------
 
@@ -110,6 +118,12 @@ class PromotionService:
                 log.info("coalesced into a newer request", event_id=event.id, model=event.data.model_name)
                 continue
             await self.handle_request(record, event)
+        await self.confirm_published()
+
+    async def confirm_published(self) -> None:
+        """Wait until the broker acknowledged every outcome published so far (before committing offsets)."""
+        pending, self._unconfirmed = self._unconfirmed, []
+        await asyncio.gather(*pending)
 
     async def handle_request(self, record: ConsumerRecord[bytes, bytes], event: PromotionRequested) -> None:
         data = event.data
@@ -168,8 +182,12 @@ class PromotionService:
             await self._reject(record, event, ReasonCode.INTERNAL_ERROR, message, "permanent", attempts, first_failure)
             return
         await self._announce(ready)
-        self.state.apply(ready)
+        already_served = not self.state.apply(ready)
         self.state.remember(event.id, ready)
+        if already_served:
+            self.metrics.promotions.labels("duplicate", "").inc()
+            log.info("version already served under this alias: re-announced", triton_model=ready.triton_model_name)
+            return
         for stage, seconds in clock.seconds.items():
             self.metrics.stage_seconds.labels(stage).observe(seconds)
         self.metrics.promotion_seconds.observe(time.perf_counter() - began)
@@ -207,7 +225,12 @@ class PromotionService:
         await self._publish(self.topics.model_ready, ready.model_name, envelope.to_json_bytes())
 
     async def _publish(self, topic: str, key: str, value: bytes) -> None:
-        await self.publisher.publish(value, topic, key=key.encode(), headers={"content-type": CLOUDEVENTS_CONTENT_TYPE})
+        await self._send(value, topic, key.encode(), {"content-type": CLOUDEVENTS_CONTENT_TYPE})
+
+    async def _send(self, value: bytes, topic: str, key: bytes | None, headers: dict[str, str]) -> None:
+        # Sent at once, confirmed in bulk by confirm_published() before the offsets are committed.
+        confirmation = await self.publisher.publish(value, topic, key=key, headers=headers, no_confirm=True)
+        self._unconfirmed.append(confirmation)
 
     async def _reject(
         self,
@@ -269,7 +292,7 @@ class PromotionService:
             event_id=event_id,
             replica_id=self.settings.replica_id,
         )
-        await self.publisher.publish(source.value, self.topics.promotion_dlq, key=source.key, headers=headers)
+        await self._send(source.value, self.topics.promotion_dlq, source.key, headers)
         self.metrics.dead_letters.labels(reason_code.value, error_type).inc()
         if error_type == "malformed":
             log.warning(

@@ -62,6 +62,13 @@ class ServingState:
         """True while some alias of some model is served by ``triton_model_name``."""
         return any(record.triton_model_name == triton_model_name for record in self.routes.values())
 
+    def loaded_versions(self) -> dict[str, dict[str, int]]:
+        """Registered model -> {Triton model: version} of every version announced as served."""
+        versions: dict[str, dict[str, int]] = {}
+        for record in [*self.answered.values(), *self.routes.values()]:
+            versions.setdefault(record.model_name, {})[record.triton_model_name] = record.version
+        return versions
+
     def known_model(self, triton_model_name: str) -> ModelReadyData | None:
         """Any announced record of this Triton model (its digest, signature, flavor)."""
         for record in reversed(self.answered.values()):

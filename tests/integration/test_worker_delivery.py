@@ -1,0 +1,177 @@
+"""Duplicates load once, rollbacks are instant, malformed messages never stop the consumer."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from deploy.stack.local_stack import LocalStack
+from tests.worker_harness import (
+    Record,
+    WorkerHandle,
+    events,
+    headers,
+    produce,
+    read_until,
+    register_iris,
+    request_bytes,
+    running_worker,
+    set_alias,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def worker(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerHandle]:
+    with running_worker(local_stack, tmp_path_factory.mktemp("worker")) as handle:
+        yield handle
+
+
+def _ready(records: list[dict[str, object]], model: str) -> list[dict[str, object]]:
+    return [e for e in records if e["type"] == "io.modelpromoter.model.ready.v1" and e["subject"] == model]
+
+
+async def test_the_same_request_five_times_loads_once(local_stack: LocalStack, worker: WorkerHandle) -> None:
+    name = f"dup-{uuid.uuid4().hex[:6]}"
+    version = register_iris(local_stack.mlflow_tracking_uri, name)
+    loads_before = worker.metric("promoter_promotion_stage_seconds_count", stage="load")
+    duplicates_before = worker.metric("promoter_promotions_total", outcome="duplicate")
+    same = request_bytes(name, version=version, event_id=str(uuid.uuid4()))
+    bootstrap = local_stack.kafka_bootstrap_servers
+
+    await produce(bootstrap, worker.topics["PROMOTER_TOPIC_PROMOTION_REQUESTED"], [(name.encode(), same)] * 5)
+    announced = _ready(
+        events(
+            await read_until(
+                bootstrap, worker.topics["PROMOTER_TOPIC_MODEL_READY"], lambda r: len(_ready(events(r), name)) >= 5
+            )
+        ),
+        name,
+    )
+
+    assert len(announced) == 5
+    assert len({json.dumps(e["data"], sort_keys=True) for e in announced}) == 1, "re-announced unchanged"
+    await wait_for(
+        lambda: worker.metric("promoter_promotions_total", outcome="duplicate") == duplicates_before + 4,
+        timeout_s=10,
+        what="4 duplicates counted",
+    )
+    assert worker.metric("promoter_promotion_stage_seconds_count", stage="load") == loads_before + 1
+
+
+async def test_rollback_to_a_loaded_version_is_a_new_decision_without_a_load(
+    local_stack: LocalStack, worker: WorkerHandle
+) -> None:
+    name = f"rollback-{uuid.uuid4().hex[:6]}"
+    uri = local_stack.mlflow_tracking_uri
+    v1, v2 = register_iris(uri, name), register_iris(uri, name, regularisation=0.05)
+    bootstrap = local_stack.kafka_bootstrap_servers
+    requested, ready_topic = (
+        worker.topics["PROMOTER_TOPIC_PROMOTION_REQUESTED"],
+        worker.topics["PROMOTER_TOPIC_MODEL_READY"],
+    )
+
+    for count, version in enumerate((v1, v2, v1), start=1):
+        set_alias(uri, name, "champion", version)
+        await produce(bootstrap, requested, [(name.encode(), request_bytes(name))])
+
+        def enough(records: list[Record], wanted: int = count) -> bool:
+            return len(_ready(events(records), name)) >= wanted
+
+        announced = _ready(events(await read_until(bootstrap, ready_topic, enough)), name)
+
+    assert [e["data"]["version"] for e in announced] == [v1, v2, v1]  # type: ignore[index]
+    generations = [e["data"]["generation"] for e in announced]  # type: ignore[index]
+    assert generations == sorted(set(generations)), "every decision gets a greater generation"
+    rollback_stages = announced[-1]["data"]["stage_seconds"]  # type: ignore[index]
+    assert "download" not in rollback_stages
+    assert "stage" not in rollback_stages
+    assert announced[-1]["data"]["triton_model_name"] == announced[0]["data"]["triton_model_name"]  # type: ignore[index]
+
+
+MALFORMED: list[bytes] = [
+    b"not json",
+    b"\xff\xfe binary",
+    b"[]",
+    b'{"type": "io.modelpromoter.promotion.requested.v1"}',
+    b'{"type": "com.example.unknown", "data": {}}',
+    json.dumps(
+        {
+            "specversion": "1.0",
+            "id": "x",
+            "source": "/t",
+            "type": "io.modelpromoter.promotion.requested.v1",
+            "data": {"model_name": "m", "alias": "latest", "origin": "cli", "requester": "r"},
+        }
+    ).encode(),
+    json.dumps(
+        {
+            "specversion": "1.0",
+            "id": "y",
+            "source": "/t",
+            "type": "io.modelpromoter.promotion.requested.v1",
+            "data": {"model_name": "m", "version": "3", "origin": "cli", "requester": "r"},
+        }
+    ).encode(),
+    b"",
+]
+
+
+async def test_malformed_messages_go_to_the_dlq_and_valid_ones_are_served(
+    local_stack: LocalStack, worker: WorkerHandle
+) -> None:
+    name = f"mixed-{uuid.uuid4().hex[:6]}"
+    version = register_iris(local_stack.mlflow_tracking_uri, name)
+    aliases = [f"a{i}" for i in range(10)]
+    marker = uuid.uuid4().hex
+    messages: list[tuple[bytes | None, bytes]] = []
+    for index in range(200):
+        bad = MALFORMED[index % len(MALFORMED)]
+        messages.append((f"junk-{marker}-{index}".encode(), bad))
+        if index % 20 == 0:
+            alias = aliases[index // 20]
+            messages.append((name.encode(), request_bytes(name, alias=alias, version=version)))
+    bootstrap = local_stack.kafka_bootstrap_servers
+
+    await produce(bootstrap, worker.topics["PROMOTER_TOPIC_PROMOTION_REQUESTED"], messages)
+
+    def ours(records: list[Record]) -> list[Record]:
+        return [r for r in records if (r.key or b"").startswith(f"junk-{marker}".encode())]
+
+    dead = ours(
+        await read_until(
+            bootstrap, worker.topics["PROMOTER_TOPIC_PROMOTION_DLQ"], lambda r: len(ours(r)) >= 200, timeout_s=90
+        )
+    )
+    served = _ready(
+        events(
+            await read_until(
+                bootstrap,
+                worker.topics["PROMOTER_TOPIC_MODEL_READY"],
+                lambda r: len(_ready(events(r), name)) >= 10,
+                timeout_s=90,
+            )
+        ),
+        name,
+    )
+
+    assert len(dead) == 200
+    by_key = {r.key: r for r in dead}
+    for index in range(200):
+        letter = by_key[f"junk-{marker}-{index}".encode()]
+        assert letter.value == MALFORMED[index % len(MALFORMED)], "original bytes kept"
+        diagnostic = headers(letter)
+        assert diagnostic["x-dlq-error-type"] == "malformed"
+        assert diagnostic["x-dlq-reason-code"] == "invalid_event"
+        assert diagnostic["x-dlq-reason"].startswith("not a valid promotion request: ")
+        assert diagnostic["x-dlq-source-topic"] == worker.topics["PROMOTER_TOPIC_PROMOTION_REQUESTED"]
+        assert int(diagnostic["x-dlq-source-offset"]) >= 0
+    reasons = {headers(by_key[f"junk-{marker}-{i}".encode()])["x-dlq-reason"] for i in range(len(MALFORMED))}
+    assert any("data.alias: alias 'latest' is reserved" in reason for reason in reasons)
+    assert any("data.version: Input should be a valid integer" in reason for reason in reasons)
+    assert sorted(e["data"]["alias"] for e in served) == sorted(aliases)  # type: ignore[index]

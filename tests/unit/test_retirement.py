@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.gateway_status import (
+    GatewayHeartbeat,
+    GatewayHeartbeatData,
+    GatewaySwapAcked,
+    GatewaySwapAckedData,
+    ServedRoute,
+)
+from schemas.model_ready import ModelReadyData
+from tests.event_samples import all_events
+from worker.retirement import GatewayRoutes, RetirementPlanner
+from worker.serving_state import ServingState
+
+SAMPLE = next(e for e in all_events() if e.type == "io.modelpromoter.model.ready.v1").data
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Record:
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+        self.offset = 0
+
+
+def ready(version: int, generation: int, alias: str = "champion") -> ModelReadyData:
+    data: ModelReadyData = SAMPLE.model_copy(
+        update={
+            "version": version,
+            "alias": alias,
+            "generation": generation,
+            "triton_model_name": f"iris--v{version}",
+            "request_event_id": f"req-{generation}",
+        }
+    )
+    return data
+
+
+def heartbeat(gateway: str, *versions: int, interval_s: float = 5.0) -> Any:
+    routes = [
+        ServedRoute(model_name="iris-clf", alias=f"a{v}", version=v, triton_model_name=f"iris--v{v}", generation=1)
+        for v in versions
+    ]
+    event = GatewayHeartbeat(
+        source="/t",
+        data=GatewayHeartbeatData(
+            gateway_id=gateway, ready=True, started_at=datetime.now(UTC), interval_s=interval_s, routes=routes
+        ),
+    )
+    return Record(event.to_json_bytes())
+
+
+def ack(gateway: str, version: int) -> Any:
+    route = ServedRoute(
+        model_name="iris-clf", alias="champion", version=version, triton_model_name=f"iris--v{version}", generation=1
+    )
+    return Record(
+        GatewaySwapAcked(source="/t", data=GatewaySwapAckedData(gateway_id=gateway, route=route)).to_json_bytes()
+    )
+
+
+def planner(keep: int = 1, grace_s: float = 60.0) -> tuple[RetirementPlanner, GatewayRoutes, ServingState, Clock]:
+    clock = Clock()
+    state = ServingState()
+    gateways = GatewayRoutes(clock)
+    return (
+        RetirementPlanner(state, gateways, keep_loaded_versions=keep, grace_s=grace_s, clock=clock),
+        gateways,
+        state,
+        clock,
+    )
+
+
+def test_served_and_newest_versions_are_kept() -> None:
+    plan, _, state, _ = planner(keep=2)
+    for generation, version in enumerate((1, 2, 3)):
+        state.apply(ready(version, generation))
+
+    assert plan.due() == ["iris--v1"]  # v3 served, v2 kept for rollback
+
+
+def test_a_live_gateway_still_routing_the_old_version_holds_it_until_it_acks() -> None:
+    plan, gateways, state, clock = planner()
+    state.apply(ready(1, 0))
+    gateways.apply(ack("gw-1", 1))
+    state.apply(ready(2, 1))
+
+    assert plan.due() == []
+    clock.now += 2
+    gateways.apply(ack("gw-1", 2))
+    assert plan.due() == ["iris--v1"]
+
+
+def test_a_silent_gateway_stops_pinning_and_grace_ends_waiting() -> None:
+    plan, gateways, state, clock = planner(grace_s=60)
+    state.apply(ready(1, 0))
+    gateways.apply(heartbeat("gw-1", 1, interval_s=5))
+    gateways.apply(heartbeat("gw-2", 1, interval_s=100))
+    state.apply(ready(2, 1))
+
+    assert plan.due() == []
+    clock.now += 16  # gw-1 silent for > 3 intervals, gw-2 still live
+    assert plan.due() == []
+    clock.now += 45  # grace passed since v1 stopped being served
+    assert plan.due() == ["iris--v1"]
+
+
+def test_retired_models_are_not_retired_twice_but_a_rollback_revives_them() -> None:
+    plan, _, state, _ = planner()
+    state.apply(ready(1, 0))
+    state.apply(ready(2, 1))
+    (victim,) = plan.due()
+    plan.mark_retired(victim)
+
+    assert plan.due() == []
+    state.apply(ready(1, 2))  # alias pointed back at v1, re-staged and served
+    assert plan.due() == []  # v1 served, v2 the newest version: kept to roll forward again
+    assert "iris--v1" not in plan.retired
+
+
+def test_unreadable_status_records_are_ignored() -> None:
+    _, gateways, _, _ = planner()
+    gateways.apply(Record(b"garbage"))
+    assert gateways.gateways == {}
