@@ -116,7 +116,7 @@ class Promoter:
                     tree = await asyncio.to_thread(inspect_tree, model_dir, max_bytes=self.settings.max_artifact_bytes)
                 except ArtifactRejectedError as error:
                     raise PermanentFailure(ReasonCode(error.reason_code), str(error)) from None
-                plan = await asyncio.to_thread(plan_serving, model_dir)
+                plan = await asyncio.to_thread(plan_serving, model_dir, onnx_backend=self.settings.onnx_backend)
                 try:
                     batching = BatchingOptions(
                         max_batch_size=self.settings.max_batch_size,
@@ -133,7 +133,7 @@ class Promoter:
                         name,
                         mlflow_model_dir=model_dir,
                         sha256=tree.sha256,
-                        config_pbtxt=render_config(name, plan.signature, batching),
+                        config_pbtxt=render_config(name, plan.signature, batching, backend=plan.backend),
                         serving_spec=plan.serving_spec,
                         metadata={"model_name": resolved.model_name, "version": resolved.version},
                     )

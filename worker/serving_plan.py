@@ -30,6 +30,7 @@ class ServingPlan:
     flavor: str
     signature: SignatureSummary
     serving_spec: dict[str, Any]
+    backend: str = "python"
 
 
 def _load_mlmodel(model_dir: Path) -> Model:
@@ -41,8 +42,12 @@ def _load_mlmodel(model_dir: Path) -> Model:
         ) from None
 
 
-def plan_serving(model_dir: Path) -> ServingPlan:
-    """How to serve the MLflow model in ``model_dir`` (blocking: reads files)."""
+def plan_serving(model_dir: Path, *, onnx_backend: bool = False) -> ServingPlan:
+    """How to serve the MLflow model in ``model_dir`` (blocking: reads files).
+
+    ``onnx_backend`` says the target Tritons have the onnxruntime backend; without it ONNX
+    models are refused with that reason.
+    """
     mlmodel = _load_mlmodel(model_dir)
     try:
         signature = summarise_signature(mlmodel.signature)
@@ -59,6 +64,16 @@ def plan_serving(model_dir: Path) -> ServingPlan:
             ReasonCode.UNSUPPORTED_SIGNATURE, "only models with one input and one output tensor are supported"
         )
     flavors = mlmodel.flavors
+    onnx = flavors.get("onnx")
+    if onnx is not None:
+        if not onnx_backend:
+            raise PermanentFailure(
+                ReasonCode.UNSUPPORTED_FLAVOR,
+                "ONNX models need Triton's onnxruntime backend; set PROMOTER_WORKER_ONNX_BACKEND=true "
+                "once every Triton endpoint has it",
+            )
+        spec = {"loader": "onnxruntime", "model_file": onnx.get("data", "model.onnx"), **tensors}
+        return ServingPlan(flavor="onnx", signature=signature, serving_spec=spec, backend="onnxruntime")
     sklearn = flavors.get("sklearn")
     if sklearn is not None:
         serialization = sklearn.get("serialization_format", "cloudpickle")
@@ -80,7 +95,7 @@ def plan_serving(model_dir: Path) -> ServingPlan:
     raise PermanentFailure(
         ReasonCode.UNSUPPORTED_FLAVOR,
         f"flavors {sorted(flavors)} cannot be served: supported are sklearn and python_function "
-        "(python backend); ONNX needs a Triton with the onnxruntime backend, which this one lacks",
+        "(python backend) and onnx (onnxruntime backend)",
     )
 
 

@@ -38,6 +38,7 @@ class WorkerSettings(PromoterSettings):
     instance_count: int = Field(1, ge=1, description="Model instances per Triton (tag triton.instance_count).")
     parity_rtol: float = Field(1e-6, ge=0, description="Relative tolerance of the Triton vs MLflow parity check.")
     parity_atol: float = Field(1e-6, ge=0, description="Absolute tolerance of the parity check.")
+    onnx_backend: bool = Field(False, description="Every Triton endpoint has the onnxruntime backend.")
     keep_loaded_versions: int = Field(2, ge=1, description="Versions per model kept loaded for instant rollback.")
     retire_grace_s: float = Field(300.0, ge=0, description="Unload an unacked old version after this long.")
     health_host: str = Field("127.0.0.1", description="Bind address of /health, /ready and /metrics.")

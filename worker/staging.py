@@ -24,6 +24,7 @@ MARKER_FILE = "promoter.json"
 STAGING_PREFIX = ".staging-"
 VERSION_DIR = "1"
 MODEL_SUBDIR = "model"
+ONNX_MODEL_FILE = "model.onnx"
 
 
 class DigestConflictError(Exception):
@@ -102,11 +103,15 @@ def stage_model(
     try:
         version_dir = scratch / VERSION_DIR
         shutil.copytree(mlflow_model_dir, version_dir / MODEL_SUBDIR, symlinks=True)
-        shutil.copyfile(MODEL_PY, version_dir / "model.py")
         (version_dir / "serving.json").write_text(json.dumps({**serving_spec, "model_dir": MODEL_SUBDIR}, indent=2))
+        if serving_spec.get("loader") == "onnxruntime":
+            # onnxruntime backend: the graph itself, at the file name Triton looks for by default.
+            shutil.copyfile(mlflow_model_dir / serving_spec["model_file"], version_dir / ONNX_MODEL_FILE)
+        else:
+            shutil.copyfile(MODEL_PY, version_dir / "model.py")
         (scratch / "config.pbtxt").write_text(config_pbtxt)
         (scratch / MARKER_FILE).write_text(json.dumps({**metadata, "artifact_sha256": sha256}, indent=2))
-        if not compileall.compile_file(version_dir / "model.py", quiet=2):
+        if (version_dir / "model.py").exists() and not compileall.compile_file(version_dir / "model.py", quiet=2):
             raise RuntimeError("generated model.py does not compile")
         scratch.chmod(0o755)
         _fsync_tree(scratch)
