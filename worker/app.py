@@ -23,6 +23,8 @@ from promoter.logging import configure_logging, get_logger
 from promoter.metrics import METRICS_CONTENT_TYPE, render
 from promoter.settings import KafkaSettings, LogSettings, MLflowSettings, TopicSettings, TritonSettings
 from promoter.topic_replay import TopicReplayer
+from schemas.model_ready import ModelReady
+from schemas.promotion_rejected import PromotionRejected
 from worker.metrics import WorkerMetrics
 from worker.parity import warm_up_model_libraries
 from worker.promotion import Promoter
@@ -98,6 +100,14 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
             raise
         await msg.ack()  # only after the broker confirmed every record's outcome
         await retirer.run_once()
+
+    # Declared for the AsyncAPI document (/docs/asyncapi): what the worker publishes, and where.
+    for topic, schema, title in (
+        (topics.model_ready, ModelReady, "model.ready: a version is served (or ServingStopped)"),
+        (topics.model_rejected, PromotionRejected, "model.rejected: a promotion failed for good"),
+        (topics.promotion_dlq, bytes, "DLQ: the original record plus x-dlq-* headers"),
+    ):
+        broker.publisher(topic, schema=schema, title=title, description="keyed by registered model name")
 
     async def start_state() -> None:
         created = await ensure_project_topics(kafka, topics)
