@@ -1,0 +1,60 @@
+"""The Kubernetes manifests parse, reference each other, and set only settings the code reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tests.unit.test_settings_documented import env_names
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+
+
+def _documents() -> list[dict[str, object]]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    documents: list[dict[str, object]] = []
+    for resource in kustomization["resources"]:
+        documents.extend(d for d in yaml.safe_load_all((K8S / resource).read_text()) if d)
+    return documents
+
+
+def _promoter_env_names(node: object) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(key, str) and key.startswith("PROMOTER_"):
+                found.add(key)
+            if key == "name" and isinstance(value, str) and value.startswith("PROMOTER_"):
+                found.add(value)
+            found |= _promoter_env_names(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _promoter_env_names(item)
+    return found
+
+
+def test_every_manifest_is_listed_and_parses() -> None:
+    documents = _documents()
+    listed = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert set(kustomization["resources"]) == listed
+    kinds = {str(d["kind"]) for d in documents}
+    assert {"Deployment", "StatefulSet", "ConfigMap", "PersistentVolumeClaim"} <= kinds
+
+
+def test_manifests_only_set_real_settings() -> None:
+    used = _promoter_env_names(_documents())
+    assert used, "the manifests configure the services through PROMOTER_* variables"
+    assert not sorted(used - env_names()), "manifests set variables no code reads"
+
+
+def test_worker_and_triton_share_the_model_repository() -> None:
+    claims = {
+        str(d["metadata"]["name"]): d  # type: ignore[index]
+        for d in _documents()
+        if d["kind"] == "PersistentVolumeClaim"
+    }
+    text = (K8S / "worker.yaml").read_text() + (K8S / "triton.yaml").read_text()
+    assert "model-repository" in claims
+    assert text.count("claimName: model-repository") == 2
