@@ -115,6 +115,21 @@ def events(records: list[Record]) -> list[dict[str, Any]]:
     return [json.loads(r.value) for r in records if r.value]
 
 
+def about(documents: list[dict[str, Any]], model: str, event_type: str | None = None) -> list[dict[str, Any]]:
+    """The events whose subject is ``model`` (and whose type is ``event_type``, if given)."""
+    return [e for e in documents if e.get("subject") == model and (event_type is None or e["type"] == event_type)]
+
+
+async def events_about(
+    bootstrap: str, topic: str, model: str, *, count: int = 1, event_type: str | None = None, timeout_s: float = 60.0
+) -> list[dict[str, Any]]:
+    """The events about ``model`` on ``topic``, once there are at least ``count`` of them."""
+    records = await read_until(
+        bootstrap, topic, lambda r: len(about(events(r), model, event_type)) >= count, timeout_s=timeout_s
+    )
+    return about(events(records), model, event_type)
+
+
 def headers(record: Record) -> dict[str, str]:
     return {name: value.decode() for name, value in record.headers}
 
@@ -125,6 +140,10 @@ class WorkerHandle:
     topics: dict[str, str]
     health_url: str
     env: dict[str, str]
+
+    def topic(self, name: str) -> str:
+        """The topic this worker uses for ``name`` (e.g. ``model_ready``)."""
+        return self.topics[f"PROMOTER_TOPIC_{name.upper()}"]
 
     def metrics_text(self) -> str:
         import urllib.request

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,13 +11,12 @@ from deploy.stack.local_stack import LocalStack
 from tests.worker_harness import (
     Record,
     WorkerHandle,
-    events,
+    events_about,
     headers,
     produce,
     read_until,
     register_iris,
     request_bytes,
-    running_worker,
     set_alias,
     wait_for,
 )
@@ -26,14 +24,7 @@ from tests.worker_harness import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def worker(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerHandle]:
-    with running_worker(local_stack, tmp_path_factory.mktemp("worker")) as handle:
-        yield handle
-
-
-def _ready(records: list[dict[str, object]], model: str) -> list[dict[str, object]]:
-    return [e for e in records if e["type"] == "io.modelpromoter.model.ready.v1" and e["subject"] == model]
+READY = "io.modelpromoter.model.ready.v1"
 
 
 async def test_the_same_request_five_times_loads_once(local_stack: LocalStack, worker: WorkerHandle) -> None:
@@ -45,14 +36,7 @@ async def test_the_same_request_five_times_loads_once(local_stack: LocalStack, w
     bootstrap = local_stack.kafka_bootstrap_servers
 
     await produce(bootstrap, worker.topics["PROMOTER_TOPIC_PROMOTION_REQUESTED"], [(name.encode(), same)] * 5)
-    announced = _ready(
-        events(
-            await read_until(
-                bootstrap, worker.topics["PROMOTER_TOPIC_MODEL_READY"], lambda r: len(_ready(events(r), name)) >= 5
-            )
-        ),
-        name,
-    )
+    announced = await events_about(bootstrap, worker.topic("model_ready"), name, count=5, event_type=READY)
 
     assert len(announced) == 5
     assert len({json.dumps(e["data"], sort_keys=True) for e in announced}) == 1, "re-announced unchanged"
@@ -79,19 +63,15 @@ async def test_rollback_to_a_loaded_version_is_a_new_decision_without_a_load(
     for count, version in enumerate((v1, v2, v1), start=1):
         set_alias(uri, name, "champion", version)
         await produce(bootstrap, requested, [(name.encode(), request_bytes(name))])
+        announced = await events_about(bootstrap, ready_topic, name, count=count, event_type=READY)
 
-        def enough(records: list[Record], wanted: int = count) -> bool:
-            return len(_ready(events(records), name)) >= wanted
-
-        announced = _ready(events(await read_until(bootstrap, ready_topic, enough)), name)
-
-    assert [e["data"]["version"] for e in announced] == [v1, v2, v1]  # type: ignore[index]
-    generations = [e["data"]["generation"] for e in announced]  # type: ignore[index]
+    assert [e["data"]["version"] for e in announced] == [v1, v2, v1]
+    generations = [e["data"]["generation"] for e in announced]
     assert generations == sorted(set(generations)), "every decision gets a greater generation"
-    rollback_stages = announced[-1]["data"]["stage_seconds"]  # type: ignore[index]
+    rollback_stages = announced[-1]["data"]["stage_seconds"]
     assert "download" not in rollback_stages
     assert "stage" not in rollback_stages
-    assert announced[-1]["data"]["triton_model_name"] == announced[0]["data"]["triton_model_name"]  # type: ignore[index]
+    assert announced[-1]["data"]["triton_model_name"] == announced[0]["data"]["triton_model_name"]
 
 
 MALFORMED: list[bytes] = [
@@ -148,17 +128,7 @@ async def test_malformed_messages_go_to_the_dlq_and_valid_ones_are_served(
             bootstrap, worker.topics["PROMOTER_TOPIC_PROMOTION_DLQ"], lambda r: len(ours(r)) >= 200, timeout_s=90
         )
     )
-    served = _ready(
-        events(
-            await read_until(
-                bootstrap,
-                worker.topics["PROMOTER_TOPIC_MODEL_READY"],
-                lambda r: len(_ready(events(r), name)) >= 10,
-                timeout_s=90,
-            )
-        ),
-        name,
-    )
+    served = await events_about(bootstrap, worker.topic("model_ready"), name, count=10, event_type=READY, timeout_s=90)
 
     assert len(dead) == 200
     by_key = {r.key: r for r in dead}
@@ -174,4 +144,4 @@ async def test_malformed_messages_go_to_the_dlq_and_valid_ones_are_served(
     reasons = {headers(by_key[f"junk-{marker}-{i}".encode()])["x-dlq-reason"] for i in range(len(MALFORMED))}
     assert any("data.alias: alias 'latest' is reserved" in reason for reason in reasons)
     assert any("data.version: Input should be a valid integer" in reason for reason in reasons)
-    assert sorted(e["data"]["alias"] for e in served) == sorted(aliases)  # type: ignore[index]
+    assert sorted(e["data"]["alias"] for e in served) == sorted(aliases)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -13,12 +12,12 @@ from deploy.stack.local_stack import LocalStack
 from tests.worker_harness import (
     WorkerHandle,
     events,
+    events_about,
     iris_frame,
     produce,
     read_until,
     register_iris,
     request_bytes,
-    running_worker,
     set_alias,
     sklearn_predictions,
 )
@@ -26,14 +25,7 @@ from tests.worker_harness import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def worker(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerHandle]:
-    with running_worker(local_stack, tmp_path_factory.mktemp("worker")) as handle:
-        yield handle
-
-
-def _ready_for(records: list[dict[str, object]], model: str) -> list[dict[str, object]]:
-    return [e for e in records if e["type"] == "io.modelpromoter.model.ready.v1" and e["subject"] == model]
+READY = "io.modelpromoter.model.ready.v1"
 
 
 def _triton_predict(stack: LocalStack, triton_model: str) -> np.ndarray:  # type: ignore[type-arg]
@@ -65,27 +57,23 @@ async def test_alias_promotions_serve_v1_then_v2(local_stack: LocalStack, worker
 
     set_alias(uri, name, "champion", v1)
     await produce(bootstrap, requested, [(name.encode(), request_bytes(name))])
-    first = _ready_for(
-        events(await read_until(bootstrap, ready_topic, lambda r: len(_ready_for(events(r), name)) >= 1)), name
-    )
+    first = await events_about(bootstrap, ready_topic, name, event_type=READY)
     set_alias(uri, name, "champion", v2)
     await produce(bootstrap, requested, [(name.encode(), request_bytes(name))])
-    both = _ready_for(
-        events(await read_until(bootstrap, ready_topic, lambda r: len(_ready_for(events(r), name)) >= 2)), name
-    )
+    both = await events_about(bootstrap, ready_topic, name, count=2, event_type=READY)
 
-    assert [e["data"]["version"] for e in both] == [v1, v2]  # type: ignore[index]
+    assert [e["data"]["version"] for e in both] == [v1, v2]
     assert both[0] == first[0]
-    generations = [e["data"]["generation"] for e in both]  # type: ignore[index]
+    generations = [e["data"]["generation"] for e in both]
     assert generations[1] > generations[0]
     features, _ = iris_frame()
     for event, version in zip(both, (v1, v2), strict=True):
         data = event["data"]
-        assert data["alias"] == "champion"  # type: ignore[index]
-        assert data["flavor"] == "sklearn"  # type: ignore[index]
-        assert [c["name"] for c in data["signature"]["columns"]] == list(features.columns)  # type: ignore[index]
-        assert set(data["stage_seconds"]) >= {"resolve", "download", "check", "stage", "load", "prove"}  # type: ignore[index]
-        served = _triton_predict(local_stack, data["triton_model_name"])  # type: ignore[index]
+        assert data["alias"] == "champion"
+        assert data["flavor"] == "sklearn"
+        assert [c["name"] for c in data["signature"]["columns"]] == list(features.columns)
+        assert set(data["stage_seconds"]) >= {"resolve", "download", "check", "stage", "load", "prove"}
+        served = _triton_predict(local_stack, data["triton_model_name"])
         assert np.array_equal(served, sklearn_predictions(uri, name, version, features))
     assert not np.array_equal(
         sklearn_predictions(uri, name, v1, features), sklearn_predictions(uri, name, v2, features)
@@ -105,14 +93,7 @@ async def test_model_without_signature_is_rejected_with_that_reason(
         [(name.encode(), request_bytes(name, version=version))],
     )
 
-    rejected = events(
-        await read_until(
-            bootstrap,
-            worker.topics["PROMOTER_TOPIC_MODEL_REJECTED"],
-            lambda r: any(e["subject"] == name for e in events(r)),
-        )
-    )
-    (event,) = [e for e in rejected if e["subject"] == name]
+    (event,) = await events_about(bootstrap, worker.topic("model_rejected"), name)
     assert event["data"]["reason_code"] == "missing_signature"
     assert "has no signature" in event["data"]["message"]
     dlq = await read_until(
@@ -132,13 +113,6 @@ async def test_unknown_model_is_rejected(local_stack: LocalStack, worker: Worker
         bootstrap, worker.topics["PROMOTER_TOPIC_PROMOTION_REQUESTED"], [(name.encode(), request_bytes(name))]
     )
 
-    rejected = events(
-        await read_until(
-            bootstrap,
-            worker.topics["PROMOTER_TOPIC_MODEL_REJECTED"],
-            lambda r: any(e["subject"] == name for e in events(r)),
-        )
-    )
-    (event,) = [e for e in rejected if e["subject"] == name]
+    (event,) = await events_about(bootstrap, worker.topic("model_rejected"), name)
     assert event["data"]["reason_code"] == "model_not_found"
     assert name in event["data"]["message"]
