@@ -1,0 +1,105 @@
+"""``promoter``: the command line of model-promoter for people and DAGs.
+
+    promoter promote iris-clf --alias champion --version 7 --reason "fixes drift" --wait 120
+    promoter unserve iris-clf --alias challenger
+    promoter webhook register --url http://ingress:8090/webhooks/mlflow
+
+Connection settings come from the environment (``PROMOTER_KAFKA_*``, ``PROMOTER_TOPIC_*``,
+``PROMOTER_MLFLOW_TRACKING_URI``, ``PROMOTER_INGRESS_WEBHOOK_SECRETS``): see the README table.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from promoter.settings import MLflowSettings
+from worker.ingress.registration import DEFAULT_WEBHOOK_NAME, register_webhook
+from worker.ingress.settings import IngressSettings
+from worker.promotion_client import Outcome, request_promotion
+
+app = typer.Typer(
+    help="model-promoter's command line: request promotions, manage the MLflow webhook.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+webhook = typer.Typer(help="Manage the MLflow webhook that feeds the ingress.", no_args_is_help=True)
+app.add_typer(webhook, name="webhook")
+
+EXIT_REJECTED = 1
+EXIT_TIMEOUT = 2
+
+
+def _report(outcome: Outcome) -> None:
+    if outcome.kind == "requested":
+        typer.echo(f"requested (event {outcome.event_id}); not waiting for the outcome")
+    elif outcome.kind == "served":
+        typer.echo(f"served: version {outcome.version} as Triton model {outcome.triton_model_name}")
+    elif outcome.kind == "stopped":
+        typer.echo("the alias is no longer served")
+    else:
+        typer.echo(f"rejected ({outcome.reason_code}): {outcome.message}", err=True)
+        typer.echo("see `promoter dlq show` for the dead letter, fix the cause, then replay it", err=True)
+        raise typer.Exit(EXIT_REJECTED)
+
+
+def _run(model: str, wait: float | None, **options: object) -> None:
+    try:
+        outcome = request_promotion(model, origin="cli", wait_s=wait, **options)
+    except TimeoutError as error:
+        typer.echo(f"{error}; the request stays queued: check the worker's logs and `promoter dlq list`", err=True)
+        raise typer.Exit(EXIT_TIMEOUT) from None
+    _report(outcome)
+
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Argument(help="Registered model name in MLflow.")],
+    alias: Annotated[str, typer.Option(help="Alias to serve the version under.")] = "champion",
+    version: Annotated[int | None, typer.Option(help="Version to serve; default: what the alias points at.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why, for the people reading the events.")] = None,
+    wait: Annotated[float | None, typer.Option(help="Seconds to wait for model.ready / model.rejected.")] = None,
+) -> None:
+    """Ask the workers to serve MODEL under ALIAS. Exit 1 if rejected, 2 if no answer within --wait.
+
+    Example: promoter promote iris-clf --alias champion --version 7 --wait 120
+    """
+    _run(model, wait, alias=alias, version=version, reason=reason)
+
+
+@app.command()
+def unserve(
+    model: Annotated[str, typer.Argument(help="Registered model name in MLflow.")],
+    alias: Annotated[str, typer.Option(help="Alias the gateways should stop serving.")],
+    reason: Annotated[str | None, typer.Option(help="Why, for the people reading the events.")] = None,
+    wait: Annotated[float | None, typer.Option(help="Seconds to wait for the outcome.")] = None,
+) -> None:
+    """Ask the gateways to stop serving MODEL under ALIAS.
+
+    Example: promoter unserve iris-clf --alias challenger --wait 30
+    """
+    _run(model, wait, alias=alias, action="unserve", reason=reason)
+
+
+@webhook.command("register")
+def register(
+    url: Annotated[str, typer.Option(help="The ingress URL MLflow calls, ending in /webhooks/mlflow.")],
+    name: Annotated[str, typer.Option(help="Webhook name in MLflow (updated if it exists).")] = DEFAULT_WEBHOOK_NAME,
+) -> None:
+    """Create or update the MLflow webhook pointing at the ingress, signed with the first configured secret.
+
+    Example: PROMOTER_INGRESS_WEBHOOK_SECRETS=... promoter webhook register --url http://ingress:8090/webhooks/mlflow
+    """
+    secrets = IngressSettings().webhook_secrets
+    if not secrets:
+        typer.echo("set PROMOTER_INGRESS_WEBHOOK_SECRETS to the secret the ingress verifies", err=True)
+        raise typer.Exit(EXIT_REJECTED)
+    tracking_uri = MLflowSettings().tracking_uri
+    done = register_webhook(tracking_uri, url, secrets[0].get_secret_value(), name=name)
+    verb = "created" if done.created else "updated"
+    typer.echo(f"{verb} webhook {name} ({done.webhook_id}) in {tracking_uri} -> {url}")
+
+
+def main() -> None:
+    app()

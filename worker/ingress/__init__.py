@@ -1,0 +1,1 @@
+"""The ingress: MLflow registry webhooks in, verified promotion requests out on Kafka."""
