@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +111,24 @@ async def read_until(
     return records
 
 
+async def snapshot(bootstrap: str, topic: str) -> list[Record]:
+    """Every record of ``topic`` right now (read until a fetch comes back empty)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=50)
+    await consumer.start()
+    records: list[Record] = []
+    try:
+        await consumer.topics()
+        assigned = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        while batches := await consumer.getmany(timeout_ms=200):
+            for batch in batches.values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
 def events(records: list[Record]) -> list[dict[str, Any]]:
     return [json.loads(r.value) for r in records if r.value]
 
@@ -204,6 +222,15 @@ def running_worker(stack: LocalStack, run_dir: Path, **settings: str) -> Iterato
         yield WorkerHandle(process=process, topics=topics, health_url=f"http://127.0.0.1:{port}", env=env)
     finally:
         stop_all([process])
+
+
+async def until(probe: Callable[[], Awaitable[bool]], *, timeout_s: float, what: str) -> None:
+    """Await ``probe()`` until it is true; AssertionError naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not await probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not true within {timeout_s} s")
+        await asyncio.sleep(0.2)  # polling a condition with a deadline
 
 
 async def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> None:
