@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit integration bench schemas stack clean
+.PHONY: install test demo lint typecheck unit integration bench schemas stack clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11" >&2; exit 1; }
@@ -25,6 +25,10 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest -q
 
+# The main job on the local stack: MLflow alias -> webhook -> worker -> Triton -> two gateways.
+demo: $(STAMP)
+	$(BIN)/python -m deploy.demo
+
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
@@ -34,6 +38,7 @@ integration: $(STAMP)
 # Benchmarks on the real local stack: print the figures, write .bench/<name>.json.
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.promotion
+	$(BIN)/python -m tests.benchmarks.gateway
 
 # Regenerate the committed JSON Schemas after changing an event model.
 schemas: $(STAMP)

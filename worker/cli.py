@@ -10,14 +10,17 @@ Connection settings come from the environment (``PROMOTER_KAFKA_*``, ``PROMOTER_
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from promoter.settings import MLflowSettings
 from worker.ingress.registration import DEFAULT_WEBHOOK_NAME, register_webhook
 from worker.ingress.settings import IngressSettings
 from worker.promotion_client import Outcome, request_promotion
+from worker.routing_client import publish_routing
 
 app = typer.Typer(
     help="model-promoter's command line: request promotions, manage the MLflow webhook.",
@@ -80,6 +83,39 @@ def unserve(
     Example: promoter unserve iris-clf --alias challenger --wait 30
     """
     _run(model, wait, alias=alias, action="unserve", reason=reason)
+
+
+def _weights(spec: str) -> dict[str, int]:
+    weights: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        alias, sep, percent = part.partition("=")
+        if not sep or not percent.strip().isdigit():
+            raise typer.BadParameter(f"{part!r} must look like alias=percent", param_hint="--weights")
+        weights[alias.strip()] = int(percent)
+    return weights
+
+
+@app.command()
+def route(
+    model: Annotated[str, typer.Argument(help="Registered model name in MLflow.")],
+    weights: Annotated[str, typer.Option(help="Percent per alias, summing to 100: champion=90,challenger=10.")],
+    shadow: Annotated[str | None, typer.Option(help="Alias that receives copies of requests.")] = None,
+    shadow_percent: Annotated[float, typer.Option(help="Share of requests copied to --shadow.")] = 0.0,
+) -> None:
+    """Set the traffic policy of MODEL at every gateway: A/B weights (sticky per client) and a shadow.
+
+    Example: promoter route iris-clf --weights champion=90,challenger=10 --shadow candidate --shadow-percent 5
+    """
+    try:
+        event = asyncio.run(
+            publish_routing(model, _weights(weights), shadow_alias=shadow, shadow_sample_percent=shadow_percent)
+        )
+    except ValidationError as error:
+        for problem in error.errors():
+            message = problem["msg"].removeprefix("Value error, ")
+            typer.echo(f"{'.'.join(map(str, problem['loc'])) or 'policy'}: {message}", err=True)
+        raise typer.Exit(EXIT_REJECTED) from None
+    typer.echo(f"routing of {model} set: {event.data.weights} (generation {event.data.generation})")
 
 
 @webhook.command("register")
