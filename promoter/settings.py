@@ -143,6 +143,7 @@ class TopicSettings(PromoterSettings):
     promotion_dlq: str = topics.PROMOTION_DLQ.name
     gateway_status: str = topics.GATEWAY_STATUS.name
     routing_updated: str = topics.ROUTING_UPDATED.name
+    dead_letter_replays: str = topics.DEAD_LETTER_REPLAYS.name
     replication_factor: int = Field(1, ge=1, description="Replication factor when creating topics.")
 
     def specs(self) -> list[topics.TopicSpec]:
@@ -154,5 +155,6 @@ class TopicSettings(PromoterSettings):
             topics.PROMOTION_DLQ: self.promotion_dlq,
             topics.GATEWAY_STATUS: self.gateway_status,
             topics.ROUTING_UPDATED: self.routing_updated,
+            topics.DEAD_LETTER_REPLAYS: self.dead_letter_replays,
         }
         return [replace(spec, name=name) for spec, name in renamed.items()]

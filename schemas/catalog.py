@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from schemas.dead_letter_replayed import DeadLetterReplayed
 from schemas.envelope import CloudEvent
 from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked
 from schemas.model_ready import ModelReady, ServingStopped
@@ -26,6 +27,7 @@ EVENT_CLASSES: tuple[type[CloudEvent], ...] = (
     GatewaySwapAcked,
     GatewayHeartbeat,
     RoutingUpdated,
+    DeadLetterReplayed,
 )
 EVENTS_BY_TYPE: dict[str, type[CloudEvent]] = {cls.event_type: cls for cls in EVENT_CLASSES}
 

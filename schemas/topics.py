@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from schemas.dead_letter_replayed import DeadLetterReplayed
 from schemas.envelope import CloudEvent
 from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked
 from schemas.model_ready import ModelReady, ServingStopped
@@ -94,6 +95,16 @@ ROUTING_UPDATED = TopicSpec(
     event_types=(RoutingUpdated,),
 )
 
+DEAD_LETTER_REPLAYS = TopicSpec(
+    name="model.promotion.replays",
+    key="registered model name",
+    purpose="audit: who replayed which dead letter, when, how often",
+    partitions=1,
+    compacted=False,
+    retention_ms=RETAIN_FOREVER_MS,
+    event_types=(DeadLetterReplayed,),
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     PROMOTION_REQUESTED,
     MODEL_READY,
@@ -101,4 +112,5 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     PROMOTION_DLQ,
     GATEWAY_STATUS,
     ROUTING_UPDATED,
+    DEAD_LETTER_REPLAYS,
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from schemas.dead_letter_replayed import DeadLetterReplayed, DeadLetterReplayedData
 from schemas.envelope import CloudEvent
 from schemas.gateway_status import (
     GatewayHeartbeat,
@@ -105,6 +106,20 @@ def all_events() -> list[CloudEvent]:
                 started_at=datetime(2026, 11, 22, 3, 0, tzinfo=UTC),
                 interval_s=5.0,
                 routes=[route()],
+            ),
+        ),
+        DeadLetterReplayed(
+            source=SOURCE,
+            subject="iris-clf",
+            data=DeadLetterReplayedData(
+                event_id="req-9",
+                model_name="iris-clf",
+                dead_letter_partition=0,
+                dead_letter_offset=41,
+                target_topic="model.promotion.requested",
+                replay_count=1,
+                replayed_by="oncall@example.com",
+                reason_code="retries_exhausted",
             ),
         ),
         RoutingUpdated(

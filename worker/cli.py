@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from promoter.settings import MLflowSettings
 from worker.ingress.registration import DEFAULT_WEBHOOK_NAME, register_webhook
 from worker.ingress.settings import IngressSettings
+from worker.oncall_cli import register as register_oncall_commands
 from worker.promotion_client import Outcome, request_promotion
 from worker.routing_client import publish_routing
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 webhook = typer.Typer(help="Manage the MLflow webhook that feeds the ingress.", no_args_is_help=True)
 app.add_typer(webhook, name="webhook")
+register_oncall_commands(app)
 
 EXIT_REJECTED = 1
 EXIT_TIMEOUT = 2

@@ -1,0 +1,96 @@
+"""Send dead letters back to the topic they came from: same key, same bytes (so the same event id).
+
+Guarded against loops: a letter replayed ``max_replays`` times already is refused with the reason.
+Each replay increments ``x-replay-count`` and leaves an audit record on the replays topic. The
+worker recognises an event id it already answered, so replaying a letter twice promotes once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+
+from promoter.settings import KafkaSettings, TopicSettings
+from schemas.dead_letter_replayed import DeadLetterReplayed, DeadLetterReplayedData
+from worker.dead_letter_log import DeadLetter
+from worker.dead_letters import HEADER_PREFIX, REPLAY_COUNT_HEADER
+
+
+@dataclass
+class ReplayReport:
+    replayed: list[DeadLetter] = field(default_factory=list)
+    refused: list[tuple[DeadLetter, str]] = field(default_factory=list)
+
+
+def refusal(letter: DeadLetter, max_replays: int) -> str | None:
+    """Why this letter must not be replayed, or None."""
+    if letter.header("source-topic") is None:
+        return "it has no x-dlq-source-topic header, so its source is unknown"
+    if letter.replay_count >= max_replays:
+        return (
+            f"it was replayed {letter.replay_count} times already (limit {max_replays}): fix the cause, then "
+            "request the promotion again with `promoter promote`"
+        )
+    return None
+
+
+def replay_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    """The record's own headers, without our diagnostics, with the replay count incremented."""
+    kept = [(k, v) for k, v in letter.headers if not k.startswith(HEADER_PREFIX) and k != REPLAY_COUNT_HEADER]
+    return [*kept, (REPLAY_COUNT_HEADER, str(letter.replay_count + 1).encode())]
+
+
+async def replay(
+    letters: list[DeadLetter],
+    *,
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    replayed_by: str,
+    max_replays: int,
+    rate_per_s: float | None = None,
+    dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayReport:
+    report = ReplayReport()
+    eligible: list[DeadLetter] = []
+    for letter in letters:
+        why = refusal(letter, max_replays)
+        if why is None:
+            eligible.append(letter)
+        else:
+            report.refused.append((letter, why))
+    if dry_run:
+        report.replayed = eligible
+        return report
+    producer = AIOKafkaProducer(**kafka.producer_kwargs())
+    await producer.start()
+    try:
+        for done, letter in enumerate(eligible, start=1):
+            target = letter.header("source-topic") or ""
+            await producer.send_and_wait(target, value=letter.value, key=letter.key, headers=replay_headers(letter))
+            audit = DeadLetterReplayed(
+                source="/model-promoter/cli",
+                subject=letter.model,
+                data=DeadLetterReplayedData(
+                    event_id=letter.header("event-id"),
+                    model_name=letter.model,
+                    dead_letter_partition=letter.partition,
+                    dead_letter_offset=letter.offset,
+                    target_topic=target,
+                    replay_count=letter.replay_count + 1,
+                    replayed_by=replayed_by,
+                    reason_code=letter.reason_code,
+                ),
+            )
+            await producer.send_and_wait(topics.dead_letter_replays, value=audit.to_json_bytes(), key=letter.key)
+            report.replayed.append(letter)
+            if progress is not None:
+                progress(done, len(eligible))
+            if rate_per_s:
+                await asyncio.sleep(1 / rate_per_s)  # --rate: pacing, so a backlog does not flood the workers
+    finally:
+        await producer.stop()
+    return report
