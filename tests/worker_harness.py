@@ -119,6 +119,8 @@ async def snapshot(bootstrap: str, topic: str) -> list[Record]:
     try:
         await consumer.topics()
         assigned = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not assigned:
+            return records  # the topic does not exist (yet): nothing on it
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
         while batches := await consumer.getmany(timeout_ms=200):
@@ -193,6 +195,7 @@ def unique_topics() -> dict[str, str]:
         "promotion_dlq",
         "gateway_status",
         "routing_updated",
+        "dead_letter_replays",
     )
     return {f"PROMOTER_TOPIC_{n.upper()}": f"it.{n}.{suffix}" for n in names}
 
