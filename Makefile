@@ -38,6 +38,7 @@ integration: $(STAMP)
 # Benchmarks on the real local stack: print the figures, write .bench/<name>.json.
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.promotion
+	$(BIN)/python -m tests.benchmarks.oncall
 	$(BIN)/python -m tests.benchmarks.gateway
 
 # Regenerate the committed JSON Schemas after changing an event model.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -17,6 +18,8 @@ from promoter.settings import KafkaSettings, TopicSettings
 from schemas.dead_letter_replayed import DeadLetterReplayed, DeadLetterReplayedData
 from worker.dead_letter_log import DeadLetter
 from worker.dead_letters import HEADER_PREFIX, REPLAY_COUNT_HEADER
+
+CONFIRM_EVERY = 200
 
 
 @dataclass
@@ -35,6 +38,30 @@ def refusal(letter: DeadLetter, max_replays: int) -> str | None:
             "request the promotion again with `promoter promote`"
         )
     return None
+
+
+async def _send(
+    producer: AIOKafkaProducer, letter: DeadLetter, topics: TopicSettings, replayed_by: str
+) -> tuple[asyncio.Future[Any], asyncio.Future[Any]]:
+    """Queue the letter to its source topic and its audit record; the futures resolve on the broker's ack."""
+    target = letter.header("source-topic") or ""
+    sent = await producer.send(target, value=letter.value, key=letter.key, headers=replay_headers(letter))
+    audit = DeadLetterReplayed(
+        source="/model-promoter/cli",
+        subject=letter.model,
+        data=DeadLetterReplayedData(
+            event_id=letter.header("event-id"),
+            model_name=letter.model,
+            dead_letter_partition=letter.partition,
+            dead_letter_offset=letter.offset,
+            target_topic=target,
+            replay_count=letter.replay_count + 1,
+            replayed_by=replayed_by,
+            reason_code=letter.reason_code,
+        ),
+    )
+    audited = await producer.send(topics.dead_letter_replays, value=audit.to_json_bytes(), key=letter.key)
+    return sent, audited
 
 
 def replay_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
@@ -68,27 +95,14 @@ async def replay(
     producer = AIOKafkaProducer(**kafka.producer_kwargs())
     await producer.start()
     try:
-        for done, letter in enumerate(eligible, start=1):
-            target = letter.header("source-topic") or ""
-            await producer.send_and_wait(target, value=letter.value, key=letter.key, headers=replay_headers(letter))
-            audit = DeadLetterReplayed(
-                source="/model-promoter/cli",
-                subject=letter.model,
-                data=DeadLetterReplayedData(
-                    event_id=letter.header("event-id"),
-                    model_name=letter.model,
-                    dead_letter_partition=letter.partition,
-                    dead_letter_offset=letter.offset,
-                    target_topic=target,
-                    replay_count=letter.replay_count + 1,
-                    replayed_by=replayed_by,
-                    reason_code=letter.reason_code,
-                ),
-            )
-            await producer.send_and_wait(topics.dead_letter_replays, value=audit.to_json_bytes(), key=letter.key)
-            report.replayed.append(letter)
+        chunk = 1 if rate_per_s else CONFIRM_EVERY
+        for start in range(0, len(eligible), chunk):
+            batch = eligible[start : start + chunk]
+            sent = [await _send(producer, letter, topics, replayed_by) for letter in batch]
+            await asyncio.gather(*(f for pair in sent for f in pair))  # confirmed before it is reported
+            report.replayed.extend(batch)
             if progress is not None:
-                progress(done, len(eligible))
+                progress(len(report.replayed), len(eligible))
             if rate_per_s:
                 await asyncio.sleep(1 / rate_per_s)  # --rate: pacing, so a backlog does not flood the workers
     finally:

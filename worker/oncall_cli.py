@@ -26,6 +26,7 @@ console = Console()
 errors = Console(stderr=True)
 
 DEFAULT_MAX_REPLAYS = 3
+LIST_COLUMNS = ("time", "model", "target", "reason_code", "attempts", "source", "event_id", "dlq_offset", "replays")
 STATUS_TIMEOUT_S = 60.0
 
 ModelOpt = Annotated[str | None, typer.Option(help="Only letters of this registered model.")]
@@ -77,7 +78,10 @@ def list_letters(
     until: UntilOpt = None,
     event_id: EventOpt = None,
     offsets: OffsetsOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, for scripts.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line (all letters), for scripts.")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="Show the newest N letters in the table; 0 for all.")] = 200,
 ) -> None:
     """List dead letters, newest last.
 
@@ -85,15 +89,23 @@ def list_letters(
     """
     letters = _letters(_filter(model, reason, since, until, event_id, offsets))
     if as_json:
-        for letter in letters:
-            typer.echo(json.dumps(letter.summary()))
+        typer.echo("\n".join(json.dumps(letter.summary()) for letter in letters))
         return
-    table = Table(title=f"{len(letters)} dead letters")
-    for column in ("time", "model", "target", "reason_code", "attempts", "source", "event_id", "dlq_offset", "replays"):
-        table.add_column(column)
-    for letter in letters:
-        table.add_row(*(str(value) for key, value in letter.summary().items() if key != "dlq_partition"))
-    console.print(table)
+    shown = letters[-limit:] if limit else letters
+    typer.echo(render_table([letter.summary() for letter in shown], LIST_COLUMNS))
+    if len(shown) < len(letters):
+        typer.echo(f"showing the newest {len(shown)} of {len(letters)} letters: --limit 0 for all, --json for scripts")
+    else:
+        typer.echo(f"{len(letters)} dead letters")
+
+
+def render_table(rows: list[dict[str, object]], columns: tuple[str, ...]) -> str:
+    """A plain aligned table: fast for tens of thousands of rows, and greppable."""
+    cells = [[str(row.get(column, "")) for column in columns] for row in rows]
+    widths = [max([len(column), *(len(line[i]) for line in cells)]) for i, column in enumerate(columns)]
+    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True))]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) for line in cells]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _find(reference: str, letters: list[DeadLetter]) -> DeadLetter:

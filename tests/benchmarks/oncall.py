@@ -1,0 +1,96 @@
+"""Benchmark: on-call commands over a large dead-letter topic (``make bench`` -> ``.bench/oncall.json``).
+
+Starts the broker only (the other stack services are not needed), fills a dead-letter topic with
+10,000 letters, then times ``promoter dlq list`` (table and ``--json``) and ``dlq replay --yes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from typer.testing import CliRunner
+
+from deploy.stack.kafka_broker import kafka_spec
+from deploy.stack.ports import free_ports
+from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
+from worker.cli import app
+
+BENCH_DIR = Path(".bench")
+LETTERS = 10_000
+REPLAYS = 1_000
+
+
+async def fill(bootstrap: str, topic: str, count: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5)
+    await producer.start()
+    try:
+        failed_at = datetime.now(UTC).isoformat().encode()
+        for index in range(count):
+            headers = [
+                ("x-dlq-reason-code", b"retries_exhausted"),
+                ("x-dlq-last-failure-at", failed_at),
+                ("x-dlq-source-topic", b"bench.requests"),
+                ("x-dlq-event-id", f"evt-{index}".encode()),
+                ("x-dlq-attempts", b"5"),
+            ]
+            value = json.dumps({"id": f"evt-{index}", "data": {"model_name": f"m-{index % 50}", "version": 1}})
+            await producer.send(topic, value.encode(), key=f"m-{index % 50}".encode(), headers=headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def timed(env: dict[str, str], *args: str) -> float:
+    began = time.perf_counter()
+    result = CliRunner().invoke(app, list(args), env=env)
+    if result.exit_code != 0:
+        raise RuntimeError(f"promoter {' '.join(args)} failed: {result.output[-2000:]}")
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-oncall-") as tmp:
+        (port,) = free_ports(1)
+        broker = ManagedProcess(kafka_spec(port, Path(tmp)), Path(tmp) / "tansu.log")
+        broker.start()
+        try:
+            wait_all_ready([broker])
+            bootstrap = f"127.0.0.1:{port}"
+            env = {
+                "PROMOTER_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "PROMOTER_KAFKA_ENABLE_IDEMPOTENCE": "false",
+                "PROMOTER_KAFKA_FETCH_MAX_WAIT_MS": "20",
+                "PROMOTER_TOPIC_PROMOTION_DLQ": "bench.dlq",
+                "PROMOTER_TOPIC_DEAD_LETTER_REPLAYS": "bench.replays",
+            }
+            asyncio.run(fill(bootstrap, "bench.dlq", LETTERS))
+            list_json_s = timed(env, "dlq", "list", "--json")
+            list_table_s = timed(env, "dlq", "list")
+            filtered_s = timed(env, "dlq", "list", "--model", "m-7", "--since", "1h")
+            replay_s = timed(env, "dlq", "replay", "--offsets", f"0-{REPLAYS - 1}", "--yes")
+        finally:
+            stop_all([broker])
+    result = {
+        "letters": LETTERS,
+        "dlq_list_10k_json_s": round(list_json_s, 3),
+        "dlq_list_10k_table_s": round(list_table_s, 3),
+        "dlq_list_10k_filtered_s": round(filtered_s, 3),
+        "replayed": REPLAYS,
+        "replay_per_s": round(REPLAYS / replay_s, 1),
+    }
+    BENCH_DIR.mkdir(exist_ok=True)
+    (BENCH_DIR / "oncall.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"dlq list over {LETTERS} letters: {list_json_s:.2f} s (--json), {list_table_s:.2f} s (table) (target < 2 s)")
+    print(f"dlq list --model --since over {LETTERS}: {filtered_s:.2f} s")
+    print(f"dlq replay: {result['replay_per_s']} letters/s over {REPLAYS} (with audit records)")
+    print(f"wrote {BENCH_DIR / 'oncall.json'}")
+
+
+if __name__ == "__main__":
+    main()
