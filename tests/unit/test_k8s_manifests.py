@@ -58,3 +58,33 @@ def test_worker_and_triton_share_the_model_repository() -> None:
     text = (K8S / "worker.yaml").read_text() + (K8S / "triton.yaml").read_text()
     assert "model-repository" in claims
     assert text.count("claimName: model-repository") == 2
+
+
+def test_alerts_only_use_metrics_the_services_export() -> None:
+    import re
+
+    from gateway.metrics import GatewayMetrics
+    from promoter.metrics import new_registry
+    from worker.ingress.receiver import WebhookReceiver
+    from worker.ingress.settings import IngressSettings
+    from worker.metrics import WorkerMetrics
+
+    registries = [WorkerMetrics().registry, GatewayMetrics().registry]
+    ingress_registry = new_registry(process_metrics=False)
+
+    async def publish(_: object) -> None:
+        return None
+
+    WebhookReceiver(IngressSettings(webhook_secrets=["s"]), publish, ingress_registry)
+    registries.append(ingress_registry)
+    exported = {
+        sample.name for registry in registries for family in registry.collect() for sample in family.samples
+    } | {
+        family.name + ("_total" if family.type == "counter" else "")
+        for registry in registries
+        for family in registry.collect()
+    }
+    rules = yaml.safe_load((K8S / "alerts.yaml").read_text())["spec"]["groups"][0]["rules"]
+    used = {name for rule in rules for name in re.findall(r"\b((?:promoter|gateway)_[a-z_]+)", rule["expr"])}
+    assert used
+    assert not sorted(used - exported), "alerts use metrics nobody exports"
