@@ -14,9 +14,9 @@ import asyncio
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from promoter.settings import MLflowSettings
+from worker.cli_errors import EXIT_REJECTED, EXIT_TIMEOUT, explained_failures
 from worker.ingress.registration import DEFAULT_WEBHOOK_NAME, register_webhook
 from worker.ingress.settings import IngressSettings
 from worker.oncall_cli import register as register_oncall_commands
@@ -31,9 +31,6 @@ app = typer.Typer(
 webhook = typer.Typer(help="Manage the MLflow webhook that feeds the ingress.", no_args_is_help=True)
 app.add_typer(webhook, name="webhook")
 register_oncall_commands(app)
-
-EXIT_REJECTED = 1
-EXIT_TIMEOUT = 2
 
 
 def _report(outcome: Outcome) -> None:
@@ -51,7 +48,8 @@ def _report(outcome: Outcome) -> None:
 
 def _run(model: str, wait: float | None, **options: object) -> None:
     try:
-        outcome = request_promotion(model, origin="cli", wait_s=wait, **options)
+        with explained_failures():
+            outcome = request_promotion(model, origin="cli", wait_s=wait, **options)
     except TimeoutError as error:
         typer.echo(f"{error}; the request stays queued: check the worker's logs and `promoter dlq list`", err=True)
         raise typer.Exit(EXIT_TIMEOUT) from None
@@ -66,7 +64,7 @@ def promote(
     reason: Annotated[str | None, typer.Option(help="Why, for the people reading the events.")] = None,
     wait: Annotated[float | None, typer.Option(help="Seconds to wait for model.ready / model.rejected.")] = None,
 ) -> None:
-    """Ask the workers to serve MODEL under ALIAS. Exit 1 if rejected, 2 if no answer within --wait.
+    """Ask the workers to serve MODEL under ALIAS. Exit 1 rejected, 2 no answer in --wait, 3 bad input, 4 no Kafka.
 
     Example: promoter promote iris-clf --alias champion --version 7 --wait 120
     """
@@ -108,15 +106,10 @@ def route(
 
     Example: promoter route iris-clf --weights champion=90,challenger=10 --shadow candidate --shadow-percent 5
     """
-    try:
+    with explained_failures():
         event = asyncio.run(
             publish_routing(model, _weights(weights), shadow_alias=shadow, shadow_sample_percent=shadow_percent)
         )
-    except ValidationError as error:
-        for problem in error.errors():
-            message = problem["msg"].removeprefix("Value error, ")
-            typer.echo(f"{'.'.join(map(str, problem['loc'])) or 'policy'}: {message}", err=True)
-        raise typer.Exit(EXIT_REJECTED) from None
     typer.echo(f"routing of {model} set: {event.data.weights} (generation {event.data.generation})")
 
 

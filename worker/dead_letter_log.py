@@ -15,6 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from promoter.kafka_clients import started
 from promoter.settings import KafkaSettings
 from worker.dead_letters import HEADER_PREFIX, REPLAY_COUNT_HEADER
 
@@ -172,12 +173,9 @@ def parse_offsets(text: str) -> tuple[int, int]:
 
 async def read_dead_letters(kafka: KafkaSettings, topic: str) -> list[DeadLetter]:
     """Every letter on ``topic``, in partition then offset order."""
-    consumer = AIOKafkaConsumer(
-        **{**kafka.consumer_kwargs(), "group_id": None, "max_partition_fetch_bytes": 16 * 1024 * 1024}
-    )
-    await consumer.start()
     letters: list[DeadLetter] = []
-    try:
+    options = {**kafka.consumer_kwargs(), "group_id": None, "max_partition_fetch_bytes": 16 * 1024 * 1024}
+    async with started(AIOKafkaConsumer(**options)) as consumer:
         await consumer.topics()
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         if not partitions:
@@ -193,7 +191,5 @@ async def read_dead_letters(kafka: KafkaSettings, topic: str) -> list[DeadLetter
                 )
             if not batches and all([await consumer.position(tp) >= end for tp, end in ends.items()]):
                 break
-    finally:
-        await consumer.stop()
     letters.sort(key=lambda letter: (letter.partition, letter.offset))
     return letters

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from promoter.kafka_clients import started
 from promoter.settings import KafkaSettings, TopicSettings
 from schemas.dead_letter_replayed import DeadLetterReplayed, DeadLetterReplayedData
 from worker.dead_letter_log import DeadLetter
@@ -92,9 +93,7 @@ async def replay(
     if dry_run:
         report.replayed = eligible
         return report
-    producer = AIOKafkaProducer(**kafka.producer_kwargs())
-    await producer.start()
-    try:
+    async with started(AIOKafkaProducer(**kafka.producer_kwargs())) as producer:
         chunk = 1 if rate_per_s else CONFIRM_EVERY
         for start in range(0, len(eligible), chunk):
             batch = eligible[start : start + chunk]
@@ -105,6 +104,4 @@ async def replay(
                 progress(len(report.replayed), len(eligible))
             if rate_per_s:
                 await asyncio.sleep(1 / rate_per_s)  # --rate: pacing, so a backlog does not flood the workers
-    finally:
-        await producer.stop()
     return report

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from promoter.settings import KafkaSettings, TopicSettings
 from promoter.topic_replay import TopicReplayer
+from worker.cli_errors import explained_failures
 from worker.dead_letter_log import NEXT_STEPS, DeadLetter, LetterFilter, parse_moment, parse_offsets, read_dead_letters
 from worker.dead_letter_replay import replay
 from worker.serving_status import ServingStatus
@@ -167,7 +168,7 @@ def replay_letters(
     if not dry_run and not yes:
         typer.confirm(f"replay {len(letters)} dead letters to their source topics?", abort=True)
     user = getpass.getuser()
-    with console.status("replaying ...") as status:
+    with console.status("replaying ...") as status, explained_failures():
         report = asyncio.run(
             replay(
                 letters,

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from promoter.kafka_clients import started
 from promoter.settings import KafkaSettings, TopicSettings
 from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.model_ready import ModelReady, ServingStopped
@@ -52,9 +53,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[Top
 
 
 async def _await_outcome(kafka: KafkaSettings, names: TopicSettings, event_id: str, timeout_s: float) -> Outcome:
-    consumer = AIOKafkaConsumer(**{**kafka.consumer_kwargs(), "group_id": None})
-    await consumer.start()
-    try:
+    async with started(AIOKafkaConsumer(**{**kafka.consumer_kwargs(), "group_id": None})) as consumer:
         partitions = await _partitions(consumer, [names.model_ready, names.model_rejected])
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -66,8 +65,6 @@ async def _await_outcome(kafka: KafkaSettings, names: TopicSettings, event_id: s
                 if outcome is not None:
                     return outcome
         raise TimeoutError(f"no outcome for promotion request {event_id} within {timeout_s:g} s")
-    finally:
-        await consumer.stop()
 
 
 def _match(raw: bytes, event_id: str) -> Outcome | None:
@@ -112,17 +109,13 @@ async def request_promotion_async(
         reason=reason,
     )
     event = PromotionRequested(id=str(uuid.uuid4()), source=f"/model-promoter/{origin}", subject=model, data=data)
-    producer = AIOKafkaProducer(**kafka.producer_kwargs())
-    await producer.start()
-    try:
+    async with started(AIOKafkaProducer(**kafka.producer_kwargs())) as producer:
         await producer.send_and_wait(
             topics.promotion_requested,
             value=event.to_json_bytes(),
             key=model.encode(),
             headers=[("content-type", b"application/cloudevents+json")],
         )
-    finally:
-        await producer.stop()
     if wait_s is None:
         return Outcome(event.id, "requested")
     return await _await_outcome(kafka, topics, event.id, wait_s)

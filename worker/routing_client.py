@@ -10,6 +10,7 @@ import time
 
 from aiokafka import AIOKafkaProducer
 
+from promoter.kafka_clients import started
 from promoter.settings import KafkaSettings, TopicSettings
 from schemas.routing_updated import RoutingUpdated, RoutingUpdatedData
 
@@ -34,15 +35,11 @@ async def publish_routing(
         generation=time.time_ns() // 1_000_000,
     )
     event = RoutingUpdated(source="/model-promoter/cli", subject=model, data=data)
-    producer = AIOKafkaProducer(**kafka.producer_kwargs())
-    await producer.start()
-    try:
+    async with started(AIOKafkaProducer(**kafka.producer_kwargs())) as producer:
         await producer.send_and_wait(
             topics.routing_updated,
             value=event.to_json_bytes(),
             key=model.encode(),
             headers=[("content-type", b"application/cloudevents+json")],
         )
-    finally:
-        await producer.stop()
     return event
