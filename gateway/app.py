@@ -1,0 +1,201 @@
+"""A gateway replica: FastAPI app served by uvicorn (``promoter-gateway``).
+
+Start-up: connect the status producer, start replaying ``model.ready`` + ``routing.updated`` in the
+background (``/health`` answers at once, ``/ready`` only once the replay caught up), heartbeat on
+``gateway.status``. The replica never asks MLflow or Triton what to serve: the log is the only source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from gateway.acks import StatusPublisher
+from gateway.inference import InferenceService
+from gateway.log_follower import LogFollower
+from gateway.metrics import GatewayMetrics
+from gateway.predict_api import build_predict_router
+from gateway.routing_table import RoutingState
+from gateway.settings import GatewaySettings
+from gateway.upstream import TritonUpstream
+from gateway.v2_api import InferFastPath, build_v2_router
+from promoter.kafka_topics import ensure_topics
+from promoter.logging import configure_logging, get_logger
+from promoter.metrics import METRICS_CONTENT_TYPE, render
+from promoter.settings import KafkaSettings, LogSettings, TopicSettings, TritonSettings
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Every setting a gateway replica reads, loaded once from the environment."""
+
+    kafka: KafkaSettings
+    topics: TopicSettings
+    triton: TritonSettings
+    gateway: GatewaySettings
+
+    @classmethod
+    def from_env(cls) -> GatewayConfig:
+        return cls(KafkaSettings(), TopicSettings(), TritonSettings(), GatewaySettings())
+
+
+def _models_view(state: RoutingState, default_alias: str) -> dict[str, Any]:
+    models: dict[str, Any] = {}
+    for name, model in sorted(state.table.models.items()):
+        policy = model.policy
+        models[name] = {
+            "default_alias": default_alias,
+            "aliases": {
+                alias: {
+                    "version": route.version,
+                    "triton_model_name": route.triton_model_name,
+                    "mlflow_run_id": route.ready.mlflow_run_id,
+                    "generation": route.generation,
+                    "since": datetime.fromtimestamp(route.since, UTC).isoformat(),
+                    "features": [column.name for column in route.ready.signature.columns],
+                }
+                for alias, route in sorted(model.routes.items())
+            },
+            "weights": dict(policy.weights) if policy else None,
+            "shadow_alias": policy.shadow_alias if policy else None,
+            "shadow_sample_percent": policy.shadow_sample_percent if policy else 0.0,
+        }
+    return {"models": models}
+
+
+async def _ensure_log_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
+    wanted = {topics.model_ready, topics.routing_updated, topics.gateway_status}
+    specs = [spec for spec in topics.specs() if spec.name in wanted]
+    try:
+        created = await ensure_topics(kafka, specs, replication_factor=topics.replication_factor)
+    except Exception as error:  # another service may create them at the same moment
+        log.warning("could not create topics", error=str(error))
+    else:
+        if created:
+            log.info("created topics", topics=created)
+
+
+def build_app(config: GatewayConfig | None = None) -> FastAPI:
+    config = config or GatewayConfig.from_env()
+    settings = config.gateway
+    metrics = GatewayMetrics()
+    state = RoutingState()
+    upstream = TritonUpstream(config.triton, connect_timeout_s=settings.triton_connect_timeout_s)
+    status = StatusPublisher(
+        config.kafka, config.topics.gateway_status, settings.gateway_id, settings.heartbeat_interval_s
+    )
+    follower = LogFollower(
+        config.kafka, [config.topics.model_ready, config.topics.routing_updated], state, metrics, status
+    )
+    service = InferenceService(settings, state, upstream, metrics)
+    background: list[asyncio.Task[None]] = []
+
+    async def start_following() -> None:
+        try:
+            await follower.start(settings.replay_timeout_s)
+        except Exception:
+            log.exception("replay of the serving-state log failed")
+            raise
+        await status.heartbeat(state, ready=True)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await _ensure_log_topics(config.kafka, config.topics)
+        await upstream.start()
+        await status.start()
+        background.append(asyncio.create_task(start_following(), name="follow the serving-state log"))
+        status.start_heartbeats(state, follower.ready)
+        log.info("gateway started", gateway_id=settings.gateway_id, port=settings.port)
+        try:
+            yield
+        finally:
+            for task in background:
+                task.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await task
+            await follower.stop()
+            await service.close()
+            await status.stop()
+            await upstream.close()
+
+    app = FastAPI(
+        title="model-promoter gateway",
+        version="1",
+        description=(
+            "Serves predictions from the model versions announced on model.ready, through Triton. "
+            "Every inference answer names the version and alias that made it (X-Model-Version, X-Model-Alias)."
+        ),
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        parts = [
+            f"{'.'.join(str(p) for p in item.get('loc', ()))}: {item.get('msg', 'invalid')}" for item in error.errors()
+        ]
+        return JSONResponse({"error": "; ".join(parts)[:2000]}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error answering a request")
+        return JSONResponse({"error": f"internal error: {type(error).__name__}"}, status_code=500)
+
+    app.include_router(build_v2_router(service, follower.healthy))
+    app.add_middleware(InferFastPath, service=service)
+    app.include_router(build_predict_router(service))
+
+    @app.get("/health", tags=["Operations"], summary="Liveness: the process answers")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "gateway_id": settings.gateway_id}
+
+    @app.get("/ready", tags=["Operations"], summary="Readiness: the serving-state log is replayed")
+    async def ready() -> JSONResponse:
+        if follower.healthy():
+            return JSONResponse({"ready": True, "routes": len(state.table.routes())})
+        return JSONResponse({"ready": False, "reason": "replaying the serving-state log"}, status_code=503)
+
+    @app.get("/models", tags=["Operations"], summary="What this replica serves")
+    async def models() -> dict[str, Any]:
+        return {
+            "gateway_id": settings.gateway_id,
+            "ready": follower.healthy(),
+            **_models_view(state, settings.default_alias),
+        }
+
+    @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(render(metrics.registry), media_type=METRICS_CONTENT_TYPE)
+
+    return app
+
+
+def main() -> None:
+    import uvicorn  # noqa: PLC0415
+
+    configure_logging("gateway", LogSettings())
+    config = GatewayConfig.from_env()
+    uvicorn.run(
+        build_app(config),
+        host=config.gateway.host,
+        port=config.gateway.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""One inference through the gateway: resolve the route once, call Triton, count it, copy to the shadow.
+
+The shadow copy runs as its own task after the caller's request was sent upstream: its response and
+errors are only counted (``gateway_shadow_requests_total``), never awaited by the caller, and copies
+beyond ``shadow_max_in_flight`` are dropped rather than queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+from gateway.metrics import UNKNOWN_MODEL, GatewayMetrics
+from gateway.routing_policy import Decision, RouteError, resolve
+from gateway.routing_table import Route, RoutingState
+from gateway.settings import GatewaySettings
+from gateway.upstream import TritonUpstream, UpstreamError, UpstreamResponse
+from promoter.logging import get_logger
+
+log = get_logger(__name__)
+
+ALIAS_HEADER = "x-model-alias"
+VERSION_HEADER = "x-model-version"
+
+
+class InferenceService:
+    def __init__(
+        self, settings: GatewaySettings, state: RoutingState, upstream: TritonUpstream, metrics: GatewayMetrics
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.upstream = upstream
+        self.metrics = metrics
+        self._client_header = settings.client_id_header.lower()
+        self._shadows: set[asyncio.Task[None]] = set()
+
+    def decide(
+        self,
+        model_name: str,
+        headers: Mapping[str, str],
+        *,
+        alias: str | None = None,
+        version: int | None = None,
+    ) -> Decision:
+        """The route of one request from the current snapshot (resolved once, kept to the end)."""
+        return resolve(
+            self.state.table,
+            model_name,
+            default_alias=self.settings.default_alias,
+            client_id=headers.get(self._client_header),
+            alias=alias or headers.get(ALIAS_HEADER) or None,
+            version=version,
+        )
+
+    def model_label(self, model_name: str) -> str:
+        return model_name if self.state.table.model(model_name) is not None else UNKNOWN_MODEL
+
+    def count_route_error(self, model_name: str, error: RouteError, api: str) -> None:
+        model = self.model_label(model_name)
+        self.metrics.requests.labels(model, "", "", api, str(error.status)).inc()
+        self.metrics.errors.labels(model, "", "", "not_served").inc()
+
+    async def infer(self, decision: Decision, body: bytes, headers: Mapping[str, str], api: str) -> UpstreamResponse:
+        route = decision.route
+        began = time.perf_counter()
+        version = str(route.version)
+        forwarded = headers
+        try:
+            response = await self.upstream.infer(route.triton_model_name, body, forwarded)
+        except UpstreamError as error:
+            self.metrics.requests.labels(route.model_name, route.alias, version, api, str(error.status)).inc()
+            self.metrics.errors.labels(route.model_name, route.alias, version, error.outcome).inc()
+            log.warning("upstream failure", model=route.model_name, alias=route.alias, error=error.message)
+            raise
+        finally:
+            self.metrics.latency.labels(route.model_name, api).observe(time.perf_counter() - began)
+            if decision.shadow is not None:
+                self._copy_to_shadow(decision.shadow, body, forwarded)
+        self.metrics.requests.labels(route.model_name, route.alias, version, api, "200").inc()
+        return response
+
+    def _copy_to_shadow(self, shadow: Route, body: bytes, headers: Mapping[str, str]) -> None:
+        if len(self._shadows) >= self.settings.shadow_max_in_flight:
+            self.metrics.shadow_outcome(shadow.model_name, "dropped")
+            return
+        task = asyncio.create_task(self._shadow(shadow, body, dict(headers)))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(self, shadow: Route, body: bytes, headers: dict[str, str]) -> None:
+        try:
+            await self.upstream.infer(shadow.triton_model_name, body, headers)
+        except UpstreamError as error:
+            outcome = error.outcome if error.outcome in ("timeout", "unavailable") else "error"
+            self.metrics.shadow_outcome(shadow.model_name, outcome)
+        except Exception:  # a shadow must never hurt anything: count it and move on
+            self.metrics.shadow_outcome(shadow.model_name, "error")
+        else:
+            self.metrics.shadow_outcome(shadow.model_name, "ok")
+
+    async def close(self) -> None:
+        for task in list(self._shadows):
+            task.cancel()
+        await asyncio.gather(*self._shadows, return_exceptions=True)

@@ -1,0 +1,61 @@
+"""Prometheus metrics of a gateway replica. Labels are bounded: models and aliases come from the log,
+an unknown model is counted as ``unknown``, APIs and outcomes are fixed sets."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from promoter.metrics import LATENCY_BUCKETS_S, bounded_label, new_registry
+
+APIS = ("v2", "predict")
+SHADOW_OUTCOMES = ("ok", "error", "timeout", "unavailable", "dropped")
+UNKNOWN_MODEL = "unknown"
+#: Finer than the shared buckets at the low end: a proxied inference takes a few milliseconds.
+REQUEST_BUCKETS_S: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, *LATENCY_BUCKETS_S[3:])
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = new_registry()
+        self.requests = Counter(
+            "gateway_requests_total",
+            "Inference requests answered, by model, alias, version, API and HTTP status.",
+            ["model", "alias", "version", "api", "code"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "gateway_errors_total",
+            "Inference requests that failed, by model, alias, version and reason.",
+            ["model", "alias", "version", "reason"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "gateway_request_duration_seconds",
+            "Time to answer one inference request, by model and API.",
+            ["model", "api"],
+            buckets=REQUEST_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.swaps = Counter(
+            "gateway_swaps_total",
+            "Routing changes applied from the log after start-up (swap, stop, policy).",
+            ["model", "kind"],
+            registry=self.registry,
+        )
+        self.stale_events = Counter(
+            "gateway_stale_events_total", "Log events ignored as stale (generation not newer).", registry=self.registry
+        )
+        self.log_records = Counter(
+            "gateway_log_records_total", "Records read from model.ready and routing.updated.", registry=self.registry
+        )
+        self.shadow = Counter(
+            "gateway_shadow_requests_total",
+            "Shadow copies by model and outcome; never seen by callers.",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
+        self.ready = Gauge("gateway_ready", "1 once the serving-state log is replayed.", registry=self.registry)
+        self.routes = Gauge("gateway_routes", "Aliases currently routed.", registry=self.registry)
+
+    def shadow_outcome(self, model: str, outcome: str) -> None:
+        self.shadow.labels(model, bounded_label(outcome, SHADOW_OUTCOMES)).inc()

@@ -1,0 +1,132 @@
+"""The routing table: an immutable snapshot of what this replica serves, rebuilt from the log only.
+
+:class:`RoutingTable` is never mutated. :meth:`RoutingTable.apply` returns a new table (and what
+changed); :class:`RoutingState` swaps its ``table`` attribute in one assignment, so a request that
+resolved its route from one snapshot finishes on that version whatever arrives meanwhile.
+
+Ordering: a ``model.ready`` or ``serving.stopped`` is applied only when its generation is greater
+than the one held for that (model, alias), a ``routing.updated`` only when its generation is greater
+than the model's policy generation. A stopped alias keeps its generation as a tombstone, so a stale
+``model.ready`` arriving after the stop cannot resurrect it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from schemas.model_ready import ModelReadyData, ServingStoppedData
+from schemas.routing_updated import RoutingUpdatedData
+
+_EMPTY: Mapping[str, int] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One served (model, alias): the exact version and Triton model answering it."""
+
+    model_name: str
+    alias: str
+    version: int
+    triton_model_name: str
+    generation: int
+    ready: ModelReadyData
+    since: float  # unix time this replica applied it
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A/B weights across aliases (percent, summing to 100) and the shadow target."""
+
+    weights: tuple[tuple[str, int], ...]  # sorted by alias: the bucket walk is deterministic
+    shadow_alias: str | None
+    shadow_sample_percent: float
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoutes:
+    """Everything known about one registered model."""
+
+    name: str
+    routes: Mapping[str, Route] = field(default_factory=lambda: MappingProxyType({}))
+    generations: Mapping[str, int] = field(default_factory=lambda: _EMPTY)  # per alias, incl. stopped ones
+    policy: Policy | None = None
+
+    def by_version(self, version: int) -> Route | None:
+        return next((route for route in self.routes.values() if route.version == version), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one applied event changed (for acks, metrics and logs)."""
+
+    kind: str  # "swap", "stop" or "policy"
+    model_name: str
+    alias: str | None = None
+    route: Route | None = None
+    previous_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    models: Mapping[str, ModelRoutes] = field(default_factory=lambda: MappingProxyType({}))
+
+    def model(self, name: str) -> ModelRoutes | None:
+        return self.models.get(name)
+
+    def routes(self) -> list[Route]:
+        return [route for model in self.models.values() for route in model.routes.values()]
+
+    def _with(self, model: ModelRoutes) -> RoutingTable:
+        return RoutingTable(MappingProxyType({**self.models, model.name: model}))
+
+    def apply(
+        self, data: ModelReadyData | ServingStoppedData | RoutingUpdatedData, now: float | None = None
+    ) -> tuple[RoutingTable, Change | None]:
+        """The table after ``data`` and what changed; ``(self, None)`` when the event is stale."""
+        model = self.models.get(data.model_name) or ModelRoutes(name=data.model_name)
+        if isinstance(data, RoutingUpdatedData):
+            if model.policy is not None and data.generation <= model.policy.generation:
+                return self, None
+            policy = Policy(
+                weights=tuple(sorted(data.weights.items())),
+                shadow_alias=data.shadow_alias,
+                shadow_sample_percent=data.shadow_sample_percent if data.shadow_alias else 0.0,
+                generation=data.generation,
+            )
+            return self._with(replace(model, policy=policy)), Change("policy", data.model_name)
+        if data.generation <= model.generations.get(data.alias, -1):
+            return self, None
+        generations = MappingProxyType({**model.generations, data.alias: data.generation})
+        previous = model.routes.get(data.alias)
+        previous_version = previous.version if previous else None
+        if isinstance(data, ServingStoppedData):
+            routes = {alias: route for alias, route in model.routes.items() if alias != data.alias}
+            updated = replace(model, routes=MappingProxyType(routes), generations=generations)
+            return self._with(updated), Change("stop", data.model_name, data.alias, None, previous_version)
+        route = Route(
+            model_name=data.model_name,
+            alias=data.alias,
+            version=data.version,
+            triton_model_name=data.triton_model_name,
+            generation=data.generation,
+            ready=data,
+            since=time.time() if now is None else now,
+        )
+        updated = replace(model, routes=MappingProxyType({**model.routes, data.alias: route}), generations=generations)
+        return self._with(updated), Change("swap", data.model_name, data.alias, route, previous_version)
+
+
+class RoutingState:
+    """Holds the current snapshot; the only writer is the log follower (one task)."""
+
+    def __init__(self) -> None:
+        self.table = RoutingTable()
+
+    def apply(self, data: ModelReadyData | ServingStoppedData | RoutingUpdatedData) -> Change | None:
+        table, change = self.table.apply(data)
+        self.table = table  # one assignment: readers see the old snapshot or the new one
+        return change

@@ -1,0 +1,25 @@
+"""Settings of a gateway replica (``PROMOTER_GATEWAY_*``), beside the shared ones in promoter.settings."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from promoter.settings import PromoterSettings
+from schemas.names import Alias
+
+
+class GatewaySettings(PromoterSettings):
+    model_config = SettingsConfigDict(env_prefix="PROMOTER_GATEWAY_")
+
+    gateway_id: str = Field(default_factory=socket.gethostname, description="Names this replica in acks and logs.")
+    host: str = Field("127.0.0.1", description="Bind address of the HTTP API.")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API.")
+    client_id_header: str = Field("X-Client-Id", description="Header naming the caller, for sticky A/B routing.")
+    default_alias: Alias = Field("champion", description="Alias served when no A/B policy or pin applies.")
+    shadow_max_in_flight: int = Field(64, ge=1, description="Shadow copies in flight at most; more are dropped.")
+    heartbeat_interval_s: float = Field(5.0, gt=0, description="Period of the heartbeat on gateway.status.")
+    triton_connect_timeout_s: float = Field(1.0, gt=0, description="Deadline to connect to Triton.")
+    replay_timeout_s: float = Field(120.0, gt=0, description="Deadline to replay the serving-state log at start.")

@@ -1,0 +1,306 @@
+"""Benchmark: the gateway against direct Triton on the real local stack (``make bench`` -> ``.bench/gateway.json``).
+
+Measured side by side with the same client (aiohttp, asyncio) on the same machine:
+
+* ``overhead_p50_ms``: sequential 1-row v2 inference, p50 through one gateway minus p50 direct to Triton.
+* ``throughput_ratio_16``: requests/s at 16 concurrent clients through one gateway / direct to Triton.
+* ``swap_propagation_p99_ms``: a ``model.ready`` published -> all 4 replicas answer with the new version
+  (each replica polled about every millisecond; the figure includes that polling resolution).
+* ``cold_start_10k_s``: a new gateway process on a 10,000-event log, from spawn to ``/ready`` 200
+  (``cold_start_10k_replay_s``: the replay alone, from the replica's own log lines).
+* ``failed_requests_during_swaps``: failed requests of a steady ~200 requests/s open-loop load spread
+  over the 4 replicas, across 10 real promotions (the alias flips between two registered versions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from deploy.stack.app_processes import gateway_spec
+from deploy.stack.local_stack import LocalStack
+from deploy.stack.ports import free_ports
+from deploy.stack.process import ManagedProcess, poll_until, stop_all
+from tests.gateway_harness import GatewayHandle, promote, ready_bytes, running_gateways
+from tests.worker_harness import iris_frame, register_iris, running_worker, unique_topics
+
+BENCH_DIR = Path(".bench")
+TARGETS = {
+    "overhead_p50_ms": "<= 1.0",
+    "throughput_ratio_16": ">= 0.75",
+    "swap_propagation_p99_ms": "<= 100",
+    "cold_start_10k_s": "<= 2.0",
+    "failed_requests_during_swaps": "== 0",
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def v2_body(rows: int = 1) -> bytes:
+    data = iris_frame()[0].head(rows).to_numpy(dtype=float)
+    tensor = {"name": "input", "shape": list(data.shape), "datatype": "FP64", "data": data.ravel().tolist()}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+async def sequential_ms(http: aiohttp.ClientSession, url: str, body: bytes, count: int) -> list[float]:
+    samples: list[float] = []
+    for _ in range(count):
+        began = time.perf_counter()
+        async with http.post(url, data=body, headers=JSON_HEADERS) as response:
+            await response.read()
+        samples.append((time.perf_counter() - began) * 1000)
+        response.raise_for_status()
+    return samples
+
+
+async def throughput(url: str, body: bytes, clients: int, seconds: float) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as http:
+
+        async def client() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                async with http.post(url, data=body, headers=JSON_HEADERS) as response:
+                    await response.read()
+                response.raise_for_status()
+                done += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return done / (time.perf_counter() - began)
+
+
+async def propagation_ms(
+    stack: LocalStack, topic: str, gateways: list[GatewayHandle], templates: list[dict[str, Any]], swaps: int
+) -> list[float]:
+    """Publish model.ready for a dedicated model, alternating two Triton models; time until all replicas switch."""
+    model = f"bench-swap-{uuid.uuid4().hex[:6]}"
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap_servers, enable_idempotence=False)
+    await producer.start()
+    samples: list[float] = []
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+
+            async def version_on(gateway: GatewayHandle) -> str | None:
+                response = await http.get(f"{gateway.url}/v2/models/{model}/ready")
+                version = response.headers.get("x-model-version")
+                return str(version) if version is not None else None
+
+            for generation in range(swaps + 1):
+                template = templates[generation % len(templates)]
+                value = ready_bytes(template, model_name=model, generation=generation)
+                expected = str(template["data"]["version"])
+                began = time.perf_counter()
+                await producer.send_and_wait(topic, value, key=model.encode())
+                pending = list(gateways)
+                while pending:
+                    seen = await asyncio.gather(*(version_on(g) for g in pending))
+                    pending = [g for g, v in zip(pending, seen, strict=True) if v != expected]
+                    if time.perf_counter() - began > 10:
+                        raise TimeoutError(f"swap {generation} not seen by {[g.name for g in pending]}")
+                if generation:  # the first one creates the model: not a swap
+                    samples.append((time.perf_counter() - began) * 1000)
+    finally:
+        await producer.stop()
+    return samples
+
+
+async def steady_load(
+    gateways: list[GatewayHandle], model: str, rate: float, stop: asyncio.Event, results: dict[str, int]
+) -> None:
+    row = dict(zip(iris_frame()[0].columns, map(float, iris_frame()[0].iloc[0]), strict=True))
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=10, limits=limits) as http:
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(index: int) -> None:
+            gateway = gateways[index % len(gateways)]
+            try:
+                response = await http.post(f"{gateway.url}/predict/{model}", json=row)
+                key = "ok" if response.status_code == 200 else f"http_{response.status_code}"
+            except httpx.HTTPError as error:
+                key = type(error).__name__
+            results[key] = results.get(key, 0) + 1
+
+        began = time.perf_counter()
+        sent = 0
+        while not stop.is_set():
+            due = began + sent / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))  # open-loop pacing of the load itself
+            task = asyncio.create_task(one(sent))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += 1
+        await asyncio.gather(*tasks)
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.perf_counter() + timeout_s
+    while not condition():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.01)  # polling a condition with a deadline
+
+
+def _log_time(line: str) -> float:
+    return datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp()
+
+
+async def cold_start(
+    stack: LocalStack, run_dir: Path, base_env: dict[str, str], template: dict[str, Any]
+) -> dict[str, float]:
+    topics = unique_topics()
+    env = {**base_env, **topics}
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap_servers, enable_idempotence=False, linger_ms=5)
+    await producer.start()
+    from promoter.kafka_topics import ensure_project_topics
+    from promoter.settings import KafkaSettings, TopicSettings
+
+    await ensure_project_topics(
+        KafkaSettings(bootstrap_servers=stack.kafka_bootstrap_servers),
+        TopicSettings.model_validate({k.removeprefix("PROMOTER_TOPIC_").lower(): v for k, v in topics.items()}),
+    )
+    try:
+        futures = []
+        for index in range(10_000):
+            model = f"cold-{index % 100}"
+            value = ready_bytes(template, model_name=model, alias="champion", generation=index // 100)
+            futures.append(await producer.send(topics["PROMOTER_TOPIC_MODEL_READY"], value, key=model.encode()))
+        await producer.flush()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    (port,) = free_ports(1)
+    process = ManagedProcess(gateway_spec(env, port=port, run_dir=run_dir, name="gw-cold"), run_dir / "gw-cold.log")
+    began = time.perf_counter()
+    process.start()
+    try:
+        handle = GatewayHandle("gw-cold", f"http://127.0.0.1:{port}", process)
+        ok = await asyncio.to_thread(poll_until, process.is_ready, 60.0, 0.01)
+        total = time.perf_counter() - began
+        if not ok:
+            raise TimeoutError("cold gateway not ready within 60 s")
+        served = await asyncio.to_thread(handle.get, "/models")
+        lines = process.log_text().splitlines()
+        started = next(_log_time(line) for line in lines if '"gateway started"' in line)
+        caught_up = next(_log_time(line) for line in lines if '"gateway caught up"' in line)
+        models = len(served.json()["models"])
+    finally:
+        stop_all([process])
+    assert models == 100, models
+    return {"cold_start_10k_s": round(total, 3), "cold_start_10k_replay_s": round(caught_up - started, 3)}
+
+
+async def measure(stack: LocalStack, run_dir: Path, sequential: int, seconds: float, swaps: int) -> dict[str, Any]:
+    name = f"bench-gw-{uuid.uuid4().hex[:6]}"
+    uri = stack.mlflow_tracking_uri
+    versions = [register_iris(uri, name, regularisation=c) for c in (1.0, 0.01)]
+    result: dict[str, Any] = {}
+    with running_worker(stack, run_dir / "worker", PROMOTER_LOG_LEVEL="WARNING") as worker:
+        templates = [await promote(stack, worker, name, v) for v in versions]  # v2 is champion now
+        env = {**worker.env, "PROMOTER_LOG_LEVEL": "INFO"}
+        names = [f"gw-{i}" for i in range(4)]
+        with running_gateways(stack, run_dir / "gateways", env, names) as gateways:
+            body = v2_body()
+            triton = templates[-1]["data"]["triton_model_name"]
+            direct_url = f"http://{stack.triton_http}/v2/models/{triton}/infer"
+            gateway_url = f"{gateways[0].url}/v2/models/{name}/infer"
+            async with aiohttp.ClientSession() as http:
+                await sequential_ms(http, direct_url, body, 50)  # warm both paths
+                await sequential_ms(http, gateway_url, body, 50)
+                direct: list[float] = []
+                through: list[float] = []
+                for _ in range(sequential // 100):  # interleaved blocks: drift hits both sides alike
+                    direct += await sequential_ms(http, direct_url, body, 100)
+                    through += await sequential_ms(http, gateway_url, body, 100)
+            result["direct_p50_ms"] = round(statistics.median(direct), 3)
+            result["gateway_p50_ms"] = round(statistics.median(through), 3)
+            result["overhead_p50_ms"] = round(result["gateway_p50_ms"] - result["direct_p50_ms"], 3)
+            result["overhead_p99_ms"] = round(percentile(through, 99) - percentile(direct, 99), 3)
+            print(f"sequential p50: direct {result['direct_p50_ms']} ms, gateway {result['gateway_p50_ms']} ms")
+
+            direct_rps = await throughput(direct_url, body, 16, seconds)
+            gateway_rps = await throughput(gateway_url, body, 16, seconds)
+            result["direct_rps_16"] = round(direct_rps, 1)
+            result["gateway_rps_16"] = round(gateway_rps, 1)
+            result["throughput_ratio_16"] = round(gateway_rps / direct_rps, 3)
+            print(f"16 clients: direct {direct_rps:.0f}/s, gateway {gateway_rps:.0f}/s")
+
+            samples = await propagation_ms(
+                stack, worker.topics["PROMOTER_TOPIC_MODEL_READY"], gateways, templates, swaps
+            )
+            result["swap_propagation_p50_ms"] = round(statistics.median(samples), 2)
+            result["swap_propagation_p99_ms"] = round(percentile(samples, 99), 2)
+            result["swap_propagation_samples"] = len(samples)
+            p50, p99 = result["swap_propagation_p50_ms"], result["swap_propagation_p99_ms"]
+            print(f"swap propagation to 4 replicas: p50 {p50} ms, p99 {p99} ms")
+
+            outcomes: dict[str, int] = {}
+            stop = asyncio.Event()
+            load = asyncio.create_task(steady_load(gateways, name, 200.0, stop, outcomes))
+            promotions = 10
+            began = time.perf_counter()
+            try:
+                await wait_until(lambda: sum(outcomes.values()) >= 200, 10.0)  # steady before the first swap
+                for index in range(promotions):
+                    await promote(stack, worker, name, versions[index % 2])
+                settled = sum(outcomes.values())
+                await wait_until(lambda: sum(outcomes.values()) >= settled + 200, 10.0)  # and after the last
+            finally:
+                stop.set()
+                await load
+            elapsed = time.perf_counter() - began
+            total = sum(outcomes.values())
+            result["promotions_under_load"] = promotions
+            result["requests_during_swaps"] = total
+            result["request_rate_during_swaps"] = round(total / elapsed, 1)
+            result["failed_requests_during_swaps"] = total - outcomes.get("ok", 0)
+            result["outcomes_during_swaps"] = outcomes
+            print(f"{promotions} promotions under {total / elapsed:.0f} req/s: {outcomes}")
+
+        cold_env = {**worker.env, "PROMOTER_LOG_LEVEL": "INFO"}  # its log lines time the replay
+        result.update(await cold_start(stack, run_dir / "cold", cold_env, templates[0]))
+        cold, replay = result["cold_start_10k_s"], result["cold_start_10k_replay_s"]
+        print(f"cold start on 10,000 events: {cold} s (replay {replay} s)")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sequential", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--swaps", type=int, default=40)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp, LocalStack(Path(tmp) / "stack") as stack:
+        print(f"stack ready in {stack.startup_s:.1f} s")
+        result = asyncio.run(measure(stack, Path(tmp), args.sequential, args.seconds, args.swaps))
+    result["targets"] = TARGETS
+    BENCH_DIR.mkdir(exist_ok=True)
+    (BENCH_DIR / "gateway.json").write_text(json.dumps(result, indent=2) + "\n")
+    for key, target in TARGETS.items():
+        print(f"{key}: {result[key]} (target {target})")
+    print(f"wrote {BENCH_DIR / 'gateway.json'}")
+
+
+if __name__ == "__main__":
+    main()
