@@ -54,7 +54,7 @@ MODEL = "iris-clf"
 BENCH = Path(".bench")
 POLL_S = 0.02  # how often the demo looks at the gateways while it measures a swap
 TRAFFIC_SENDERS = 4
-TRAFFIC_INTERVAL_S = 0.015  # pacing of each sender: about 200 requests/s in all on 2 cores
+TRAFFIC_INTERVAL_S = 0.015  # pacing of each sender; the rate reached is measured and printed
 DEADLINE_S = 120.0
 
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.inference import InferenceService
-from gateway.responses import error_response, route_headers
+from gateway.responses import UPSTREAM_ERROR_RESPONSES, error_response, route_headers
 from gateway.routing_policy import RouteError
 from gateway.upstream import UpstreamError
 from schemas.model_ready import SignatureSummary
@@ -133,12 +133,8 @@ PREDICT_BODY: dict[str, Any] = {
 }
 PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "One prediction per record, with model_version and alias."},
-    400: {"description": "Triton refused the request (its message)."},
-    404: {"description": "Unknown model, or the pinned alias/version is not served."},
     422: {"description": "A missing, unknown or non-numeric feature, named in the message."},
-    502: {"description": "Triton failed (its message)."},
-    503: {"description": "Known model but no alias served, or Triton unreachable."},
-    504: {"description": "Triton did not answer in time."},
+    **UPSTREAM_ERROR_RESPONSES,
 }
 
 

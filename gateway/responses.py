@@ -51,3 +51,13 @@ def v2_infer_response(upstream: UpstreamResponse, route: Route) -> Response:
         headers[INFER_HEADER_LENGTH] = str(len(head))
     media_type = upstream.headers.get("content-type", "application/json")
     return Response(head + tensors, status_code=upstream.status, headers=headers, media_type=media_type)
+
+
+#: The failures every inference endpoint can answer, for the OpenAPI document.
+UPSTREAM_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Triton refused the request (its message)."},
+    404: {"description": "Unknown model, or the pinned alias/version is not served."},
+    502: {"description": "Triton failed (its message)."},
+    503: {"description": "Known model but no alias served, or Triton unreachable."},
+    504: {"description": "Triton did not answer in time."},
+}

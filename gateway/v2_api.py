@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.inference import InferenceService
-from gateway.responses import error_response, route_headers, v2_infer_response
+from gateway.responses import UPSTREAM_ERROR_RESPONSES, error_response, route_headers, v2_infer_response
 from gateway.routing_policy import RouteError
 from gateway.routing_table import ModelRoutes
 from gateway.upstream import UpstreamError
@@ -59,12 +59,8 @@ INFER_REQUEST_BODY: dict[str, Any] = {
 }
 INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Triton's answer; model_version and parameters.alias say who answered."},
-    400: {"description": "Triton refused the request (its message)."},
-    404: {"description": "Unknown model, or the pinned alias/version is not served."},
     422: {"description": "Invalid alias or version parameter."},
-    502: {"description": "Triton failed (its message)."},
-    503: {"description": "Known model but no alias served, or Triton unreachable."},
-    504: {"description": "Triton did not answer in time."},
+    **UPSTREAM_ERROR_RESPONSES,
 }
 
 ModelName = Path(..., description="Registered (MLflow) model name.")

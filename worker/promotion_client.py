@@ -17,9 +17,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from promoter.kafka_clients import started
+from promoter.kafka_clients import publish_event, started
 from promoter.settings import KafkaSettings, TopicSettings
 from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.model_ready import ModelReady, ServingStopped
@@ -109,13 +109,7 @@ async def request_promotion_async(
         reason=reason,
     )
     event = PromotionRequested(id=str(uuid.uuid4()), source=f"/model-promoter/{origin}", subject=model, data=data)
-    async with started(AIOKafkaProducer(**kafka.producer_kwargs())) as producer:
-        await producer.send_and_wait(
-            topics.promotion_requested,
-            value=event.to_json_bytes(),
-            key=model.encode(),
-            headers=[("content-type", b"application/cloudevents+json")],
-        )
+    await publish_event(kafka, topics.promotion_requested, event, key=model)
     if wait_s is None:
         return Outcome(event.id, "requested")
     return await _await_outcome(kafka, topics, event.id, wait_s)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import time
 
-from aiokafka import AIOKafkaProducer
-
-from promoter.kafka_clients import started
+from promoter.kafka_clients import publish_event
 from promoter.settings import KafkaSettings, TopicSettings
 from schemas.routing_updated import RoutingUpdated, RoutingUpdatedData
 
@@ -35,11 +33,5 @@ async def publish_routing(
         generation=time.time_ns() // 1_000_000,
     )
     event = RoutingUpdated(source="/model-promoter/cli", subject=model, data=data)
-    async with started(AIOKafkaProducer(**kafka.producer_kwargs())) as producer:
-        await producer.send_and_wait(
-            topics.routing_updated,
-            value=event.to_json_bytes(),
-            key=model.encode(),
-            headers=[("content-type", b"application/cloudevents+json")],
-        )
+    await publish_event(kafka, topics.routing_updated, event, key=model)
     return event

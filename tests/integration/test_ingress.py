@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -20,15 +21,20 @@ from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
 from schemas.mlflow_webhook import compute_signature
+from tests.gateway_harness import GatewayHandle, iris_records, running_gateways
 from tests.worker_harness import (
+    WorkerHandle,
     events,
     events_about,
+    iris_frame,
     read_until,
     register_iris,
     running_worker,
+    sklearn_predictions,
     snapshot,
     unique_topics,
     until,
+    wait_for,
 )
 from worker.ingress.deliveries import event_id_for
 from worker.ingress.registration import register_webhook
@@ -73,6 +79,19 @@ def mlflow_webhook(tracking_uri: str, ingress: Ingress) -> Iterator[str]:
         MlflowClient(tracking_uri).delete_webhook(registration.webhook_id)
 
 
+@contextmanager
+def webhook_pipeline(stack: LocalStack, tmp_path: Path) -> Iterator[tuple[WorkerHandle, list[GatewayHandle]]]:
+    """MLflow webhook -> ingress -> Kafka -> worker -> two gateways, all real, on fresh topics."""
+    with running_worker(stack, tmp_path / "worker") as worker:
+        env = {**stack.client_env(), **worker.topics}
+        with (
+            running_ingress(env, tmp_path / "ingress", secrets.token_hex(16)) as ingress,
+            running_gateways(stack, tmp_path / "gateways", env, ["gw-a", "gw-b"]) as gateways,
+            mlflow_webhook(stack.mlflow_tracking_uri, ingress),
+        ):
+            yield worker, gateways
+
+
 def _signed_delivery(secret: str, payload: Mapping[str, object]) -> tuple[dict[str, str], bytes]:
     delivery_id, timestamp = str(uuid.uuid4()), str(int(time.time()))
     body = json.dumps(payload).encode()
@@ -97,13 +116,7 @@ async def test_an_alias_set_in_mlflow_is_served_through_webhook_ingress_and_work
     version = register_iris(uri, name)
     client = MlflowClient(uri)
 
-    with (
-        running_worker(local_stack, tmp_path / "worker") as worker,
-        running_ingress(
-            {**local_stack.client_env(), **worker.topics}, tmp_path / "ingress", secrets.token_hex(16)
-        ) as ingress,
-        mlflow_webhook(uri, ingress),
-    ):
+    with webhook_pipeline(local_stack, tmp_path) as (worker, gateways):
         requested = worker.topic("promotion_requested")
 
         async def warmed_up() -> bool:  # MLflow caches its webhook list per event type for up to its TTL
@@ -127,12 +140,26 @@ async def test_an_alias_set_in_mlflow_is_served_through_webhook_ingress_and_work
             served = await events_about(
                 bootstrap, worker.topic("model_ready"), name, count=len(served) + 1, event_type=READY, timeout_s=60
             )
+        await wait_for(
+            lambda: all(g.served(name) == version for g in gateways), timeout_s=30, what="both gateways serve it"
+        )
+        features, _ = iris_frame()
+        rows = features.sample(60, random_state=1)  # within the model's max_batch_size of 64
+        async with httpx.AsyncClient(timeout=30) as http:
+            answers = [
+                await http.post(f"{g.url}/predict/{name}", json=iris_records(rows.to_numpy())) for g in gateways
+            ]
 
     assert request["data"]["origin"] == "mlflow_webhook"  # type: ignore[index]
     delivery_id = request["data"]["requester"].removeprefix("mlflow-webhook:")  # type: ignore[index]
     assert request["id"] == event_id_for(delivery_id)
     assert "version" not in request["data"], "the worker re-reads the alias; the webhook is only a hint"  # type: ignore[operator]
     assert {(e["data"]["alias"], e["data"]["version"]) for e in served} >= {("champion", version)}
+    expected = sklearn_predictions(uri, name, version, rows)
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-model-version"] == str(version)
+        assert np.array_equal(np.asarray(answer.json()["predictions"]).ravel(), expected)
 
 
 async def test_duplicates_publish_once_and_kafka_down_answers_503(local_stack: LocalStack, tmp_path: Path) -> None:
@@ -190,13 +217,7 @@ async def test_a_burst_of_alias_changes_ends_with_what_the_registry_says_now(
     versions = [register_iris(uri, name, regularisation=0.05 + i) for i in range(3)]
     client = MlflowClient(uri)
 
-    with (
-        running_worker(local_stack, tmp_path / "worker") as worker,
-        running_ingress(
-            {**local_stack.client_env(), **worker.topics}, tmp_path / "ingress", secrets.token_hex(16)
-        ) as ingress,
-        mlflow_webhook(uri, ingress),
-    ):
+    with webhook_pipeline(local_stack, tmp_path) as (worker, gateways):
         for version in [*versions, versions[0], versions[2], versions[1]]:  # ends on the second version
             client.set_registered_model_alias(name, "champion", str(version))
         truth = int(client.get_model_version_by_alias(name, "champion").version)
@@ -211,6 +232,9 @@ async def test_a_burst_of_alias_changes_ends_with_what_the_registry_says_now(
 
         await read_until(bootstrap, requested, lambda r: settled(events(r)), timeout_s=90)
         served = await events_about(bootstrap, worker.topic("model_ready"), name, event_type=READY)
+        await wait_for(
+            lambda: all(g.served(name) == truth for g in gateways), timeout_s=30, what="gateways serve the truth"
+        )
 
     assert truth == versions[1]
     assert served[-1]["data"]["version"] == truth, [e["data"]["version"] for e in served]

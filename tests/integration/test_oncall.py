@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import uuid
+from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,12 +16,14 @@ from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
 from deploy.stack.local_stack import LocalStack
+from deploy.stack.process import poll_until
 from promoter.kafka_topics import ensure_topics
 from promoter.settings import KafkaSettings
 from schemas.gateway_status import GatewayHeartbeat, GatewayHeartbeatData, ServedRoute
 from schemas.model_ready import ModelReady
 from schemas.topics import GATEWAY_STATUS, MODEL_READY, PROMOTION_DLQ
 from tests.event_samples import all_events
+from tests.gateway_harness import running_gateways
 from tests.integration.test_worker_failures import frozen
 from tests.worker_harness import (
     events_about,
@@ -96,8 +99,10 @@ def test_a_dead_letter_is_found_explained_and_replayed_once(local_stack: LocalSt
     v1, v2 = register_iris(uri, name), register_iris(uri, name, regularisation=0.05)
     settings = {"PROMOTER_WORKER_MAX_ATTEMPTS": "2", "PROMOTER_TRITON_REQUEST_TIMEOUT_S": "1"}
 
-    with running_worker(local_stack, tmp_path, **settings) as worker:
+    with ExitStack() as services:
+        worker = services.enter_context(running_worker(local_stack, tmp_path, **settings))
         env = {**local_stack.client_env(), **worker.topics}
+        gateways = services.enter_context(running_gateways(local_stack, tmp_path / "gateways", env, ["gw-a", "gw-b"]))
         requested, dlq_topic = worker.topic("promotion_requested"), worker.topic("promotion_dlq")
         asyncio.run(produce(bootstrap, requested, [(name.encode(), request_bytes(name, version=v1))]))
         asyncio.run(events_about(bootstrap, worker.topic("model_ready"), name, event_type=READY))
@@ -115,6 +120,7 @@ def test_a_dead_letter_is_found_explained_and_replayed_once(local_stack: LocalSt
         requests_after_dry_run = len(asyncio.run(snapshot(bootstrap, requested)))
         replay_code, replayed = cli(env, "dlq", "replay", "--model", name, "--yes")
         served = asyncio.run(events_about(bootstrap, worker.topic("model_ready"), name, count=2, event_type=READY))
+        gateways_on_v2 = poll_until(lambda: all(g.served(name) == v2 for g in gateways), 30)
         served_before_second = worker.metric("promoter_promotions_total", outcome="served")
         second_code, _ = cli(env, "dlq", "replay", "--model", name, "--yes")
         announced = asyncio.run(events_about(bootstrap, worker.topic("model_ready"), name, count=3, event_type=READY))
@@ -132,6 +138,7 @@ def test_a_dead_letter_is_found_explained_and_replayed_once(local_stack: LocalSt
     assert requests_after_dry_run == requests_before, "--dry-run publishes nothing"
     assert replay_code == 0, replayed
     assert [e["data"]["version"] for e in served] == [v1, v2]
+    assert gateways_on_v2, "after the replay both gateways serve v2"
     assert second_code == 0
     assert announced[-1]["data"] == served[-1]["data"], "the second replay re-announces, it does not promote"
     assert served_after_second == served_before_second
