@@ -146,9 +146,7 @@ async def test_an_alias_set_in_mlflow_is_served_through_webhook_ingress_and_work
         features, _ = iris_frame()
         rows = features.sample(60, random_state=1)  # within the model's max_batch_size of 64
         async with httpx.AsyncClient(timeout=30) as http:
-            answers = [
-                await http.post(f"{g.url}/predict/{name}", json=iris_records(rows.to_numpy())) for g in gateways
-            ]
+            answers = [await http.post(f"{g.url}/predict/{name}", json=iris_records(rows.to_numpy())) for g in gateways]
 
     assert request["data"]["origin"] == "mlflow_webhook"  # type: ignore[index]
     delivery_id = request["data"]["requester"].removeprefix("mlflow-webhook:")  # type: ignore[index]
