@@ -204,9 +204,8 @@ class PromotionService:
     async def _unserve(self, event: PromotionRequested) -> None:
         data = event.data
         if self.state.served(data.model_name, data.alias) is None:
-            log.info("alias not served; nothing to stop")
-            self.metrics.promotions.labels("unserved", "not_served").inc()
-            return
+            # Still announced: the requester gets its answer, and gateways ignore a stop of nothing.
+            log.info("alias was not served; stop announced anyway")
         stopped = ServingStoppedData(
             model_name=data.model_name,
             alias=data.alias,

@@ -169,3 +169,13 @@ async def test_unserve_stops_a_served_alias_with_a_greater_generation() -> None:
     assert stopped["type"] == "io.modelpromoter.serving.stopped.v1"
     assert stopped["data"]["generation"] > ready["data"]["generation"]
     assert svc.state.served("iris-clf", "champion") is None
+
+
+async def test_unserving_an_alias_that_is_not_served_still_answers() -> None:
+    svc, publisher = service(FakePromoter())
+
+    await svc.handle_batch([Rec(promotion_requested(alias="ghost", action="unserve").to_json_bytes(), 0)])
+
+    (stopped,) = (json.loads(m[2]) for m in publisher.on(TOPICS.model_ready))
+    assert stopped["type"] == "io.modelpromoter.serving.stopped.v1"
+    assert stopped["data"]["alias"] == "ghost"
