@@ -34,7 +34,7 @@ import httpx
 import mlflow
 import mlflow.sklearn
 import numpy as np
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from mlflow import MlflowClient
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
@@ -44,6 +44,7 @@ from deploy.stack.app_processes import gateway_spec, ingress_spec, worker_spec
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
+from promoter.kafka_clients import assign_from_start, started
 from promoter.settings import KafkaSettings, TopicSettings
 from schemas.catalog import parse_event
 from schemas.promotion_rejected import PromotionRejected
@@ -292,20 +293,14 @@ async def first_record(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=env["PROMOTER_KAFKA_BOOTSTRAP_SERVERS"], group_id=None, fetch_max_wait_ms=50
     )
-    await consumer.start()
-    try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+    async with started(consumer):
+        await assign_from_start(consumer, [topic])
         deadline = time.perf_counter() + DEADLINE_S
         while time.perf_counter() < deadline:
             for batch in (await consumer.getmany(timeout_ms=200)).values():
                 for record in batch:
                     if matches(record):
                         return record
-    finally:
-        await consumer.stop()
     raise RuntimeError(f"nothing matching arrived on {topic} within {DEADLINE_S:g} s")
 
 

@@ -1,12 +1,12 @@
-"""Use aiokafka clients as context managers that always stop them, also when ``start()`` failed."""
+"""Small aiokafka building blocks: clients that always stop, reading topics from offset 0, publishing events."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Protocol, TypeVar
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from promoter.settings import KafkaSettings
 from schemas.envelope import CloudEvent
@@ -38,3 +38,13 @@ async def publish_event(kafka: KafkaSettings, topic: str, event: CloudEvent, *, 
         await producer.send_and_wait(
             topic, value=event.to_json_bytes(), key=key.encode(), headers=[("content-type", CLOUDEVENTS_CONTENT_TYPE)]
         )
+
+
+async def assign_from_start(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Assign every partition of ``topics`` (no consumer group) from offset 0; ``[]`` when none exist yet."""
+    await consumer.topics()  # refreshes the cluster metadata
+    partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+    if partitions:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+    return partitions

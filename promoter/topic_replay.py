@@ -15,6 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from promoter.kafka_clients import assign_from_start
 from promoter.logging import get_logger
 from promoter.settings import KafkaSettings
 
@@ -40,24 +41,12 @@ class TopicReplayer:
         consumer = AIOKafkaConsumer(**kwargs)
         await consumer.start()
         self._consumer = consumer
-        partitions: list[TopicPartition] = []
-        for topic in self._topics:
-            for partition in sorted(await self._partitions_for(consumer, topic)):
-                partitions.append(TopicPartition(topic, partition))
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        targets = await consumer.end_offsets(partitions) if partitions else {}
+        partitions = await assign_from_start(consumer, self._topics)
+        missing = sorted(set(self._topics) - {tp.topic for tp in partitions})
+        if missing:
+            raise RuntimeError(f"topics {missing} do not exist: create them before starting")
+        targets = await consumer.end_offsets(partitions)
         self._task = asyncio.create_task(self._run(consumer, targets), name=f"replay {','.join(self._topics)}")
-
-    @staticmethod
-    async def _partitions_for(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions is None:
-            await consumer.topics()  # refreshes the cluster metadata
-            partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise RuntimeError(f"topic {topic!r} does not exist: create it before starting")
-        return set(partitions)
 
     async def _run(self, consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> None:
         while True:

@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 import mlflow
 import mlflow.sklearn
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from mlflow import MlflowClient
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
@@ -24,6 +24,7 @@ from deploy.stack.app_processes import worker_spec
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
+from promoter.kafka_clients import assign_from_start
 from schemas.promotion_requested import PromotionRequested, PromotionRequestedData
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
@@ -92,13 +93,9 @@ async def read_until(
     records: list[Record] = []
     try:
         deadline = time.monotonic() + timeout_s
-        partitions = consumer.partitions_for_topic(topic)
-        while not partitions and time.monotonic() < deadline:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic)
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions or [])]
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
+        while not await assign_from_start(consumer, [topic]):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: the topic did not appear within {timeout_s} s")
         while not done(records):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -117,12 +114,8 @@ async def snapshot(bootstrap: str, topic: str) -> list[Record]:
     await consumer.start()
     records: list[Record] = []
     try:
-        await consumer.topics()
-        assigned = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not assigned:
+        if not await assign_from_start(consumer, [topic]):
             return records  # the topic does not exist (yet): nothing on it
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
         while batches := await consumer.getmany(timeout_ms=200):
             for batch in batches.values():
                 records.extend(batch)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
-from promoter.kafka_clients import started
+from promoter.kafka_clients import assign_from_start, started
 from promoter.settings import KafkaSettings
 from worker.dead_letters import HEADER_PREFIX, REPLAY_COUNT_HEADER
 
@@ -176,12 +176,9 @@ async def read_dead_letters(kafka: KafkaSettings, topic: str) -> list[DeadLetter
     letters: list[DeadLetter] = []
     options = {**kafka.consumer_kwargs(), "group_id": None, "max_partition_fetch_bytes": 16 * 1024 * 1024}
     async with started(AIOKafkaConsumer(**options)) as consumer:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        partitions = await assign_from_start(consumer, [topic])
         if not partitions:
             raise LookupError(f"topic {topic!r} does not exist (check PROMOTER_TOPIC_PROMOTION_DLQ)")
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=FETCH_MAX_RECORDS)

@@ -17,9 +17,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
-from promoter.kafka_clients import publish_event, started
+from promoter.kafka_clients import assign_from_start, publish_event, started
 from promoter.settings import KafkaSettings, TopicSettings
 from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.model_ready import ModelReady, ServingStopped
@@ -47,16 +47,10 @@ class Outcome:
             raise PromotionRejectedError(f"{self.reason_code}: {self.message}")
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[TopicPartition]:
-    await consumer.topics()
-    return [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
-
-
 async def _await_outcome(kafka: KafkaSettings, names: TopicSettings, event_id: str, timeout_s: float) -> Outcome:
     async with started(AIOKafkaConsumer(**{**kafka.consumer_kwargs(), "group_id": None})) as consumer:
-        partitions = await _partitions(consumer, [names.model_ready, names.model_rejected])
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        if not await assign_from_start(consumer, [names.model_ready, names.model_rejected]):
+            raise LookupError(f"neither {names.model_ready} nor {names.model_rejected} exists: is a worker running?")
         deadline = time.monotonic() + timeout_s
         while (remaining := deadline - time.monotonic()) > 0:
             batches = await consumer.getmany(timeout_ms=int(min(remaining, 1.0) * 1000))

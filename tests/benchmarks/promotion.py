@@ -18,9 +18,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy.stack.local_stack import LocalStack
+from promoter.kafka_clients import assign_from_start
 from tests.worker_harness import register_iris, request_bytes, running_worker
 
 BENCH_DIR = Path(".bench")
@@ -33,7 +34,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class ReadyListener:
-    """Follows the model.ready topic from its end (as seen at start) and hands out events by request id."""
+    """Follows the model.ready topic from its beginning and hands out events by request id."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=20)
@@ -42,12 +43,7 @@ class ReadyListener:
 
     async def start(self) -> None:
         await self.consumer.start()
-        await self.consumer.topics()
-        partitions = [
-            TopicPartition(self.topic, p) for p in sorted(self.consumer.partitions_for_topic(self.topic) or [])
-        ]
-        self.consumer.assign(partitions)
-        await self.consumer.seek_to_beginning(*partitions)
+        await assign_from_start(self.consumer, [self.topic])
 
     async def poll(self) -> None:
         batches = await self.consumer.getmany(timeout_ms=20)
