@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from gateway.routing_table import Change, Route, RoutingState
 from promoter.logging import get_logger
 from promoter.settings import KafkaSettings
+from schemas.envelope import KAFKA_HEADERS
 from schemas.gateway_status import (
     GatewayHeartbeat,
     GatewayHeartbeatData,
@@ -21,8 +22,6 @@ from schemas.gateway_status import (
 )
 
 log = get_logger(__name__)
-
-CLOUDEVENTS_CONTENT_TYPE = b"application/cloudevents+json"
 
 
 def served_route(route: Route) -> ServedRoute:
@@ -59,7 +58,7 @@ class StatusPublisher:
             self.topic,
             value=value,
             key=self.gateway_id.encode(),
-            headers=[("content-type", CLOUDEVENTS_CONTENT_TYPE)],
+            headers=KAFKA_HEADERS,
         )
         future.add_done_callback(_log_failure)
 

@@ -9,9 +9,7 @@ from typing import Protocol, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from promoter.settings import KafkaSettings
-from schemas.envelope import CloudEvent
-
-CLOUDEVENTS_CONTENT_TYPE = b"application/cloudevents+json"
+from schemas.envelope import KAFKA_HEADERS, CloudEvent
 
 
 class _Client(Protocol):
@@ -35,9 +33,7 @@ async def started(client: ClientT) -> AsyncIterator[ClientT]:
 async def publish_event(kafka: KafkaSettings, topic: str, event: CloudEvent, *, key: str) -> None:
     """Publish one event and wait for the broker's acknowledgement (a short-lived producer: CLI, DAGs)."""
     async with started(AIOKafkaProducer(**kafka.producer_kwargs())) as producer:
-        await producer.send_and_wait(
-            topic, value=event.to_json_bytes(), key=key.encode(), headers=[("content-type", CLOUDEVENTS_CONTENT_TYPE)]
-        )
+        await producer.send_and_wait(topic, value=event.to_json_bytes(), key=key.encode(), headers=KAFKA_HEADERS)
 
 
 async def assign_from_start(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:

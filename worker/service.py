@@ -19,6 +19,7 @@ from aiokafka import ConsumerRecord
 from promoter.logging import bind_event, get_logger
 from promoter.settings import TopicSettings
 from schemas.catalog import InvalidEventError, parse_any_event, parse_event
+from schemas.envelope import CONTENT_TYPE
 from schemas.model_ready import ModelReady, ModelReadyData, ServingStopped, ServingStoppedData
 from schemas.promotion_rejected import PromotionRejected, PromotionRejectedData, ReasonCode
 from schemas.promotion_requested import PromotionRequested
@@ -31,8 +32,6 @@ from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
 
 log = get_logger(__name__)
-
-CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
 
 
 class Publisher(Protocol):
@@ -224,7 +223,7 @@ class PromotionService:
         await self._publish(self.topics.model_ready, ready.model_name, envelope.to_json_bytes())
 
     async def _publish(self, topic: str, key: str, value: bytes) -> None:
-        await self._send(value, topic, key.encode(), {"content-type": CLOUDEVENTS_CONTENT_TYPE})
+        await self._send(value, topic, key.encode(), {"content-type": CONTENT_TYPE})
 
     async def _send(self, value: bytes, topic: str, key: bytes | None, headers: dict[str, str]) -> None:
         # Sent at once, confirmed in bulk by confirm_published() before the offsets are committed.

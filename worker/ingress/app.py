@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from promoter.logging import configure_logging, get_logger
 from promoter.metrics import METRICS_CONTENT_TYPE, new_registry, render
 from promoter.settings import KafkaSettings, LogSettings, TopicSettings
+from schemas.envelope import KAFKA_HEADERS
 from schemas.promotion_requested import PromotionRequested
 from worker.ingress.receiver import WebhookReceiver
 from worker.ingress.settings import IngressSettings
@@ -61,7 +62,7 @@ class KafkaLink:
                 self._topic,
                 value=event.to_json_bytes(),
                 key=event.data.model_name.encode(),
-                headers=[("content-type", b"application/cloudevents+json")],
+                headers=KAFKA_HEADERS,
             ),
             self._timeout_s,
         )
