@@ -25,11 +25,12 @@ from promoter.settings import KafkaSettings, LogSettings, MLflowSettings, TopicS
 from promoter.topic_replay import TopicReplayer
 from schemas.model_ready import ModelReady
 from schemas.promotion_rejected import PromotionRejected
+from worker.gateway_view import GatewayView
 from worker.metrics import WorkerMetrics
 from worker.parity import warm_up_model_libraries
 from worker.promotion import Promoter
 from worker.registry import Registry
-from worker.retirement import GatewayRoutes, RetirementPlanner, Retirer
+from worker.retirement import RetirementPlanner, Retirer
 from worker.service import PromotionService
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
@@ -68,7 +69,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     promoter = Promoter(config.worker, config.triton, Registry(config.mlflow), fleet, state)
     service = PromotionService(config.worker, topics, promoter, state, broker, metrics)
     replayer = TopicReplayer(kafka, [topics.model_ready], service.apply_log_record)
-    gateways = GatewayRoutes()
+    gateways = GatewayView()
     gateway_status = TopicReplayer(kafka, [topics.gateway_status], gateways.apply)
     planner = RetirementPlanner(
         state, gateways, keep_loaded_versions=config.worker.keep_loaded_versions, grace_s=config.worker.retire_grace_s

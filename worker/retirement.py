@@ -5,7 +5,7 @@ among the newest ``keep_loaded_versions`` versions of its registered model (kept
 rollback). A candidate is retired as soon as no *live* gateway routes to it (their acks and
 heartbeats on ``gateway.status``), or once ``retire_grace_s`` passed since it stopped being
 served, whatever the gateways say (a gateway that never acks must not pin a model forever).
-A gateway is live while its last heartbeat is younger than three heartbeat intervals.
+Which gateways are live and what they route comes from :class:`worker.gateway_view.GatewayView`.
 """
 
 from __future__ import annotations
@@ -14,69 +14,17 @@ import asyncio
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import ConsumerRecord
-
 from promoter.logging import get_logger
-from schemas.catalog import InvalidEventError, parse_any_event
-from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked
 from worker.errors import TransientFailure
+from worker.gateway_view import GatewayView
 from worker.metrics import WorkerMetrics
 from worker.serving_state import ServingState
 from worker.staging import remove_staged_model
 from worker.triton_fleet import TritonFleet
 
 log = get_logger(__name__)
-
-LIVENESS_INTERVALS = 3
-
-
-@dataclass
-class GatewayView:
-    last_seen: float
-    interval_s: float
-    routes: dict[tuple[str, str], str] = field(default_factory=dict)  # (model, alias) -> triton model
-
-
-class GatewayRoutes:
-    """What each gateway says it routes, from ``gateway.status``."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self.gateways: dict[str, GatewayView] = {}
-
-    def apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        try:
-            event = parse_any_event(record.value or b"", (GatewayHeartbeat, GatewaySwapAcked))
-        except InvalidEventError as error:
-            log.warning("unreadable gateway status", offset=record.offset, error=error.message)
-            return
-        now = self._clock()
-        if isinstance(event, GatewayHeartbeat):
-            data = event.data
-            self.gateways[data.gateway_id] = GatewayView(
-                last_seen=now,
-                interval_s=data.interval_s,
-                routes={(r.model_name, r.alias): r.triton_model_name for r in data.routes},
-            )
-        elif isinstance(event, GatewaySwapAcked):
-            ack = event.data
-            view = self.gateways.setdefault(ack.gateway_id, GatewayView(last_seen=now, interval_s=5.0))
-            view.last_seen = now
-            view.routes[(ack.route.model_name, ack.route.alias)] = ack.route.triton_model_name
-
-    def live(self) -> dict[str, GatewayView]:
-        now = self._clock()
-        return {
-            gateway: view
-            for gateway, view in self.gateways.items()
-            if now - view.last_seen <= LIVENESS_INTERVALS * view.interval_s
-        }
-
-    def routed_by_live_gateway(self, triton_model: str) -> bool:
-        return any(triton_model in view.routes.values() for view in self.live().values())
 
 
 class RetirementPlanner:
@@ -85,7 +33,7 @@ class RetirementPlanner:
     def __init__(
         self,
         state: ServingState,
-        gateways: GatewayRoutes,
+        gateways: GatewayView,
         *,
         keep_loaded_versions: int,
         grace_s: float,

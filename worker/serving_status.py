@@ -1,8 +1,8 @@
 """What should be served (``model.ready``) against what each gateway serves (``gateway.status``).
 
-Built only from the topics, never by asking a service. A gateway is live while its last
-heartbeat or ack is younger than three heartbeat intervals; a live gateway routing another
-version of an alias is lagging.
+Built only from the topics, never by asking a service. Which gateways are live comes from
+:class:`worker.gateway_view.GatewayView`; a live gateway routing another version of an alias is
+lagging, one no longer live is silent.
 """
 
 from __future__ import annotations
@@ -15,19 +15,7 @@ from aiokafka import ConsumerRecord
 from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked
 from schemas.model_ready import ModelReady, ServingStopped
-
-LIVENESS_INTERVALS = 3
-DEFAULT_INTERVAL_S = 5.0
-
-
-@dataclass
-class GatewaySeen:
-    last_seen: datetime
-    interval_s: float
-    routes: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, alias) -> version
-
-    def live(self, now: datetime) -> bool:
-        return (now - self.last_seen).total_seconds() <= LIVENESS_INTERVALS * self.interval_s
+from worker.gateway_view import GatewayView
 
 
 @dataclass(frozen=True)
@@ -55,7 +43,7 @@ class AliasStatus:
 class ServingStatus:
     desired: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # -> (version, generation)
     generations: dict[str, int] = field(default_factory=dict)
-    gateways: dict[str, GatewaySeen] = field(default_factory=dict)
+    gateways: GatewayView = field(default_factory=GatewayView)
 
     def apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:
@@ -74,26 +62,17 @@ class ServingStatus:
                 self.desired[key] = (event.data.version, event.data.generation)
             else:
                 self.desired.pop(key, None)
-        elif isinstance(event, GatewayHeartbeat):
-            beat = event.data
-            self.gateways[beat.gateway_id] = GatewaySeen(
-                last_seen=event.time,
-                interval_s=beat.interval_s,
-                routes={(r.model_name, r.alias): r.version for r in beat.routes},
-            )
-        elif isinstance(event, GatewaySwapAcked):
-            ack = event.data
-            seen = self.gateways.setdefault(ack.gateway_id, GatewaySeen(event.time, DEFAULT_INTERVAL_S))
-            seen.last_seen = max(seen.last_seen, event.time)
-            seen.routes[(ack.route.model_name, ack.route.alias)] = ack.route.version
+        elif isinstance(event, GatewayHeartbeat | GatewaySwapAcked):
+            self.gateways.apply_event(event)
 
     def report(self, now: datetime | None = None) -> list[AliasStatus]:
         now = now or datetime.now(UTC)
-        live = {g: seen for g, seen in self.gateways.items() if seen.live(now)}
-        silent = sorted(g for g in self.gateways if g not in live)
+        live = self.gateways.live(now)
+        silent = sorted(g for g in self.gateways.gateways if g not in live)
         rows = []
         for (model, alias), (version, _) in sorted(self.desired.items()):
-            on = sorted(g for g, seen in live.items() if seen.routes.get((model, alias)) == version)
-            lagging = {g: seen.routes.get((model, alias)) for g, seen in live.items() if g not in on}
+            routed = {g: seen.routes.get((model, alias)) for g, seen in live.items()}
+            on = sorted(g for g, route in routed.items() if route is not None and route.version == version)
+            lagging = {g: route.version if route else None for g, route in routed.items() if g not in on}
             rows.append(AliasStatus(model, alias, version, on, lagging, silent))
         return rows

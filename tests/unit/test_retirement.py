@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.gateway_status import (
@@ -12,18 +12,25 @@ from schemas.gateway_status import (
 )
 from schemas.model_ready import ModelReadyData
 from tests.event_samples import all_events
-from worker.retirement import GatewayRoutes, RetirementPlanner
+from worker.gateway_view import GatewayView
+from worker.retirement import RetirementPlanner
 from worker.serving_state import ServingState
 
 SAMPLE = next(e for e in all_events() if e.type == "io.modelpromoter.model.ready.v1").data
 
 
 class Clock:
+    """Monotonic seconds for the planner, and the same moments in UTC for the gateway view."""
+
     def __init__(self) -> None:
         self.now = 1000.0
+        self._start = datetime.now(UTC)
 
     def __call__(self) -> float:
         return self.now
+
+    def utc(self) -> datetime:
+        return self._start + timedelta(seconds=self.now - 1000.0)
 
 
 class Record:
@@ -68,10 +75,10 @@ def ack(gateway: str, version: int) -> Any:
     )
 
 
-def planner(keep: int = 1, grace_s: float = 60.0) -> tuple[RetirementPlanner, GatewayRoutes, ServingState, Clock]:
+def planner(keep: int = 1, grace_s: float = 60.0) -> tuple[RetirementPlanner, GatewayView, ServingState, Clock]:
     clock = Clock()
     state = ServingState()
-    gateways = GatewayRoutes(clock)
+    gateways = GatewayView(clock.utc)
     return (
         RetirementPlanner(state, gateways, keep_loaded_versions=keep, grace_s=grace_s, clock=clock),
         gateways,
