@@ -3,6 +3,7 @@
 Per (model, alias): the record currently served. Per model: the highest generation announced,
 so the next decision gets a strictly greater one. Per request event id: the record that answered
 it, so a redelivered request is re-announced without a second copy or load.
+Per Triton model: the latest announced record (digest, signature), for reuse and retirement.
 """
 
 from __future__ import annotations
@@ -20,34 +21,37 @@ class ServingState:
     routes: dict[tuple[str, str], ModelReadyData] = field(default_factory=dict)
     generations: dict[str, int] = field(default_factory=dict)
     answered: OrderedDict[str, ModelReadyData] = field(default_factory=OrderedDict)
+    by_triton_model: dict[str, ModelReadyData] = field(default_factory=dict)  # latest announced, per Triton model
 
     def apply(self, record: ModelReadyData | ServingStoppedData) -> bool:
         """Apply one record of the log; False when it is stale (generation not above the model's)."""
+        if isinstance(record, ModelReadyData):
+            self._note(record)
         if record.generation <= self.generations.get(record.model_name, -1):
-            if isinstance(record, ModelReadyData):
-                self._remember(record)
             return False
         self.generations[record.model_name] = record.generation
         key = (record.model_name, record.alias)
         if isinstance(record, ModelReadyData):
             self.routes[key] = record
-            self._remember(record)
         else:
             self.routes.pop(key, None)
         return True
 
-    def _remember(self, record: ModelReadyData) -> None:
-        if record.request_event_id is None:
-            return
-        self.answered[record.request_event_id] = record
-        self.answered.move_to_end(record.request_event_id)
+    def _note(self, record: ModelReadyData) -> None:
+        self.by_triton_model[record.triton_model_name] = record
+        if record.request_event_id is not None:
+            self._answer(record.request_event_id, record)
+
+    def _answer(self, event_id: str, record: ModelReadyData) -> None:
+        self.answered[event_id] = record
+        self.answered.move_to_end(event_id)
         while len(self.answered) > MAX_REMEMBERED_REQUESTS:
             self.answered.popitem(last=False)
 
     def remember(self, event_id: str, record: ModelReadyData) -> None:
         """``event_id`` was answered by ``record`` (a redelivery is then re-announced as is)."""
-        self._remember(record.model_copy(update={"request_event_id": event_id}))
-        self.answered[event_id] = record
+        self.by_triton_model[record.triton_model_name] = record
+        self._answer(event_id, record)
 
     def next_generation(self, model_name: str) -> int:
         return self.generations.get(model_name, -1) + 1
@@ -65,16 +69,10 @@ class ServingState:
     def loaded_versions(self) -> dict[str, dict[str, int]]:
         """Registered model -> {Triton model: version} of every version announced as served."""
         versions: dict[str, dict[str, int]] = {}
-        for record in [*self.answered.values(), *self.routes.values()]:
+        for record in self.by_triton_model.values():
             versions.setdefault(record.model_name, {})[record.triton_model_name] = record.version
         return versions
 
     def known_model(self, triton_model_name: str) -> ModelReadyData | None:
-        """Any announced record of this Triton model (its digest, signature, flavor)."""
-        for record in reversed(self.answered.values()):
-            if record.triton_model_name == triton_model_name:
-                return record
-        for record in self.routes.values():
-            if record.triton_model_name == triton_model_name:
-                return record
-        return None
+        """The latest announced record of this Triton model (its digest, signature, flavor)."""
+        return self.by_triton_model.get(triton_model_name)
