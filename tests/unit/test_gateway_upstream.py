@@ -21,13 +21,14 @@ from gateway.v2_api import InferFastPath, build_v2_router
 from promoter.settings import TritonSettings
 from tests.unit.test_gateway_routing import ready
 
+RELEASE = web.AppKey("release", asyncio.Event)
 ANSWER = {"model_name": "m--v1", "model_version": "1", "outputs": [{"name": "output", "data": [2]}]}
 
 
 async def fake_triton(request: web.Request) -> web.Response:
     model = request.match_info["model"]
-    if model == "slow":
-        await asyncio.sleep(1)  # the fake upstream being slow is the behaviour under test
+    if model == "slow":  # never answers until the fixture releases it: the gateway must time out first
+        await request.app[RELEASE].wait()
     if model == "broken":
         return web.json_response({"error": "model crashed: CUDA out of memory"}, status=500)
     if model == "unparsable":  # Triton answers 500 to some malformed requests
@@ -42,6 +43,7 @@ async def fake_triton(request: web.Request) -> web.Response:
 @pytest.fixture
 async def triton() -> AsyncIterator[str]:
     app = web.Application()
+    app[RELEASE] = asyncio.Event()
     app.router.add_post("/v2/models/{model}/infer", fake_triton)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -51,6 +53,7 @@ async def triton() -> AsyncIterator[str]:
     try:
         yield f"127.0.0.1:{port}"
     finally:
+        app[RELEASE].set()
         await runner.cleanup()
 
 
