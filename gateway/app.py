@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp
 
 from gateway.acks import StatusPublisher
 from gateway.inference import InferenceService
@@ -85,7 +86,8 @@ async def _ensure_log_topics(kafka: KafkaSettings, topics: TopicSettings) -> Non
             log.info("created topics", topics=created)
 
 
-def build_app(config: GatewayConfig | None = None) -> FastAPI:
+def build_app(config: GatewayConfig | None = None) -> ASGIApp:
+    """The gateway's ASGI app: the inference fast path in front of the FastAPI app (lifespan, docs, the rest)."""
     config = config or GatewayConfig.from_env()
     settings = config.gateway
     metrics = GatewayMetrics()
@@ -136,6 +138,7 @@ def build_app(config: GatewayConfig | None = None) -> FastAPI:
             "Every inference answer names the version and alias that made it (X-Model-Version, X-Model-Alias)."
         ),
         lifespan=lifespan,
+        max_body_size=settings.max_request_bytes,
     )
 
     @app.exception_handler(RequestValidationError)
@@ -151,7 +154,6 @@ def build_app(config: GatewayConfig | None = None) -> FastAPI:
         return JSONResponse({"error": f"internal error: {type(error).__name__}"}, status_code=500)
 
     app.include_router(build_v2_router(service, follower.healthy))
-    app.add_middleware(InferFastPath, service=service)
     app.include_router(build_predict_router(service))
 
     @app.get("/health", tags=["Operations"], summary="Liveness: the process answers")
@@ -176,7 +178,7 @@ def build_app(config: GatewayConfig | None = None) -> FastAPI:
     async def prometheus() -> Response:
         return Response(render(metrics.registry), media_type=METRICS_CONTENT_TYPE)
 
-    return app
+    return InferFastPath(app, service, max_body_bytes=settings.max_request_bytes)
 
 
 def main() -> None:
@@ -193,6 +195,8 @@ def main() -> None:
         lifespan="on",
         loop="uvloop",
         http="httptools",
+        proxy_headers=False,
+        server_header=False,
         timeout_graceful_shutdown=10,
     )
 

@@ -11,6 +11,8 @@ import asyncio
 import time
 from collections.abc import Mapping
 
+from prometheus_client import Counter, Histogram
+
 from gateway.metrics import UNKNOWN_MODEL, GatewayMetrics
 from gateway.routing_policy import Decision, RouteError, resolve
 from gateway.routing_table import Route, RoutingState
@@ -22,6 +24,7 @@ log = get_logger(__name__)
 
 ALIAS_HEADER = "x-model-alias"
 VERSION_HEADER = "x-model-version"
+_MAX_CACHED_SERIES = 10_000
 
 
 class InferenceService:
@@ -34,6 +37,7 @@ class InferenceService:
         self.metrics = metrics
         self._client_header = settings.client_id_header.lower()
         self._shadows: set[asyncio.Task[None]] = set()
+        self._answered: dict[tuple[str, str, int, str], tuple[Counter, Histogram]] = {}
 
     def decide(
         self,
@@ -61,23 +65,36 @@ class InferenceService:
         self.metrics.requests.labels(model, "", "", api, str(error.status)).inc()
         self.metrics.errors.labels(model, "", "", "not_served").inc()
 
+    def _answered_series(self, route: Route, api: str) -> tuple[Counter, Histogram]:
+        """The request counter (code 200) and latency histogram of ``route``, looked up once per route and API."""
+        key = (route.model_name, route.alias, route.version, api)
+        series = self._answered.get(key)
+        if series is None:
+            if len(self._answered) > _MAX_CACHED_SERIES:
+                self._answered.clear()
+            series = self._answered[key] = (
+                self.metrics.requests.labels(route.model_name, route.alias, str(route.version), api, "200"),
+                self.metrics.latency.labels(route.model_name, api),
+            )
+        return series
+
     async def infer(self, decision: Decision, body: bytes, headers: Mapping[str, str], api: str) -> UpstreamResponse:
         route = decision.route
+        answered, latency = self._answered_series(route, api)
         began = time.perf_counter()
-        version = str(route.version)
-        forwarded = headers
         try:
-            response = await self.upstream.infer(route.triton_model_name, body, forwarded)
+            response = await self.upstream.infer(route.triton_model_name, body, headers)
         except UpstreamError as error:
+            version = str(route.version)
             self.metrics.requests.labels(route.model_name, route.alias, version, api, str(error.status)).inc()
             self.metrics.errors.labels(route.model_name, route.alias, version, error.outcome).inc()
             log.warning("upstream failure", model=route.model_name, alias=route.alias, error=error.message)
             raise
         finally:
-            self.metrics.latency.labels(route.model_name, api).observe(time.perf_counter() - began)
+            latency.observe(time.perf_counter() - began)
             if decision.shadow is not None:
-                self._copy_to_shadow(decision.shadow, body, forwarded)
-        self.metrics.requests.labels(route.model_name, route.alias, version, api, "200").inc()
+                self._copy_to_shadow(decision.shadow, body, headers)
+        answered.inc()
         return response
 
     def _copy_to_shadow(self, shadow: Route, body: bytes, headers: Mapping[str, str]) -> None:

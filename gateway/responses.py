@@ -3,54 +3,98 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
+from starlette.types import Send
 
 from gateway.routing_table import Route
 from gateway.upstream import INFER_HEADER_LENGTH, UpstreamResponse
 
 VERSION_RESPONSE_HEADER = "X-Model-Version"
 ALIAS_RESPONSE_HEADER = "X-Model-Alias"
+JSON = "application/json"
 
 
 def route_headers(route: Route) -> dict[str, str]:
     return {VERSION_RESPONSE_HEADER: str(route.version), ALIAS_RESPONSE_HEADER: route.alias}
 
 
-def error_response(status: int, message: str, route: Route | None = None) -> JSONResponse:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer as plain data: a Starlette ``Response`` for the routes, raw ASGI messages for the fast path."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)  # content-type included
+
+    def response(self) -> Response:
+        return Response(self.body, status_code=self.status, headers=self.headers)
+
+    async def send(self, send: Send) -> None:
+        headers = [(b"content-length", str(len(self.body)).encode())]
+        headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers.items()]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def error_answer(status: int, message: str, route: Route | None = None) -> Answer:
     """``{"error": message}``: the Open Inference Protocol's error shape (tritonclient reads it)."""
-    return JSONResponse({"error": message}, status_code=status, headers=route_headers(route) if route else None)
+    headers = {"content-type": JSON, **(route_headers(route) if route else {})}
+    return Answer(status, json.dumps({"error": message}).encode(), headers)
 
 
-def v2_infer_response(upstream: UpstreamResponse, route: Route) -> Response:
+def error_response(status: int, message: str, route: Route | None = None) -> Response:
+    return error_answer(status, message, route).response()
+
+
+def v2_infer_answer(upstream: UpstreamResponse, route: Route) -> Answer:
     """Triton's answer with the registered model name, its MLflow version and the alias in the JSON header.
 
     A binary-tensor answer keeps its tensor bytes; only its JSON header part is rewritten (and its
     ``Inference-Header-Content-Length`` updated).
     """
-    headers = route_headers(route)
+    headers = {"content-type": upstream.headers.get("content-type", JSON), **route_headers(route)}
     header_length = upstream.headers.get(INFER_HEADER_LENGTH)
     split = int(header_length) if header_length and header_length.isdigit() else len(upstream.body)
     head, tensors = upstream.body[:split], upstream.body[split:]
+    head = _spliced_head(head, route) or _rewritten_head(head, route)
+    if header_length:
+        headers[INFER_HEADER_LENGTH] = str(len(head))
+    return Answer(upstream.status, head + tensors, headers)
+
+
+def _who_answered(route: Route) -> dict[str, Any]:
+    return {
+        "model_name": route.model_name,
+        "model_version": str(route.version),
+        "parameters": {"alias": route.alias, "triton_model_name": route.triton_model_name},
+    }
+
+
+def _spliced_head(head: bytes, route: Route) -> bytes | None:
+    """The common case without parsing the outputs: Triton wrote ``{"model_name":"<triton model>",
+    "model_version":"<n>",`` first and no parameters of its own, so only that prefix is replaced.
+    None when the answer looks any different (then it is parsed and rewritten whole)."""
+    prefix = b'{"model_name":"%s","model_version":"' % route.triton_model_name.encode()
+    end = head.find(b'",', len(prefix)) if head.startswith(prefix) else -1
+    if end < 0 or not head[len(prefix) : end].isdigit() or b'"parameters"' in head:
+        return None
+    return json.dumps(_who_answered(route), separators=(",", ":")).encode()[:-1] + b"," + head[end + 2 :]
+
+
+def _rewritten_head(head: bytes, route: Route) -> bytes:
     try:
         document: Any = json.loads(head)
     except ValueError:
-        document = None
-    if isinstance(document, dict):
-        document["model_name"] = route.model_name
-        document["model_version"] = str(route.version)
-        parameters = document.get("parameters")
-        document["parameters"] = {
-            **(parameters if isinstance(parameters, dict) else {}),
-            "alias": route.alias,
-            "triton_model_name": route.triton_model_name,
-        }
-        head = json.dumps(document, separators=(",", ":")).encode()
-    if header_length:
-        headers[INFER_HEADER_LENGTH] = str(len(head))
-    media_type = upstream.headers.get("content-type", "application/json")
-    return Response(head + tensors, status_code=upstream.status, headers=headers, media_type=media_type)
+        return head
+    if not isinstance(document, dict):
+        return head
+    who = _who_answered(route)
+    parameters = document.get("parameters")
+    who["parameters"] = {**(parameters if isinstance(parameters, dict) else {}), **who["parameters"]}
+    return json.dumps({**document, **who}, separators=(",", ":")).encode()
 
 
 #: The failures every inference endpoint can answer, for the OpenAPI document.

@@ -22,4 +22,7 @@ class GatewaySettings(PromoterSettings):
     shadow_max_in_flight: int = Field(64, ge=1, description="Shadow copies in flight at most; more are dropped.")
     heartbeat_interval_s: float = Field(5.0, gt=0, description="Period of the heartbeat on gateway.status.")
     triton_connect_timeout_s: float = Field(1.0, gt=0, description="Deadline to connect to Triton.")
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="Largest request body accepted; larger ones get a 413."
+    )
     replay_timeout_s: float = Field(120.0, gt=0, description="Deadline to replay the serving-state log at start.")

@@ -1,4 +1,4 @@
-"""The Triton upstream: one persistent keep-alive HTTP session for every endpoint, failures mapped to HTTP statuses.
+"""The Triton upstream: keep-alive connections to every endpoint, failures mapped to HTTP statuses.
 
 Mapping (never a stack trace to a client): Triton unreachable -> 503, timeout -> 504, a Triton 5xx
 -> 502 with its message, a Triton 4xx about the request -> 400 with its message, a Triton 4xx about a
@@ -7,13 +7,14 @@ model it does not have -> 502 (the gateway routed to it, so it is an upstream fa
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from urllib.parse import quote
 
-import aiohttp
-
+from gateway.triton_connections import ConnectionPool, ConnectTimeoutError, Endpoint, ProtocolError
 from promoter.settings import TritonSettings
 
 INFER_HEADER_LENGTH = "inference-header-content-length"
@@ -22,6 +23,7 @@ INFER_HEADER_LENGTH = "inference-header-content-length"
 _CALLER_FAULTS = ("json", "failed to parse", "unable to parse", "unexpected inference input")
 # Answers are always asked uncompressed (no Accept-Encoding): the gateway rewrites their JSON header.
 _FORWARDED_REQUEST_HEADERS = ("content-type", INFER_HEADER_LENGTH, "content-encoding")
+_MAX_CACHED_PATHS = 10_000
 
 
 class UpstreamError(Exception):
@@ -52,49 +54,57 @@ def _error_text(status: int, body: bytes) -> str:
 
 
 class TritonUpstream:
-    """Sends inference requests to the Triton endpoints, round robin, over one keep-alive aiohttp session.
+    """Sends inference requests to the Triton endpoints, round robin, over keep-alive connections.
 
-    aiohttp rather than httpx on this path: about 0.8 ms less per request measured here, which is
-    most of the gateway's overhead budget. ``start`` must run on the serving event loop.
+    ``start`` must run on the serving event loop.
     """
 
     def __init__(self, settings: TritonSettings, *, connect_timeout_s: float, max_connections: int = 256) -> None:
-        self.base_urls = [_base_url(endpoint) for endpoint in settings.endpoints]
-        self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout_s, connect=connect_timeout_s)
+        self.endpoints = [Endpoint.parse(endpoint) for endpoint in settings.endpoints]
+        self._timeout_s = settings.request_timeout_s
+        self._connect_timeout_s = connect_timeout_s
         self._max_connections = max_connections
-        self._next = itertools.cycle(self.base_urls)
-        self._session: aiohttp.ClientSession | None = None
+        self._pools: list[ConnectionPool] = []
+        self._next: Iterator[ConnectionPool] = iter(())
+        self._paths: dict[str, str] = {}
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=60)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        )
+        self._pools = [
+            ConnectionPool(endpoint, max_connections=self._max_connections, connect_timeout_s=self._connect_timeout_s)
+            for endpoint in self.endpoints
+        ]
+        self._next = itertools.cycle(self._pools)
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("TritonUpstream.start() was not awaited")
-        return self._session
+    def _infer_path(self, triton_model: str) -> str:
+        path = self._paths.get(triton_model)
+        if path is None:
+            if len(self._paths) > _MAX_CACHED_PATHS:
+                self._paths.clear()
+            path = self._paths[triton_model] = f"/v2/models/{quote(triton_model, safe='')}/infer"
+        return path
 
     async def infer(self, triton_model: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
         """POST ``body`` unchanged to ``/v2/models/<triton_model>/infer``."""
         forwarded = {name: headers[name] for name in _FORWARDED_REQUEST_HEADERS if name in headers}
-        url = f"{next(self._next)}/v2/models/{triton_model}/infer"
         try:
-            async with self.session.post(url, data=body, headers=forwarded) as response:
-                status = response.status
-                content = await response.read()
-                answer_headers = {name.lower(): value for name, value in response.headers.items()}
-        except TimeoutError as error:
-            raise UpstreamError(504, f"Triton did not answer in time: {type(error).__name__}", "timeout") from None
-        except (aiohttp.ClientConnectionError, OSError) as error:
-            raise UpstreamError(503, f"Triton is unavailable: {type(error).__name__}", "unavailable") from None
-        except aiohttp.ClientError as error:
-            raise UpstreamError(502, f"Triton answered badly: {type(error).__name__}", "bad_gateway") from None
+            pool = next(self._next)
+        except StopIteration:
+            raise RuntimeError("TritonUpstream.start() was not awaited") from None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                answer = await pool.post(self._infer_path(triton_model), body, forwarded)
+        except TimeoutError:
+            raise UpstreamError(504, f"Triton did not answer within {self._timeout_s} s", "timeout") from None
+        except ConnectTimeoutError as error:
+            raise UpstreamError(503, f"Triton is unavailable: {error}", "unavailable") from None
+        except ProtocolError as error:
+            raise UpstreamError(502, f"Triton answered badly: {error}", "bad_gateway") from None
+        except OSError as error:  # refused, reset, unreachable (ConnectionError is an OSError)
+            reason = error.strerror or str(error) or type(error).__name__
+            raise UpstreamError(503, f"Triton is unavailable: {reason}", "unavailable") from None
+        except ValueError as error:  # a forwarded header that cannot be sent
+            raise UpstreamError(400, str(error), "bad_request") from None
+        status, content = answer.status, answer.body
         if status >= 500:
             message = _error_text(status, content)
             if any(fault in message.lower() for fault in _CALLER_FAULTS):
@@ -105,12 +115,8 @@ class TritonUpstream:
             if "unknown model" in message.lower() or status == 404:
                 raise UpstreamError(502, f"Triton does not serve the routed model: {message}", "triton_error")
             raise UpstreamError(400, message, "bad_request")
-        return UpstreamResponse(status, content, answer_headers)
+        return UpstreamResponse(status, content, answer.headers)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-
-def _base_url(endpoint: str) -> str:
-    return endpoint if endpoint.startswith(("http://", "https://")) else f"http://{endpoint}"
+        for pool in self._pools:
+            await pool.close()

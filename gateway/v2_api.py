@@ -8,15 +8,23 @@ routed version and proxies the request body as is (JSON or binary tensors).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.inference import InferenceService
-from gateway.responses import UPSTREAM_ERROR_RESPONSES, error_response, route_headers, v2_infer_response
+from gateway.responses import (
+    UPSTREAM_ERROR_RESPONSES,
+    Answer,
+    error_answer,
+    error_response,
+    route_headers,
+    v2_infer_answer,
+)
 from gateway.routing_policy import RouteError
 from gateway.routing_table import ModelRoutes
 from gateway.upstream import UpstreamError
@@ -64,7 +72,8 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 ModelName = Path(..., description="Registered (MLflow) model name.")
-AliasPin = Query(None, description="Pin an alias (also the X-Model-Alias header).", max_length=255)
+MAX_ALIAS_LENGTH = 255
+AliasPin = Query(None, description="Pin an alias (also the X-Model-Alias header).", max_length=MAX_ALIAS_LENGTH)
 
 
 def _metadata(model: ModelRoutes, version: int | None) -> dict[str, Any]:
@@ -87,56 +96,85 @@ def _metadata(model: ModelRoutes, version: int | None) -> dict[str, Any]:
     return document
 
 
-async def v2_infer(
-    service: InferenceService, request: Request, name: str, alias: str | None, version: int | None
-) -> Response:
+async def infer_answer(
+    service: InferenceService,
+    name: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    alias: str | None,
+    version: int | None,
+) -> Answer:
     """One v2 inference: route once, proxy the body as is, say who answered."""
     try:
-        decision = service.decide(name, request.headers, alias=alias, version=version)
+        decision = service.decide(name, headers, alias=alias, version=version)
     except RouteError as error:
         service.count_route_error(name, error, API)
-        return error_response(error.status, error.message)
-    body = await request.body()
+        return error_answer(error.status, error.message)
     try:
-        upstream = await service.infer(decision, body, request.headers, API)
+        upstream = await service.infer(decision, body, headers, API)
     except UpstreamError as error:
-        return error_response(error.status, error.message, decision.route)
-    return v2_infer_response(upstream, decision.route)
+        return error_answer(error.status, error.message, decision.route)
+    return v2_infer_answer(upstream, decision.route)
 
 
 _INFER_PATH = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
 
 
 class InferFastPath:
-    """ASGI middleware serving ``POST /v2/models/{name}[/versions/{v}]/infer`` without FastAPI's parameter
-    machinery (the hot path: about a tenth of a millisecond less per request). Same handler, same
-    answers as the documented FastAPI routes, which serve the OpenAPI schema and anything unusual."""
+    """The outermost ASGI app: serves ``POST /v2/models/{name}[/versions/{v}]/infer`` from the raw scope, ahead of
+    FastAPI's middleware and parameter machinery (the hot path), and hands everything else to the app.
 
-    def __init__(self, app: ASGIApp, service: InferenceService) -> None:
+    Same answers as the documented FastAPI routes, which serve the OpenAPI schema and unusual requests.
+    """
+
+    def __init__(self, app: ASGIApp, service: InferenceService, *, max_body_bytes: int) -> None:
         self.app = app
         self.service = service
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = _INFER_PATH.fullmatch(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         if match is None:
             await self.app(scope, receive, send)
             return
-        request = Request(scope, receive)
-        alias = request.query_params.get("alias") or None
-        raw_version = match["version"] or request.query_params.get("version")
-        response: Response
+        body = await read_body(receive, self.max_body_bytes)
+        if isinstance(body, Answer):
+            await body.send(send)
+        elif body is not None:  # None: the client went away
+            await (await self._answer(scope, match, body)).send(send)
+
+    async def _answer(self, scope: Scope, match: re.Match[str], body: bytes) -> Answer:
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1"))) if scope["query_string"] else {}
+        alias = query.get("alias") or None
+        raw_version = match["version"] or query.get("version")
         if raw_version is not None and not (raw_version.isdigit() and int(raw_version) >= 1):
-            response = error_response(422, f"version: must be an integer of at least 1, got {raw_version[:50]!r}")
-        elif alias is not None and len(alias) > 255:
-            response = error_response(422, "alias: at most 255 characters")
-        else:
-            version = int(raw_version) if raw_version is not None else None
-            try:
-                response = await v2_infer(self.service, request, match["name"], alias, version)
-            except Exception as error:  # never a stack trace to a client
-                log.exception("unexpected error answering an inference")
-                response = error_response(500, f"internal error: {type(error).__name__}")
-        await response(scope, receive, send)
+            return error_answer(422, f"version: must be an integer of at least 1, got {raw_version[:50]!r}")
+        if alias is not None and len(alias) > MAX_ALIAS_LENGTH:
+            return error_answer(422, f"alias: at most {MAX_ALIAS_LENGTH} characters")
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        version = int(raw_version) if raw_version is not None else None
+        try:
+            return await infer_answer(self.service, match["name"], headers, body, alias, version)
+        except Exception as error:  # never a stack trace to a client
+            log.exception("unexpected error answering an inference")
+            return error_answer(500, f"internal error: {type(error).__name__}")
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | Answer | None:
+    """The whole request body; a 413 answer past ``limit`` bytes; None when the client disconnected."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return error_answer(413, f"body: larger than the gateway's limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def build_v2_router(service: InferenceService, is_ready: Callable[[], bool]) -> APIRouter:
@@ -155,7 +193,7 @@ def build_v2_router(service: InferenceService, is_ready: Callable[[], bool]) -> 
     async def server_metadata() -> dict[str, Any]:
         return {"name": "model-promoter-gateway", "version": "1", "extensions": []}
 
-    def _model(name: str) -> ModelRoutes | JSONResponse:
+    def _model(name: str) -> ModelRoutes | Response:
         model = service.state.table.model(name)
         if model is None:
             return error_response(404, f"model {name!r} is not served by this gateway")
@@ -164,14 +202,14 @@ def build_v2_router(service: InferenceService, is_ready: Callable[[], bool]) -> 
     @router.get("/models/{name}", summary="Model metadata (from the served signature)", responses=INFER_RESPONSES)
     async def model_metadata(name: str = ModelName) -> Response:
         model = _model(name)
-        if isinstance(model, JSONResponse):
+        if isinstance(model, Response):
             return model
         return JSONResponse(_metadata(model, None))
 
     @router.get("/models/{name}/versions/{version}", summary="Model version metadata", responses=INFER_RESPONSES)
     async def version_metadata(name: str = ModelName, version: int = Path(..., ge=1)) -> Response:
         model = _model(name)
-        if isinstance(model, JSONResponse):
+        if isinstance(model, Response):
             return model
         if model.by_version(version) is None:
             return error_response(404, f"version {version} of model {name!r} is not served")
@@ -193,7 +231,8 @@ def build_v2_router(service: InferenceService, is_ready: Callable[[], bool]) -> 
         return await _ready(request, name, None, version)
 
     async def _infer(request: Request, name: str, alias: str | None, version: int | None) -> Response:
-        return await v2_infer(service, request, name, alias, version)
+        answer = await infer_answer(service, name, request.headers, await request.body(), alias, version)
+        return answer.response()
 
     @router.post(
         "/models/{name}/infer",

@@ -62,6 +62,15 @@ class ModelReadyData(EventData):
     mlflow_run_id: str | None = None
     flavor: NonEmptyStr = Field(description="MLflow flavor served, e.g. sklearn, python_function.")
     signature: SignatureSummary
+    max_batch_size: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "Triton's max_batch_size for this model: the most rows one inference may carry (0: the "
+            "model has no batch dimension; absent: unknown). Gateways split larger requests and merge "
+            "concurrent small ones within it."
+        ),
+    )
     generation: int = Field(
         ge=0,
         description=(

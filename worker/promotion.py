@@ -163,6 +163,7 @@ class Promoter:
             mlflow_run_id=resolved.run_id,
             flavor=plan.flavor,
             signature=plan.signature,
+            max_batch_size=batching.max_batch_size,
             generation=0,
         )
         return self._ready(resolved, known, request_event_id, clock)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.predict_api import FeatureError, build_infer_request, predictions
-from gateway.responses import v2_infer_response
+from gateway.responses import v2_infer_answer
 from gateway.routing_table import RoutingState
 from gateway.upstream import UpstreamResponse
 from tests.unit.test_gateway_routing import SIGNATURE, ready
@@ -69,7 +69,7 @@ def test_v2_answer_names_the_registered_model_version_and_alias() -> None:
         head + tensors,
         {"inference-header-content-length": str(len(head)), "content-type": "application/octet-stream"},
     )
-    response = v2_infer_response(upstream, route)
+    response = v2_infer_answer(upstream, route).response()
     length = int(response.headers["inference-header-content-length"])
     body = bytes(response.body)
     header = json.loads(body[:length])
@@ -79,3 +79,28 @@ def test_v2_answer_names_the_registered_model_version_and_alias() -> None:
     assert body[length:] == tensors
     assert response.headers["x-model-version"] == "4"
     assert response.headers["x-model-alias"] == "champion"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # Triton's compact form: the prefix is replaced without parsing the outputs
+        b'{"model_name":"m--v4","model_version":"1","outputs":[{"name":"output","datatype":"INT64","shape":[2,1],'
+        b'"data":[0,2]}]}',
+        # an id first, Triton's own parameters, spaces: parsed and rewritten whole
+        b'{"id":"r-7","model_name":"m--v4","model_version":"1","outputs":[{"name":"output","data":[1]}]}',
+        b'{"model_name":"m--v4","model_version":"1","parameters":{"sequence_id":3},"outputs":[]}',
+        b'{"model_name": "m--v4", "model_version": "1", "outputs": []}',
+        b'{"model_name":"other--v9","model_version":"1","outputs":[]}',
+    ],
+)
+def test_every_json_answer_gets_the_same_rewrite(answer: bytes) -> None:
+    state = RoutingState()
+    state.apply(ready(4, generation=0))
+    model = state.table.model("m")
+    assert model is not None
+    upstream = UpstreamResponse(200, answer, {"content-type": "application/json"})
+    rewritten = json.loads(v2_infer_answer(upstream, model.routes["champion"]).body)
+    original = json.loads(answer)
+    expected_parameters = {**original.get("parameters", {}), "alias": "champion", "triton_model_name": "m--v4"}
+    assert rewritten == {**original, "model_name": "m", "model_version": "4", "parameters": expected_parameters}

@@ -1,4 +1,4 @@
-"""Upstream failures map to clear statuses (never a stack trace), through the real aiohttp upstream and the
+"""Upstream failures map to clear statuses (never a stack trace), through the real upstream connections and the
 gateway's v2 fast path, against a small fake Triton on a loopback port (no processes, no broker)."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ async def _upstream(endpoint: str) -> TritonUpstream:
         ("picky", 400, "unexpected shape"),
         ("unparsable", 400, "not found in the JSON"),
         ("gone", 502, "does not serve the routed model"),
-        ("slow", 504, "in time"),
+        ("slow", 504, "did not answer within 0.3 s"),
     ],
 )
 async def test_triton_failures_map_to_statuses(triton: str, model: str, status: int, words: str) -> None:
@@ -104,8 +104,7 @@ async def gateway(triton: str) -> AsyncIterator[httpx.AsyncClient]:
     service = InferenceService(GatewaySettings(), state, upstream, GatewayMetrics())
     app = FastAPI()
     app.include_router(build_v2_router(service, lambda: True))
-    app.add_middleware(InferFastPath, service=service)
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=InferFastPath(app, service, max_body_bytes=1024))
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         yield client
     await upstream.close()
