@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import Counter, Histogram
 
@@ -79,11 +79,23 @@ class InferenceService:
         return series
 
     async def infer(self, decision: Decision, body: bytes, headers: Mapping[str, str], api: str) -> UpstreamResponse:
+        (response,) = await self.infer_parts(decision, (body,), headers, api)
+        return response
+
+    async def infer_parts(
+        self, decision: Decision, bodies: Sequence[bytes], headers: Mapping[str, str], api: str
+    ) -> list[UpstreamResponse]:
+        """One caller request sent upstream as one inference per body, concurrently (a request larger than the
+        model's max_batch_size is split); counted once, failed as a whole if any part fails."""
         route = decision.route
         answered, latency = self._answered_series(route, api)
+        triton_model = route.triton_model_name
         began = time.perf_counter()
         try:
-            response = await self.upstream.infer(route.triton_model_name, body, headers)
+            if len(bodies) == 1:
+                responses = [await self.upstream.infer(triton_model, bodies[0], headers)]
+            else:
+                responses = await asyncio.gather(*(self.upstream.infer(triton_model, b, headers) for b in bodies))
         except UpstreamError as error:
             version = str(route.version)
             self.metrics.requests.labels(route.model_name, route.alias, version, api, str(error.status)).inc()
@@ -93,9 +105,10 @@ class InferenceService:
         finally:
             latency.observe(time.perf_counter() - began)
             if decision.shadow is not None:
-                self._copy_to_shadow(decision.shadow, body, headers)
+                for body in bodies:
+                    self._copy_to_shadow(decision.shadow, body, headers)
         answered.inc()
-        return response
+        return list(responses)
 
     def _copy_to_shadow(self, shadow: Route, body: bytes, headers: Mapping[str, str]) -> None:
         if len(self._shadows) >= self.settings.shadow_max_in_flight:

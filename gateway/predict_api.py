@@ -1,8 +1,10 @@
-"""``POST /predict/{name}``: records keyed by the signature's feature names, validated, sent as one v2 request.
+"""``POST /predict/{name}``: records keyed by the signature's feature names, validated, sent as v2 requests.
 
-A record is a JSON object ``{feature: number}``; the body is one record or a list of them. A missing,
-unknown or non-numeric feature gets a 422 whose message names it (``records[1]: missing feature
-'petal width (cm)'``). The answer carries one prediction per record, and which version and alias made it.
+A record is a JSON object ``{feature: number}``; the body is one record or a list of them (up to 10,000).
+A missing, unknown or non-numeric feature gets a 422 whose message names it (``records[1]: missing
+feature 'petal width (cm)'``). More records than the model's ``max_batch_size`` are sent as several
+concurrent inferences of at most that many rows. The answer carries one prediction per record, in order,
+and which version and alias made them.
 """
 
 from __future__ import annotations
@@ -90,6 +92,21 @@ def build_infer_request(signature: SignatureSummary, body: Any) -> tuple[dict[st
     return request, len(records)
 
 
+def split_request(request: dict[str, Any], rows: int, max_rows: int | None) -> list[tuple[dict[str, Any], int]]:
+    """``request`` (one input tensor of ``rows`` rows) as parts of at most ``max_rows`` rows each, with their row
+    counts; whole when ``max_rows`` is unknown (None or 0)."""
+    if not max_rows or rows <= max_rows:
+        return [(request, rows)]
+    (tensor,) = request["inputs"]
+    width = len(tensor["data"]) // rows
+    parts = []
+    for start in range(0, rows, max_rows):
+        count = min(max_rows, rows - start)
+        data = tensor["data"][start * width : (start + count) * width]
+        parts.append(({"inputs": [{**tensor, "shape": [count, *tensor["shape"][1:]], "data": data}]}, count))
+    return parts
+
+
 def predictions(answer: Any, rows: int) -> tuple[list[Any], dict[str, Any]]:
     """One prediction per record from a v2 JSON answer (first output), and every output by name."""
     outputs = answer.get("outputs") if isinstance(answer, dict) else None
@@ -169,15 +186,23 @@ def build_predict_router(service: InferenceService) -> APIRouter:
             service.metrics.requests.labels(route.model_name, route.alias, str(route.version), API, "422").inc()
             return error_response(422, error.message, route)
         headers = {"content-type": "application/json"}
+        parts = split_request(payload, rows, route.ready.max_batch_size)
+        bodies = [json.dumps(part).encode() for part, _ in parts]
         try:
-            upstream = await service.infer(decision, json.dumps(payload).encode(), headers, API)
+            upstreams = await service.infer_parts(decision, bodies, headers, API)
         except UpstreamError as error:
             return error_response(error.status, error.message, route)
-        try:
-            answer = json.loads(upstream.body)
-        except ValueError:
-            return error_response(502, "Triton answered with something that is not JSON", route)
-        values, outputs = predictions(answer, rows)
+        values: list[Any] = []
+        outputs: dict[str, Any] = {}
+        for (_, part_rows), upstream in zip(parts, upstreams, strict=True):
+            try:
+                answer = json.loads(upstream.body)
+            except ValueError:
+                return error_response(502, "Triton answered with something that is not JSON", route)
+            part_values, part_outputs = predictions(answer, part_rows)
+            values.extend(part_values)
+            for output, data in part_outputs.items():
+                outputs.setdefault(output, []).extend(data if isinstance(data, list) else [data])
         return JSONResponse(
             {
                 "model_name": route.model_name,

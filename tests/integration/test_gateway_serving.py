@@ -16,6 +16,9 @@ import pytest
 import tritonclient.http as triton_http
 
 from deploy.stack.local_stack import LocalStack
+from deploy.stack.ports import free_ports
+from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
+from deploy.stack.triton_server import triton_spec
 from gateway.routing_policy import client_bucket, weighted_alias
 from tests.gateway_harness import (
     IRIS_FEATURES,
@@ -333,6 +336,84 @@ async def test_invalid_input_gets_422_naming_the_feature(world: World) -> None:
         garbage = await http.post(f"{gateway.url}/v2/models/{world.model}/infer", content=b"{not json", timeout=10)
         assert garbage.status_code == 400
         assert "error" in garbage.json()
+
+
+async def test_more_records_than_max_batch_size_are_split_and_all_answered(world: World) -> None:
+    served = world.promotions[-1]["data"]
+    assert served["max_batch_size"] == 64  # the worker's default, announced on model.ready
+    features, _ = iris_frame()
+    rows = features.to_numpy(dtype=np.float64)[:150]
+    response = _predict(world.gateways[0], world.model, rows)
+    assert response.status_code == 200, response.text
+    through = response.json()["predictions"]
+    direct: list[Any] = []
+    async with httpx.AsyncClient(timeout=10) as http:
+        for start in range(0, len(rows), 50):  # Triton itself takes at most max_batch_size rows per inference
+            chunk = rows[start : start + 50]
+            tensor = {"name": "input", "shape": list(chunk.shape), "datatype": "FP64", "data": chunk.ravel().tolist()}
+            answer = await http.post(
+                f"http://{world.stack.triton_http}/v2/models/{served['triton_model_name']}/infer",
+                json={"inputs": [tensor]},
+            )
+            assert answer.status_code == 200, answer.text
+            direct.extend(answer.json()["outputs"][0]["data"])
+    assert len(through) == 150
+    assert through == direct
+
+
+async def test_real_triton_failures_reach_callers_as_clear_statuses(world: World) -> None:
+    """502 for a routed model Triton does not have, 504 past the request deadline, and 503 once the Triton a
+    replica talks to is stopped (its keep-alive connections die with it); never a stack trace."""
+    served = world.promotions[-1]["data"]
+    ghost = f"ghost-{uuid.uuid4().hex[:6]}"
+    await world.publish(
+        "PROMOTER_TOPIC_MODEL_READY",
+        ghost,
+        ready_bytes(world.promotions[-1], model_name=ghost, triton_model_name=f"{ghost}--v1", generation=0),
+    )
+    await wait_for(lambda: world.gateways[0].served(ghost) is not None, timeout_s=10, what="ghost routed")
+    missing = _post_v2(f"{world.gateways[0].url}/v2/models/{ghost}/infer")
+    assert missing.status_code == 502, missing.text
+    assert "does not serve the routed model" in missing.json()["error"]
+
+    run_dir = world.run_dir / "own-triton"
+    http_port, grpc_port, metrics_port = free_ports(3)
+    triton = ManagedProcess(
+        triton_spec(
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            run_dir=run_dir,
+            model_repository=world.stack.model_repository,
+        ),
+        run_dir / "tritonserver.log",
+    )
+    triton.start()
+    try:
+        wait_all_ready([triton])
+        async with httpx.AsyncClient(timeout=60) as http:
+            load = await http.post(
+                f"http://127.0.0.1:{http_port}/v2/repository/models/{served['triton_model_name']}/load"
+            )
+        assert load.status_code == 200, load.text
+        own = {**world.worker.env, "PROMOTER_TRITON_ENDPOINTS": f"127.0.0.1:{http_port}"}
+        impatient = {**world.worker.env, "PROMOTER_TRITON_REQUEST_TIMEOUT_S": "0.0001"}
+        with (
+            running_gateways(world.stack, run_dir / "gw-own", own, ["gw-own"]) as (mine,),
+            running_gateways(world.stack, run_dir / "gw-impatient", impatient, ["gw-impatient"]) as (hasty,),
+        ):
+            url = f"{mine.url}/v2/models/{world.model}/infer"
+            assert [_post_v2(url).status_code for _ in range(3)] == [200, 200, 200]  # keep-alive connections open
+            late = _post_v2(f"{hasty.url}/v2/models/{world.model}/infer")
+            assert late.status_code == 504, late.text
+            assert "did not answer within 0.0001 s" in late.json()["error"]
+            stop_all([triton])
+            gone = _post_v2(url)
+            assert gone.status_code == 503, gone.text
+            assert gone.json()["error"].startswith("Triton is unavailable")
+            assert gone.headers["x-model-version"] == str(world.latest)
+    finally:
+        stop_all([triton])
 
 
 def _schemathesis_no_5xx(url: str, served_model: str) -> tuple[list[str], int]:

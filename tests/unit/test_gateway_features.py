@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.predict_api import FeatureError, build_infer_request, predictions
+from gateway.predict_api import FeatureError, build_infer_request, predictions, split_request
 from gateway.responses import v2_infer_answer
 from gateway.routing_table import RoutingState
 from gateway.upstream import UpstreamResponse
@@ -104,3 +104,14 @@ def test_every_json_answer_gets_the_same_rewrite(answer: bytes) -> None:
     original = json.loads(answer)
     expected_parameters = {**original.get("parameters", {}), "alias": "champion", "triton_model_name": "m--v4"}
     assert rewritten == {**original, "model_name": "m", "model_version": "4", "parameters": expected_parameters}
+
+
+@pytest.mark.parametrize(("rows", "max_rows", "sizes"), [(150, 64, [64, 64, 22]), (64, 64, [64]), (5, None, [5])])
+def test_large_requests_are_split_within_max_batch_size(rows: int, max_rows: int | None, sizes: list[int]) -> None:
+    records = [{"a": i, "b": i + 0.5} for i in range(rows)]
+    request, count = build_infer_request(SIGNATURE, records)
+    parts = split_request(request, count, max_rows)
+    assert [part_rows for _, part_rows in parts] == sizes
+    assert [part["inputs"][0]["shape"] for part, _ in parts] == [[size, 2] for size in sizes]
+    rejoined = [value for part, _ in parts for value in part["inputs"][0]["data"]]
+    assert rejoined == request["inputs"][0]["data"]
