@@ -194,6 +194,7 @@ class Promoter:
     ) -> ModelReadyData:
         return known.model_copy(
             update={
+                "model_name": resolved.model_name,
                 "alias": resolved.alias,
                 "version": resolved.version,
                 "mlflow_run_id": resolved.run_id,

@@ -62,6 +62,16 @@ def group_members(pgid: int) -> list[int]:
     return sorted(members)
 
 
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU time used so far by ``pids`` (live ones), from ``/proc``."""
+    ticks = 0
+    for pid in pids:
+        stat = _stat_fields(pid)
+        if stat is not None:
+            ticks += int(stat[11]) + int(stat[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def pid_alive(pid: int) -> bool:
     """True when ``pid`` exists and is not a zombie."""
     stat = _stat_fields(pid)

@@ -3,7 +3,9 @@
 Measured side by side with the same client (aiohttp, asyncio) on the same machine:
 
 * ``overhead_p50_ms``: sequential 1-row v2 inference, p50 through one gateway minus p50 direct to Triton.
-* ``throughput_ratio_16``: requests/s at 16 concurrent clients through one gateway / direct to Triton.
+* ``throughput_ratio_16``: requests/s at 16 concurrent clients through one gateway / direct to Triton, the
+  median of interleaved pairs (``throughput_ratio_16_runs``), with the CPU each request cost the client,
+  Triton and the gateway (``cpu_us_per_request_16``): client, gateway and Triton share the same 2 cores.
 * ``swap_propagation_p99_ms``: a ``model.ready`` published -> all 4 replicas answer with the new version
   (each replica polled about every millisecond; the figure includes that polling resolution).
 * ``cold_start_10k_s``: a new gateway process on a 10,000-event log, from spawn to ``/ready`` 200
@@ -33,7 +35,8 @@ from aiokafka import AIOKafkaProducer
 from deploy.stack.app_processes import gateway_spec
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import free_ports
-from deploy.stack.process import ManagedProcess, poll_until, stop_all
+from deploy.stack.process import ManagedProcess, cpu_seconds, poll_until, stop_all
+from deploy.stack.triton_server import NAME as TRITON
 from tests.gateway_harness import GatewayHandle, promote, ready_bytes, running_gateways
 from tests.worker_harness import iris_frame, register_iris, running_worker, unique_topics
 
@@ -72,7 +75,10 @@ async def sequential_ms(http: aiohttp.ClientSession, url: str, body: bytes, coun
     return samples
 
 
-async def throughput(url: str, body: bytes, clients: int, seconds: float) -> float:
+async def throughput(
+    url: str, body: bytes, clients: int, seconds: float, processes: dict[str, ManagedProcess]
+) -> tuple[float, dict[str, float]]:
+    """Requests/s of ``clients`` closed-loop clients, and the CPU µs each request cost the client and ``processes``."""
     done = 0
     deadline = time.perf_counter() + seconds
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as http:
@@ -85,9 +91,15 @@ async def throughput(url: str, body: bytes, clients: int, seconds: float) -> flo
                 response.raise_for_status()
                 done += 1
 
+        groups = {name: process.group_pids() for name, process in processes.items()}
+        cpu_before = {name: cpu_seconds(pids) for name, pids in groups.items()}
+        client_before = time.process_time()
         began = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
-        return done / (time.perf_counter() - began)
+        elapsed = time.perf_counter() - began
+        cpu = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in groups.items()}
+        cpu["client"] = time.process_time() - client_before
+        return done / elapsed, {name: round(used / done * 1e6, 1) for name, used in cpu.items()}
 
 
 async def propagation_ms(
@@ -211,7 +223,9 @@ async def cold_start(
     return {"cold_start_10k_s": round(total, 3), "cold_start_10k_replay_s": round(caught_up - started, 3)}
 
 
-async def measure(stack: LocalStack, run_dir: Path, sequential: int, seconds: float, swaps: int) -> dict[str, Any]:
+async def measure(
+    stack: LocalStack, run_dir: Path, sequential: int, seconds: float, throughput_pairs: int, swaps: int
+) -> dict[str, Any]:
     name = f"bench-gw-{uuid.uuid4().hex[:6]}"
     uri = stack.mlflow_tracking_uri
     versions = [register_iris(uri, name, regularisation=c) for c in (1.0, 0.01)]
@@ -239,12 +253,23 @@ async def measure(stack: LocalStack, run_dir: Path, sequential: int, seconds: fl
             result["overhead_p99_ms"] = round(percentile(through, 99) - percentile(direct, 99), 3)
             print(f"sequential p50: direct {result['direct_p50_ms']} ms, gateway {result['gateway_p50_ms']} ms")
 
-            direct_rps = await throughput(direct_url, body, 16, seconds)
-            gateway_rps = await throughput(gateway_url, body, 16, seconds)
+            triton_process = next(p for p in stack.processes if p.name == TRITON)
+            pairs = []
+            for _ in range(throughput_pairs):  # interleaved pairs: this shared machine's drift hits both sides
+                direct_rps, direct_cpu = await throughput(direct_url, body, 16, seconds, {"triton": triton_process})
+                gateway_rps, gateway_cpu = await throughput(
+                    gateway_url, body, 16, seconds, {"triton": triton_process, "gateway": gateways[0].process}
+                )
+                pairs.append((direct_rps, gateway_rps, direct_cpu, gateway_cpu))
+                print(f"16 clients: direct {direct_rps:.0f}/s, gateway {gateway_rps:.0f}/s")
+            pairs.sort(key=lambda pair: pair[1] / pair[0])
+            direct_rps, gateway_rps, direct_cpu, gateway_cpu = pairs[len(pairs) // 2]  # the median pair
             result["direct_rps_16"] = round(direct_rps, 1)
             result["gateway_rps_16"] = round(gateway_rps, 1)
             result["throughput_ratio_16"] = round(gateway_rps / direct_rps, 3)
-            print(f"16 clients: direct {direct_rps:.0f}/s, gateway {gateway_rps:.0f}/s")
+            result["throughput_ratio_16_runs"] = [round(g / d, 3) for d, g, _, _ in pairs]
+            result["cpu_us_per_request_16"] = {"direct": direct_cpu, "gateway": gateway_cpu}
+            print(f"CPU µs per request: direct {direct_cpu}, through the gateway {gateway_cpu}")
 
             samples = await propagation_ms(
                 stack, worker.topics["PROMOTER_TOPIC_MODEL_READY"], gateways, templates, swaps
@@ -289,11 +314,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sequential", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--throughput-pairs", type=int, default=3, help="direct/gateway throughput pairs (median)")
     parser.add_argument("--swaps", type=int, default=40)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp, LocalStack(Path(tmp) / "stack") as stack:
         print(f"stack ready in {stack.startup_s:.1f} s")
-        result = asyncio.run(measure(stack, Path(tmp), args.sequential, args.seconds, args.swaps))
+        result = asyncio.run(
+            measure(stack, Path(tmp), args.sequential, args.seconds, args.throughput_pairs, args.swaps)
+        )
     result["targets"] = TARGETS
     BENCH_DIR.mkdir(exist_ok=True)
     (BENCH_DIR / "gateway.json").write_text(json.dumps(result, indent=2) + "\n")
