@@ -223,6 +223,54 @@ async def cold_start(
     return {"cold_start_10k_s": round(total, 3), "cold_start_10k_replay_s": round(caught_up - started, 3)}
 
 
+async def side_by_side(
+    stack: LocalStack,
+    gateway: GatewayHandle,
+    direct_url: str,
+    name: str,
+    sequential: int,
+    seconds: float,
+    pair_count: int,
+) -> dict[str, Any]:
+    """Direct Triton vs through ``gateway``: sequential latency, then throughput at 16 clients."""
+    result: dict[str, Any] = {}
+    body = v2_body()
+    gateway_url = f"{gateway.url}/v2/models/{name}/infer"
+    async with aiohttp.ClientSession() as http:
+        await sequential_ms(http, direct_url, body, 50)  # warm both paths
+        await sequential_ms(http, gateway_url, body, 50)
+        direct: list[float] = []
+        through: list[float] = []
+        for _ in range(sequential // 100):  # interleaved blocks: drift hits both sides alike
+            direct += await sequential_ms(http, direct_url, body, 100)
+            through += await sequential_ms(http, gateway_url, body, 100)
+    result["direct_p50_ms"] = round(statistics.median(direct), 3)
+    result["gateway_p50_ms"] = round(statistics.median(through), 3)
+    result["overhead_p50_ms"] = round(result["gateway_p50_ms"] - result["direct_p50_ms"], 3)
+    result["overhead_p99_ms"] = round(percentile(through, 99) - percentile(direct, 99), 3)
+    print(f"sequential p50: direct {result['direct_p50_ms']} ms, gateway {result['gateway_p50_ms']} ms")
+
+    triton_process = next(p for p in stack.processes if p.name == TRITON)
+    pairs = []
+    for _ in range(pair_count):  # interleaved pairs: this shared machine's drift hits both sides
+        direct_rps, direct_cpu = await throughput(direct_url, body, 16, seconds, {"triton": triton_process})
+        gateway_rps, gateway_cpu = await throughput(
+            gateway_url, body, 16, seconds, {"triton": triton_process, "gateway": gateway.process}
+        )
+        pairs.append((direct_rps, gateway_rps, direct_cpu, gateway_cpu))
+        print(f"16 clients: direct {direct_rps:.0f}/s, gateway {gateway_rps:.0f}/s")
+    pairs.sort(key=lambda pair: pair[1] / pair[0])
+    direct_rps, gateway_rps, direct_cpu, gateway_cpu = pairs[len(pairs) // 2]  # the median pair
+    result["direct_rps_16"] = round(direct_rps, 1)
+    result["gateway_rps_16"] = round(gateway_rps, 1)
+    result["throughput_ratio_16"] = round(gateway_rps / direct_rps, 3)
+    result["throughput_ratio_16_runs"] = [round(g / d, 3) for d, g, _, _ in pairs]
+    result["cpu_us_per_request_16"] = {"direct": direct_cpu, "gateway": gateway_cpu}
+    print(f"CPU µs per request: direct {direct_cpu}, through the gateway {gateway_cpu}")
+
+    return result
+
+
 async def measure(
     stack: LocalStack, run_dir: Path, sequential: int, seconds: float, throughput_pairs: int, swaps: int
 ) -> dict[str, Any]:
@@ -233,44 +281,12 @@ async def measure(
     with running_worker(stack, run_dir / "worker", PROMOTER_LOG_LEVEL="WARNING") as worker:
         templates = [await promote(stack, worker, name, v) for v in versions]  # v2 is champion now
         env = {**worker.env, "PROMOTER_LOG_LEVEL": "INFO"}
-        names = [f"gw-{i}" for i in range(4)]
-        with running_gateways(stack, run_dir / "gateways", env, names) as gateways:
-            body = v2_body()
+        with running_gateways(stack, run_dir / "alone", env, ["gw-alone"]) as (alone,):  # nothing else polls
             triton = templates[-1]["data"]["triton_model_name"]
             direct_url = f"http://{stack.triton_http}/v2/models/{triton}/infer"
-            gateway_url = f"{gateways[0].url}/v2/models/{name}/infer"
-            async with aiohttp.ClientSession() as http:
-                await sequential_ms(http, direct_url, body, 50)  # warm both paths
-                await sequential_ms(http, gateway_url, body, 50)
-                direct: list[float] = []
-                through: list[float] = []
-                for _ in range(sequential // 100):  # interleaved blocks: drift hits both sides alike
-                    direct += await sequential_ms(http, direct_url, body, 100)
-                    through += await sequential_ms(http, gateway_url, body, 100)
-            result["direct_p50_ms"] = round(statistics.median(direct), 3)
-            result["gateway_p50_ms"] = round(statistics.median(through), 3)
-            result["overhead_p50_ms"] = round(result["gateway_p50_ms"] - result["direct_p50_ms"], 3)
-            result["overhead_p99_ms"] = round(percentile(through, 99) - percentile(direct, 99), 3)
-            print(f"sequential p50: direct {result['direct_p50_ms']} ms, gateway {result['gateway_p50_ms']} ms")
-
-            triton_process = next(p for p in stack.processes if p.name == TRITON)
-            pairs = []
-            for _ in range(throughput_pairs):  # interleaved pairs: this shared machine's drift hits both sides
-                direct_rps, direct_cpu = await throughput(direct_url, body, 16, seconds, {"triton": triton_process})
-                gateway_rps, gateway_cpu = await throughput(
-                    gateway_url, body, 16, seconds, {"triton": triton_process, "gateway": gateways[0].process}
-                )
-                pairs.append((direct_rps, gateway_rps, direct_cpu, gateway_cpu))
-                print(f"16 clients: direct {direct_rps:.0f}/s, gateway {gateway_rps:.0f}/s")
-            pairs.sort(key=lambda pair: pair[1] / pair[0])
-            direct_rps, gateway_rps, direct_cpu, gateway_cpu = pairs[len(pairs) // 2]  # the median pair
-            result["direct_rps_16"] = round(direct_rps, 1)
-            result["gateway_rps_16"] = round(gateway_rps, 1)
-            result["throughput_ratio_16"] = round(gateway_rps / direct_rps, 3)
-            result["throughput_ratio_16_runs"] = [round(g / d, 3) for d, g, _, _ in pairs]
-            result["cpu_us_per_request_16"] = {"direct": direct_cpu, "gateway": gateway_cpu}
-            print(f"CPU µs per request: direct {direct_cpu}, through the gateway {gateway_cpu}")
-
+            result.update(await side_by_side(stack, alone, direct_url, name, sequential, seconds, throughput_pairs))
+        names = [f"gw-{i}" for i in range(4)]
+        with running_gateways(stack, run_dir / "gateways", env, names) as gateways:
             samples = await propagation_ms(
                 stack, worker.topics["PROMOTER_TOPIC_MODEL_READY"], gateways, templates, swaps
             )
