@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,11 +66,11 @@ def v2_infer_answer(upstream: UpstreamResponse, route: Route) -> Answer:
     return Answer(upstream.status, head + tensors, headers)
 
 
-def _who_answered(route: Route) -> dict[str, Any]:
+def _who_answered(model_name: str, version: int, alias: str, triton_model_name: str) -> dict[str, Any]:
     return {
-        "model_name": route.model_name,
-        "model_version": str(route.version),
-        "parameters": {"alias": route.alias, "triton_model_name": route.triton_model_name},
+        "model_name": model_name,
+        "model_version": str(version),
+        "parameters": {"alias": alias, "triton_model_name": triton_model_name},
     }
 
 
@@ -77,11 +78,19 @@ def _spliced_head(head: bytes, route: Route) -> bytes | None:
     """The common case without parsing the outputs: Triton wrote ``{"model_name":"<triton model>",
     "model_version":"<n>",`` first and no parameters of its own, so only that prefix is replaced.
     None when the answer looks any different (then it is parsed and rewritten whole)."""
-    prefix = b'{"model_name":"%s","model_version":"' % route.triton_model_name.encode()
+    prefix, replacement = _splice_parts(route.model_name, route.version, route.alias, route.triton_model_name)
     end = head.find(b'",', len(prefix)) if head.startswith(prefix) else -1
     if end < 0 or not head[len(prefix) : end].isdigit() or b'"parameters"' in head:
         return None
-    return json.dumps(_who_answered(route), separators=(",", ":")).encode()[:-1] + b"," + head[end + 2 :]
+    return replacement + head[end + 2 :]
+
+
+@functools.lru_cache(maxsize=4096)
+def _splice_parts(model_name: str, version: int, alias: str, triton_model_name: str) -> tuple[bytes, bytes]:
+    """What Triton's answer starts with for this route, and what replaces it (an open JSON object)."""
+    who = _who_answered(model_name, version, alias, triton_model_name)
+    prefix = b'{"model_name":"%s","model_version":"' % triton_model_name.encode()
+    return prefix, json.dumps(who, separators=(",", ":")).encode()[:-1] + b","
 
 
 def _rewritten_head(head: bytes, route: Route) -> bytes:
@@ -91,7 +100,7 @@ def _rewritten_head(head: bytes, route: Route) -> bytes:
         return head
     if not isinstance(document, dict):
         return head
-    who = _who_answered(route)
+    who = _who_answered(route.model_name, route.version, route.alias, route.triton_model_name)
     parameters = document.get("parameters")
     who["parameters"] = {**(parameters if isinstance(parameters, dict) else {}), **who["parameters"]}
     return json.dumps({**document, **who}, separators=(",", ":")).encode()
