@@ -120,47 +120,42 @@ async def test_a_connection_the_peer_closed_while_idle_is_replaced(scripted: Sta
     assert server.connections == 2
 
 
-async def test_connection_close_header_is_honoured(scripted: Start) -> None:
-    async def close_each(request: bytes, writer: asyncio.StreamWriter) -> bool:
-        writer.write(ok(b"{}", b"Connection: close\r\n"))
-        await writer.drain()
-        return False
+def answering(raw: bytes, *, keep_open: bool) -> Handler:
+    """A handler that answers every request with ``raw`` bytes."""
 
-    server, pool = await scripted(close_each)
+    async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(raw)
+        await writer.drain()
+        return keep_open
+
+    return handler
+
+
+async def test_connection_close_header_is_honoured(scripted: Start) -> None:
+    server, pool = await scripted(answering(ok(b"{}", b"Connection: close\r\n"), keep_open=False))
     for _ in range(3):
         assert (await pool.post("/x", b"{}", {})).status == 200
     assert server.connections == 3
 
 
 async def test_chunked_answers_are_reassembled(scripted: Start) -> None:
-    async def chunked(request: bytes, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{"a\r\n4\r\n":1}\r\n0\r\n\r\n')
-        await writer.drain()
-        return True
-
-    _, pool = await scripted(chunked)
+    chunked = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{"a\r\n4\r\n":1}\r\n0\r\n\r\n'
+    _, pool = await scripted(answering(chunked, keep_open=True))
     assert (await pool.post("/x", b"{}", {})).body == b'{"a":1}'
 
 
-async def test_an_answer_cut_short_is_an_error(scripted: Start) -> None:
-    async def cut(request: bytes, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial')
-        await writer.drain()
-        return False
-
-    _, pool = await scripted(cut)
-    with pytest.raises(ConnectionResetError, match="before the answer was complete"):
-        await pool.post("/x", b"{}", {})
-
-
-async def test_garbage_is_a_protocol_error(scripted: Start) -> None:
-    async def garbage(request: bytes, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
-        await writer.drain()
-        return True
-
-    _, pool = await scripted(garbage)
-    with pytest.raises(ProtocolError, match="unreadable HTTP answer"):
+@pytest.mark.parametrize(
+    ("raw", "keep_open", "error", "words"),
+    [
+        (b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial', False, ConnectionResetError, "before the answer"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", True, ProtocolError, "unreadable HTTP answer"),
+    ],
+)
+async def test_a_broken_answer_is_an_error(
+    scripted: Start, raw: bytes, keep_open: bool, error: type[Exception], words: str
+) -> None:
+    _, pool = await scripted(answering(raw, keep_open=keep_open))
+    with pytest.raises(error, match=words):
         await pool.post("/x", b"{}", {})
 
 

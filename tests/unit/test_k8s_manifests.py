@@ -88,3 +88,17 @@ def test_alerts_only_use_metrics_the_services_export() -> None:
     used = {name for rule in rules for name in re.findall(r"\b((?:promoter|gateway)_[a-z_]+)", rule["expr"])}
     assert used
     assert not sorted(used - exported), "alerts use metrics nobody exports"
+
+
+def test_gateways_are_probed_on_their_own_endpoints_behind_a_service() -> None:
+    documents = _documents()
+    gateway = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "gateway")  # type: ignore[index]
+    (container,) = gateway["spec"]["template"]["spec"]["containers"]  # type: ignore[index]
+    assert container["command"] == ["promoter-gateway"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert str(ports["http"]) == env["PROMOTER_GATEWAY_PORT"]
+    service = next(d for d in documents if d["kind"] == "Service" and d["metadata"]["name"] == "gateway")  # type: ignore[index]
+    assert service["spec"]["selector"] == gateway["spec"]["selector"]["matchLabels"]  # type: ignore[index]
