@@ -5,7 +5,8 @@ Measured side by side with the same client (aiohttp, asyncio) on the same machin
 * ``overhead_p50_ms``: sequential 1-row v2 inference, p50 through one gateway minus p50 direct to Triton.
 * ``throughput_ratio_16``: requests/s at 16 concurrent clients through one gateway / direct to Triton, the
   median of interleaved pairs (``throughput_ratio_16_runs``), with the CPU each request cost the client,
-  Triton and the gateway (``cpu_us_per_request_16``): client, gateway and Triton share the same 2 cores.
+  Triton and the gateway (``cpu_us_per_request_16``) and the cores each kept busy (``cores_busy_16``):
+  client, gateway and Triton share the same 2 cores.
 * ``swap_propagation_p99_ms``: a ``model.ready`` published -> all 4 replicas answer with the new version
   (each replica polled about every millisecond; the figure includes that polling resolution).
 * ``cold_start_10k_s``: a new gateway process on a 10,000-event log, from spawn to ``/ready`` 200
@@ -266,6 +267,10 @@ async def side_by_side(
     result["throughput_ratio_16"] = round(gateway_rps / direct_rps, 3)
     result["throughput_ratio_16_runs"] = [round(g / d, 3) for d, g, _, _ in pairs]
     result["cpu_us_per_request_16"] = {"direct": direct_cpu, "gateway": gateway_cpu}
+    result["cores_busy_16"] = {  # of the machine's 2: Triton's python backend keeps about one busy at any rate
+        "direct": {name: round(us * direct_rps / 1e6, 2) for name, us in direct_cpu.items()},
+        "gateway": {name: round(us * gateway_rps / 1e6, 2) for name, us in gateway_cpu.items()},
+    }
     print(f"CPU µs per request: direct {direct_cpu}, through the gateway {gateway_cpu}")
 
     return result

@@ -139,3 +139,10 @@ async def test_fast_path_refusals_are_clear(gateway: httpx.AsyncClient, path: st
     response = await gateway.post(path, content=b"{}")
     assert response.status_code == status
     assert words in json.loads(response.content)["error"]
+
+
+async def test_a_body_over_the_limit_gets_413_naming_it(gateway: httpx.AsyncClient) -> None:
+    response = await gateway.post("/v2/models/m/infer", content=b"x" * 1025)
+    assert response.status_code == 413
+    assert response.json()["error"] == "body: larger than the gateway's limit of 1024 bytes"
+    assert (await gateway.post("/v2/models/m/infer", content=b"{}")).status_code == 200
