@@ -39,7 +39,11 @@ class TopicReplayer:
     async def start(self) -> None:
         kwargs: dict[str, Any] = {**self._kafka.consumer_kwargs(), "group_id": None}
         consumer = AIOKafkaConsumer(**kwargs)
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:  # e.g. no broker: close what start() opened
+            await consumer.stop()
+            raise
         self._consumer = consumer
         partitions = await assign_from_start(consumer, self._topics)
         missing = sorted(set(self._topics) - {tp.topic for tp in partitions})

@@ -11,6 +11,7 @@ Connection settings come from the environment (``PROMOTER_KAFKA_*``, ``PROMOTER_
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
 import typer
@@ -133,4 +134,6 @@ def register(
 
 
 def main() -> None:
+    # The commands say what failed and why in one line; aiokafka's own retry chatter would only repeat it.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     app()

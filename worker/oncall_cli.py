@@ -17,7 +17,7 @@ from rich.table import Table
 
 from promoter.settings import KafkaSettings, TopicSettings
 from promoter.topic_replay import TopicReplayer
-from worker.cli_errors import explained_failures
+from worker.cli_errors import EXIT_UNREACHABLE, explained_failures
 from worker.dead_letter_log import NEXT_STEPS, DeadLetter, LetterFilter, parse_moment, parse_offsets, read_dead_letters
 from worker.dead_letter_replay import replay
 from worker.serving_status import ServingStatus
@@ -67,7 +67,7 @@ def _letters(selection: LetterFilter) -> list[DeadLetter]:
         except Exception as error:
             errors.print(f"cannot read {topic}: {error}")
             errors.print("check PROMOTER_KAFKA_BOOTSTRAP_SERVERS and that the broker answers")
-            raise typer.Exit(1) from None
+            raise typer.Exit(EXIT_UNREACHABLE) from None
     return [letter for letter in letters if selection.matches(letter)]
 
 
@@ -232,7 +232,7 @@ def status(
         return
     except (TimeoutError, RuntimeError) as error:
         errors.print(f"cannot read the serving state: {error}; check PROMOTER_KAFKA_BOOTSTRAP_SERVERS")
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_UNREACHABLE) from None
 
 
 def register(app: typer.Typer) -> None:

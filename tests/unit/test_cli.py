@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 from typer.testing import CliRunner
 
 from worker.cli import app
@@ -46,6 +47,16 @@ def test_unreachable_kafka_says_what_to_check() -> None:
     assert code == EXIT_UNREACHABLE
     assert "cannot reach Kafka at 127.0.0.1:" in output
     assert "check PROMOTER_KAFKA_BOOTSTRAP_SERVERS" in output
+
+
+@pytest.mark.parametrize("command", [["status"], ["dlq", "list"]])
+def test_on_call_commands_say_kafka_is_unreachable_without_library_noise(command: list[str]) -> None:
+    env = {"PROMOTER_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_closed_port()}"}
+
+    code, output = run(*command, env=env)
+
+    assert code == EXIT_UNREACHABLE
+    assert "check PROMOTER_KAFKA_BOOTSTRAP_SERVERS" in " ".join(output.split())  # rich wraps long lines
 
 
 def test_every_command_documents_an_example() -> None:
