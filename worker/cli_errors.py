@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import typer
 from aiokafka.errors import KafkaError
@@ -28,7 +29,11 @@ def explained_failures() -> Iterator[None]:
             typer.echo(f"{field}: {problem['msg'].removeprefix('Value error, ')}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
     except (KafkaError, OSError) as error:
-        bootstrap = KafkaSettings().bootstrap_servers
-        typer.echo(f"cannot reach Kafka at {bootstrap}: {error}", err=True)
-        typer.echo("check PROMOTER_KAFKA_BOOTSTRAP_SERVERS (and the PROMOTER_KAFKA_* security settings)", err=True)
-        raise typer.Exit(EXIT_UNREACHABLE) from None
+        exit_unreachable(f"cannot reach Kafka at {KafkaSettings().bootstrap_servers}", error)
+
+
+def exit_unreachable(what: str, error: BaseException) -> NoReturn:
+    """``what`` failed because of ``error``: say so and what to check, then exit 4."""
+    typer.echo(f"{what}: {error}", err=True)
+    typer.echo("check PROMOTER_KAFKA_BOOTSTRAP_SERVERS (and the PROMOTER_KAFKA_* security settings)", err=True)
+    raise typer.Exit(EXIT_UNREACHABLE) from None

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from promoter.settings import KafkaSettings, TopicSettings
 from promoter.topic_replay import TopicReplayer
-from worker.cli_errors import EXIT_UNREACHABLE, explained_failures
+from worker.cli_errors import exit_unreachable, explained_failures
 from worker.dead_letter_log import NEXT_STEPS, DeadLetter, LetterFilter, parse_moment, parse_offsets, read_dead_letters
 from worker.dead_letter_replay import replay
 from worker.serving_status import ServingStatus
@@ -65,9 +65,7 @@ def _letters(selection: LetterFilter) -> list[DeadLetter]:
         try:
             letters = asyncio.run(read_dead_letters(KafkaSettings(), topic))
         except Exception as error:
-            errors.print(f"cannot read {topic}: {error}")
-            errors.print("check PROMOTER_KAFKA_BOOTSTRAP_SERVERS and that the broker answers")
-            raise typer.Exit(EXIT_UNREACHABLE) from None
+            exit_unreachable(f"cannot read {topic}", error)
     return [letter for letter in letters if selection.matches(letter)]
 
 
@@ -231,8 +229,7 @@ def status(
     except KeyboardInterrupt:
         return
     except (TimeoutError, RuntimeError) as error:
-        errors.print(f"cannot read the serving state: {error}; check PROMOTER_KAFKA_BOOTSTRAP_SERVERS")
-        raise typer.Exit(EXIT_UNREACHABLE) from None
+        exit_unreachable("cannot read the serving state", error)
 
 
 def register(app: typer.Typer) -> None:
