@@ -16,6 +16,7 @@ from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked
 from schemas.model_ready import ModelReady, ServingStopped
 from worker.gateway_view import GatewayView
+from worker.serving_state import ServingState
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,7 @@ class AliasStatus:
 
 @dataclass
 class ServingStatus:
-    desired: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # -> (version, generation)
-    generations: dict[str, int] = field(default_factory=dict)
+    desired: ServingState = field(default_factory=ServingState)  # what model.ready says should be served
     gateways: GatewayView = field(default_factory=GatewayView)
 
     def apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -53,15 +53,7 @@ class ServingStatus:
         except InvalidEventError:
             return
         if isinstance(event, ModelReady | ServingStopped):
-            data = event.data
-            if data.generation <= self.generations.get(data.model_name, -1):
-                return
-            self.generations[data.model_name] = data.generation
-            key = (data.model_name, data.alias)
-            if isinstance(event, ModelReady):
-                self.desired[key] = (event.data.version, event.data.generation)
-            else:
-                self.desired.pop(key, None)
+            self.desired.apply(event.data)
         elif isinstance(event, GatewayHeartbeat | GatewaySwapAcked):
             self.gateways.apply_event(event)
 
@@ -70,7 +62,8 @@ class ServingStatus:
         live = self.gateways.live(now)
         silent = sorted(g for g in self.gateways.gateways if g not in live)
         rows = []
-        for (model, alias), (version, _) in sorted(self.desired.items()):
+        for (model, alias), served in sorted(self.desired.routes.items()):
+            version = served.version
             routed = {g: seen.routes.get((model, alias)) for g, seen in live.items()}
             on = sorted(g for g, route in routed.items() if route is not None and route.version == version)
             lagging = {g: route.version if route else None for g, route in routed.items() if g not in on}
