@@ -8,6 +8,7 @@ model it does not have -> 502 (the gateway routed to it, so it is an upstream fa
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 from collections.abc import Iterator, Mapping
@@ -23,7 +24,6 @@ INFER_HEADER_LENGTH = "inference-header-content-length"
 _CALLER_FAULTS = ("json", "failed to parse", "unable to parse", "unexpected inference input")
 # Answers are always asked uncompressed (no Accept-Encoding): the gateway rewrites their JSON header.
 _FORWARDED_REQUEST_HEADERS = ("content-type", INFER_HEADER_LENGTH, "content-encoding")
-_MAX_CACHED_PATHS = 10_000
 
 
 class UpstreamError(Exception):
@@ -66,7 +66,6 @@ class TritonUpstream:
         self._max_connections = max_connections
         self._pools: list[ConnectionPool] = []
         self._next: Iterator[ConnectionPool] = iter(())
-        self._paths: dict[str, str] = {}
 
     async def start(self) -> None:
         self._pools = [
@@ -74,14 +73,6 @@ class TritonUpstream:
             for endpoint in self.endpoints
         ]
         self._next = itertools.cycle(self._pools)
-
-    def _infer_path(self, triton_model: str) -> str:
-        path = self._paths.get(triton_model)
-        if path is None:
-            if len(self._paths) > _MAX_CACHED_PATHS:
-                self._paths.clear()
-            path = self._paths[triton_model] = f"/v2/models/{quote(triton_model, safe='')}/infer"
-        return path
 
     async def infer(self, triton_model: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
         """POST ``body`` unchanged to ``/v2/models/<triton_model>/infer``."""
@@ -92,7 +83,7 @@ class TritonUpstream:
             raise RuntimeError("TritonUpstream.start() was not awaited") from None
         try:
             async with asyncio.timeout(self._timeout_s):
-                answer = await pool.post(self._infer_path(triton_model), body, forwarded)
+                answer = await pool.post(_infer_path(triton_model), body, forwarded)
         except TimeoutError:
             raise UpstreamError(504, f"Triton did not answer within {self._timeout_s} s", "timeout") from None
         except ConnectTimeoutError as error:
@@ -120,3 +111,8 @@ class TritonUpstream:
     async def close(self) -> None:
         for pool in self._pools:
             await pool.close()
+
+
+@functools.lru_cache(maxsize=4096)
+def _infer_path(triton_model: str) -> str:
+    return f"/v2/models/{quote(triton_model, safe='')}/infer"
