@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 
 from prometheus_client import Counter, Histogram
 
 from gateway.metrics import UNKNOWN_MODEL, GatewayMetrics
+from gateway.request_merging import RequestMerger
 from gateway.routing_policy import Decision, RouteError, resolve
 from gateway.routing_table import Route, RoutingState
 from gateway.settings import GatewaySettings
@@ -35,6 +36,7 @@ class InferenceService:
         self.state = state
         self.upstream = upstream
         self.metrics = metrics
+        self.merger = RequestMerger(upstream, settings.merge_in_flight_per_endpoint * len(upstream.endpoints), metrics)
         self._client_header = settings.client_id_header.lower()
         self._shadows: set[asyncio.Task[None]] = set()
         self._answered: dict[tuple[str, str, int, str], tuple[Counter, Histogram]] = {}
@@ -89,13 +91,12 @@ class InferenceService:
         model's max_batch_size is split); counted once, failed as a whole if any part fails."""
         route = decision.route
         answered, latency = self._answered_series(route, api)
-        triton_model = route.triton_model_name
         began = time.perf_counter()
         try:
             if len(bodies) == 1:
-                responses = [await self.upstream.infer(triton_model, bodies[0], headers)]
+                responses = [await self._infer_one(route, bodies[0], headers)]
             else:
-                responses = await asyncio.gather(*(self.upstream.infer(triton_model, b, headers) for b in bodies))
+                responses = await asyncio.gather(*(self._infer_one(route, body, headers) for body in bodies))
         except UpstreamError as error:
             version = str(route.version)
             self.metrics.requests.labels(route.model_name, route.alias, version, api, str(error.status)).inc()
@@ -109,6 +110,11 @@ class InferenceService:
                     self._copy_to_shadow(decision.shadow, body, headers)
         answered.inc()
         return list(responses)
+
+    def _infer_one(self, route: Route, body: bytes, headers: Mapping[str, str]) -> Awaitable[UpstreamResponse]:
+        return self.merger.infer(
+            route.triton_model_name, body, headers, max_batch_size=route.ready.max_batch_size, label=route.model_name
+        )
 
     def _copy_to_shadow(self, shadow: Route, body: bytes, headers: Mapping[str, str]) -> None:
         if len(self._shadows) >= self.settings.shadow_max_in_flight:
@@ -130,6 +136,7 @@ class InferenceService:
             self.metrics.shadow_outcome(shadow.model_name, "ok")
 
     async def close(self) -> None:
+        await self.merger.close()
         for task in list(self._shadows):
             task.cancel()
         await asyncio.gather(*self._shadows, return_exceptions=True)

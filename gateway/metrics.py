@@ -9,6 +9,7 @@ from promoter.metrics import LATENCY_BUCKETS_S, bounded_label, new_registry
 
 APIS = ("v2", "predict")
 SHADOW_OUTCOMES = ("ok", "error", "timeout", "unavailable", "dropped")
+MERGE_OUTCOMES = ("merged", "retried_alone", "failed")
 UNKNOWN_MODEL = "unknown"
 #: Finer than the shared buckets at the low end: a proxied inference takes a few milliseconds.
 REQUEST_BUCKETS_S: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, *LATENCY_BUCKETS_S[3:])
@@ -54,8 +55,26 @@ class GatewayMetrics:
             ["model", "outcome"],
             registry=self.registry,
         )
+        self.merged_inferences = Counter(
+            "gateway_merged_inferences_total",
+            "Triton inferences that carried several waiting requests, by model and outcome (merged: answered "
+            "and cut per caller; retried_alone: refused, so sent again one by one; failed: Triton unreachable).",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
+        self.merged_requests = Counter(
+            "gateway_merged_requests_total",
+            "Caller requests answered from a merged Triton inference, by model.",
+            ["model"],
+            registry=self.registry,
+        )
         self.ready = Gauge("gateway_ready", "1 once the serving-state log is replayed.", registry=self.registry)
         self.routes = Gauge("gateway_routes", "Aliases currently routed.", registry=self.registry)
 
     def shadow_outcome(self, model: str, outcome: str) -> None:
         self.shadow.labels(model, bounded_label(outcome, SHADOW_OUTCOMES)).inc()
+
+    def merged_inference(self, model: str, outcome: str, *, requests: int = 0) -> None:
+        self.merged_inferences.labels(model, bounded_label(outcome, MERGE_OUTCOMES)).inc()
+        if requests:
+            self.merged_requests.labels(model).inc(requests)

@@ -20,6 +20,14 @@ class GatewaySettings(PromoterSettings):
     client_id_header: str = Field("X-Client-Id", description="Header naming the caller, for sticky A/B routing.")
     default_alias: Alias = Field("champion", description="Alias served when no A/B policy or pin applies.")
     shadow_max_in_flight: int = Field(64, ge=1, description="Shadow copies in flight at most; more are dropped.")
+    merge_in_flight_per_endpoint: int = Field(
+        1,
+        ge=0,
+        description=(
+            "Inferences per Triton model and endpoint in flight before new small requests wait and are merged "
+            "into one inference (0: never merge)."
+        ),
+    )
     heartbeat_interval_s: float = Field(5.0, gt=0, description="Period of the heartbeat on gateway.status.")
     triton_connect_timeout_s: float = Field(1.0, gt=0, description="Deadline to connect to Triton.")
     max_request_bytes: int = Field(

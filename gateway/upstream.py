@@ -67,6 +67,11 @@ class TritonUpstream:
         self._pools: list[ConnectionPool] = []
         self._next: Iterator[ConnectionPool] = iter(())
 
+    @property
+    def timeout_s(self) -> float:
+        """The deadline of one inference."""
+        return self._timeout_s
+
     async def start(self) -> None:
         self._pools = [
             ConnectionPool(endpoint, max_connections=self._max_connections, connect_timeout_s=self._connect_timeout_s)

@@ -5,8 +5,9 @@ Measured side by side with the same client (aiohttp, asyncio) on the same machin
 * ``overhead_p50_ms``: sequential 1-row v2 inference, p50 through one gateway minus p50 direct to Triton.
 * ``throughput_ratio_16``: requests/s at 16 concurrent clients through one gateway / direct to Triton, the
   median of interleaved pairs (``throughput_ratio_16_runs``), with the CPU each request cost the client,
-  Triton and the gateway (``cpu_us_per_request_16``) and the cores each kept busy (``cores_busy_16``):
-  client, gateway and Triton share the same 2 cores.
+  Triton and the gateway (``cpu_us_per_request_16``), the cores each kept busy (``cores_busy_16``) and the
+  share of requests the gateway merged into shared Triton inferences (``merged_share_16``). Client, gateway
+  and Triton share the same 2 cores; the worker is stopped meanwhile (its broker polling is not on the path).
 * ``swap_propagation_p99_ms``: a ``model.ready`` published -> all 4 replicas answer with the new version
   (each replica polled about every millisecond; the figure includes that polling resolution).
 * ``cold_start_10k_s``: a new gateway process on a 10,000-event log, from spawn to ``/ready`` 200
@@ -24,7 +25,8 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from aiokafka import AIOKafkaProducer
 from deploy.stack.app_processes import gateway_spec
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import free_ports
-from deploy.stack.process import ManagedProcess, cpu_seconds, poll_until, stop_all
+from deploy.stack.process import ManagedProcess, cpu_seconds, poll_until, stop_all, wait_all_ready
 from deploy.stack.triton_server import NAME as TRITON
 from tests.gateway_harness import GatewayHandle, promote, ready_bytes, running_gateways
 from tests.worker_harness import iris_frame, register_iris, running_worker, unique_topics
@@ -167,6 +169,17 @@ async def steady_load(
         await asyncio.gather(*tasks)
 
 
+@contextmanager
+def stopped(process: ManagedProcess) -> Iterator[None]:
+    """``process`` stopped for the block and started again after it (same environment: same topics and group)."""
+    stop_all([process])
+    try:
+        yield
+    finally:
+        process.start()
+        wait_all_ready([process])
+
+
 async def wait_until(condition: Callable[[], bool], timeout_s: float) -> None:
     deadline = time.perf_counter() + timeout_s
     while not condition():
@@ -252,6 +265,8 @@ async def side_by_side(
     print(f"sequential p50: direct {result['direct_p50_ms']} ms, gateway {result['gateway_p50_ms']} ms")
 
     triton_process = next(p for p in stack.processes if p.name == TRITON)
+    merged_before = gateway.metric("gateway_merged_requests_total")
+    answered_before = gateway.metric("gateway_requests_total", code="200")
     pairs = []
     for _ in range(pair_count):  # interleaved pairs: this shared machine's drift hits both sides
         direct_rps, direct_cpu = await throughput(direct_url, body, 16, seconds, {"triton": triton_process})
@@ -267,11 +282,15 @@ async def side_by_side(
     result["throughput_ratio_16"] = round(gateway_rps / direct_rps, 3)
     result["throughput_ratio_16_runs"] = [round(g / d, 3) for d, g, _, _ in pairs]
     result["cpu_us_per_request_16"] = {"direct": direct_cpu, "gateway": gateway_cpu}
+    merged = gateway.metric("gateway_merged_requests_total") - merged_before
+    answered = gateway.metric("gateway_requests_total", code="200") - answered_before
+    result["merged_share_16"] = round(merged / answered, 3)
     result["cores_busy_16"] = {  # of the machine's 2: Triton's python backend keeps about one busy at any rate
         "direct": {name: round(us * direct_rps / 1e6, 2) for name, us in direct_cpu.items()},
         "gateway": {name: round(us * gateway_rps / 1e6, 2) for name, us in gateway_cpu.items()},
     }
     print(f"CPU µs per request: direct {direct_cpu}, through the gateway {gateway_cpu}")
+    print(f"requests the gateway merged into shared Triton inferences: {result['merged_share_16']:.0%}")
 
     return result
 
@@ -286,7 +305,7 @@ async def measure(
     with running_worker(stack, run_dir / "worker", PROMOTER_LOG_LEVEL="WARNING") as worker:
         templates = [await promote(stack, worker, name, v) for v in versions]  # v2 is champion now
         env = {**worker.env, "PROMOTER_LOG_LEVEL": "INFO"}
-        with running_gateways(stack, run_dir / "alone", env, ["gw-alone"]) as (alone,):  # nothing else polls
+        with stopped(worker.process), running_gateways(stack, run_dir / "alone", env, ["gw-alone"]) as (alone,):
             triton = templates[-1]["data"]["triton_model_name"]
             direct_url = f"http://{stack.triton_http}/v2/models/{triton}/infer"
             result.update(await side_by_side(stack, alone, direct_url, name, sequential, seconds, throughput_pairs))
@@ -334,8 +353,8 @@ async def measure(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sequential", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--throughput-pairs", type=int, default=3, help="direct/gateway throughput pairs (median)")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--throughput-pairs", type=int, default=5, help="direct/gateway throughput pairs (median)")
     parser.add_argument("--swaps", type=int, default=40)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp, LocalStack(Path(tmp) / "stack") as stack:

@@ -361,6 +361,40 @@ async def test_more_records_than_max_batch_size_are_split_and_all_answered(world
     assert through == direct
 
 
+def _v2_request(rows: np.ndarray[Any, Any], request_id: str | None) -> bytes:
+    tensor = {"name": "input", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}
+    return json.dumps({"inputs": [tensor], **({"id": request_id} if request_id else {})}).encode()
+
+
+async def test_concurrent_requests_share_inferences_and_each_gets_the_answer_triton_gives_it_alone(
+    world: World,
+) -> None:
+    gateway = world.gateways[0]
+    served = world.promotions[-1]["data"]
+    features = iris_frame()[0].to_numpy(dtype=np.float64)
+    bodies = [_v2_request(features[i * 2 : i * 2 + 1 + i % 2], f"req-{i}" if i % 3 == 0 else None) for i in range(60)]
+    bad = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [1, "x", 3, 4]}]})
+    headers = {"content-type": "application/json"}
+    merged_before = gateway.metric("gateway_merged_requests_total", model=world.model)
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=100)) as http:
+        url = f"{gateway.url}/v2/models/{world.model}/infer"
+        sent = [*bodies[:30], bad.encode(), *bodies[30:]]
+        through = await asyncio.gather(*(http.post(url, content=body, headers=headers) for body in sent))
+        direct_url = f"http://{world.stack.triton_http}/v2/models/{served['triton_model_name']}/infer"
+        alone = [await http.post(direct_url, content=body, headers=headers) for body in bodies]  # one at a time
+    assert gateway.metric("gateway_merged_requests_total", model=world.model) > merged_before
+    refused = through.pop(30)
+    assert refused.status_code == 400, refused.text  # its own error, and nobody else's
+    assert "error" in refused.json()
+    for answer, expected in zip(through, alone, strict=True):
+        assert answer.status_code == 200, answer.text
+        assert expected.status_code == 200, expected.text
+        document, reference = answer.json(), expected.json()
+        assert document["model_version"] == str(world.latest) == answer.headers["x-model-version"]
+        assert document["outputs"] == reference["outputs"]
+        assert document.get("id") == reference.get("id")
+
+
 async def test_real_triton_failures_reach_callers_as_clear_statuses(world: World) -> None:
     """502 for a routed model Triton does not have, 504 past the request deadline, and 503 once the Triton a
     replica talks to is stopped (its keep-alive connections die with it); never a stack trace."""
