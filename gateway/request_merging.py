@@ -264,10 +264,12 @@ class RequestMerger:
             headers = {"content-type": response.headers.get("content-type", "application/json")}
             for waiting, answer in zip(batch, answers, strict=True):
                 _answer(waiting, UpstreamResponse(response.status, answer, headers))
-        except Exception as error:  # never leave a caller waiting forever
+        except Exception as error:  # a fault of ours: each caller gets it (and a 500), none waits forever
             for waiting in batch:
                 _fail(waiting, error)
-        finally:
+        finally:  # cancelled (the gateway stops): whoever is still waiting is told so
+            for waiting in batch:
+                _fail(waiting, UpstreamError(503, "the gateway stopped before Triton answered", "unavailable"))
             self._release(lane)
 
     async def _retry_alone(self, lane: _Lane, batch: list[_Waiting]) -> None:

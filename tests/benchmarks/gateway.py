@@ -4,10 +4,11 @@ Measured side by side with the same client (aiohttp, asyncio) on the same machin
 
 * ``overhead_p50_ms``: sequential 1-row v2 inference, p50 through one gateway minus p50 direct to Triton.
 * ``throughput_ratio_16``: requests/s at 16 concurrent clients through one gateway / direct to Triton, the
-  median of interleaved pairs (``throughput_ratio_16_runs``), with the CPU each request cost the client,
-  Triton and the gateway (``cpu_us_per_request_16``), the cores each kept busy (``cores_busy_16``) and the
-  share of requests the gateway merged into shared Triton inferences (``merged_share_16``). Client, gateway
-  and Triton share the same 2 cores; the worker is stopped meanwhile (its broker polling is not on the path).
+  median of interleaved pairs, direct and gateway first in turn (``throughput_ratio_16_runs``), with the
+  CPU each request cost the client, Triton and the gateway (``cpu_us_per_request_16``), the cores each kept
+  busy (``cores_busy_16``) and the share of requests the gateway merged into shared Triton inferences
+  (``merged_share_16``). Client, gateway and Triton share the same 2 cores; the worker is stopped meanwhile
+  (its broker polling is not on the path being measured).
 * ``swap_propagation_p99_ms``: a ``model.ready`` published -> all 4 replicas answer with the new version
   (each replica polled about every millisecond; the figure includes that polling resolution).
 * ``cold_start_10k_s``: a new gateway process on a 10,000-event log, from spawn to ``/ready`` 200
@@ -268,11 +269,15 @@ async def side_by_side(
     merged_before = gateway.metric("gateway_merged_requests_total")
     answered_before = gateway.metric("gateway_requests_total", code="200")
     pairs = []
-    for _ in range(pair_count):  # interleaved pairs: this shared machine's drift hits both sides
-        direct_rps, direct_cpu = await throughput(direct_url, body, 16, seconds, {"triton": triton_process})
-        gateway_rps, gateway_cpu = await throughput(
-            gateway_url, body, 16, seconds, {"triton": triton_process, "gateway": gateway.process}
-        )
+    for index in range(pair_count):  # interleaved pairs, in turn direct first and gateway first: drift hits both
+        runs: dict[str, tuple[float, dict[str, float]]] = {}
+        for side in ("direct", "gateway") if index % 2 == 0 else ("gateway", "direct"):
+            if side == "direct":
+                runs[side] = await throughput(direct_url, body, 16, seconds, {"triton": triton_process})
+            else:
+                watched = {"triton": triton_process, "gateway": gateway.process}
+                runs[side] = await throughput(gateway_url, body, 16, seconds, watched)
+        (direct_rps, direct_cpu), (gateway_rps, gateway_cpu) = runs["direct"], runs["gateway"]
         pairs.append((direct_rps, gateway_rps, direct_cpu, gateway_cpu))
         print(f"16 clients: direct {direct_rps:.0f}/s, gateway {gateway_rps:.0f}/s")
     pairs.sort(key=lambda pair: pair[1] / pair[0])
@@ -353,8 +358,8 @@ async def measure(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sequential", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--throughput-pairs", type=int, default=5, help="direct/gateway throughput pairs (median)")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--throughput-pairs", type=int, default=7, help="direct/gateway throughput pairs (median)")
     parser.add_argument("--swaps", type=int, default=40)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp, LocalStack(Path(tmp) / "stack") as stack:

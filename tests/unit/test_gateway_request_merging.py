@@ -177,6 +177,22 @@ async def test_a_waiting_request_gets_504_at_its_own_deadline() -> None:
     assert merger.waiting(MODEL) == 0
 
 
+async def test_a_caller_going_away_hands_its_slot_on_and_stopping_tells_those_still_waiting() -> None:
+    triton = InMemoryTriton()
+    merger, _ = merger_on(triton)
+    triton.gate.clear()
+    first = infer(merger, request_body([[1, 0, 0, 0]]))
+    await wait_for(lambda: len(triton.bodies) == 1, timeout_s=2, what="the first request went up")
+    waiting = [infer(merger, request_body([[2, 0, 0, 0]])), infer(merger, request_body([[3, 0, 0, 0]]))]
+    await wait_for(lambda: merger.waiting(MODEL) == 2, timeout_s=2, what="two wait")
+    first.cancel()
+    await wait_for(lambda: len(triton.bodies) == 2, timeout_s=2, what="the two went up merged in its place")
+    assert triton.rows_sent() == [1, 2]
+    await merger.close()
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(result, UpstreamError) and result.status == 503 for result in results), results
+
+
 async def test_merged_inferences_stay_within_max_batch_size_and_one_input_layout() -> None:
     triton = InMemoryTriton()
     merger, _ = merger_on(triton)
