@@ -158,6 +158,7 @@ class _Waiting:
     body: bytes
     headers: Mapping[str, str]
     answer: asyncio.Future[UpstreamResponse]
+    deadline: float  # loop time: its caller's request timeout, counted from its arrival
 
 
 @dataclass(slots=True)
@@ -168,7 +169,8 @@ class _Lane:
     max_rows: int
     label: str
     in_flight: int = 0
-    waiting: list[_Waiting] = field(default_factory=list)
+    waiting: list[_Waiting] = field(default_factory=list)  # oldest first
+    expiry: asyncio.TimerHandle | None = None  # at the oldest waiting request's deadline
 
 
 class RequestMerger:
@@ -201,19 +203,31 @@ class RequestMerger:
         request = mergeable_request(body, headers, lane.max_rows)
         if request is None:
             return await self.upstream.infer(triton_model, body, headers)
-        waiting = _Waiting(request, body, headers, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(request, body, headers, loop.create_future(), loop.time() + self.upstream.timeout_s)
         lane.waiting.append(waiting)
-        timeout_s = self.upstream.timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):  # the caller's deadline covers its wait for a slot too
-                return await waiting.answer
-        except TimeoutError:
-            raise UpstreamError(504, f"Triton did not answer within {timeout_s} s", "timeout") from None
+        if lane.expiry is None:  # one timer per lane, not one per request: the caller's deadline covers its wait
+            lane.expiry = loop.call_at(waiting.deadline, self._expire, lane)
+        return await waiting.answer
 
     def waiting(self, triton_model: str) -> int:
         """Requests waiting for an inference of ``triton_model`` to return."""
         lane = self._lanes.get(triton_model)
         return sum(not waiting.answer.done() for waiting in lane.waiting) if lane else 0
+
+    def _expire(self, lane: _Lane) -> None:
+        """The oldest waiting request's deadline: those past theirs get a 504, the timer moves to the next."""
+        loop = asyncio.get_running_loop()
+        now, timeout_s = loop.time(), self.upstream.timeout_s
+        lane.expiry = None
+        for waiting in lane.waiting:
+            if waiting.deadline <= now:
+                _fail(waiting, UpstreamError(504, f"Triton did not answer within {timeout_s} s", "timeout"))
+        lane.waiting = [waiting for waiting in lane.waiting if not waiting.answer.done()]
+        if lane.waiting:
+            lane.expiry = loop.call_at(lane.waiting[0].deadline, self._expire, lane)
+        elif lane.in_flight == 0 and self._lanes.get(lane.triton_model) is lane:
+            del self._lanes[lane.triton_model]
 
     def _release(self, lane: _Lane) -> None:
         """One inference of ``lane`` returned: the waiting requests (one layout, up to max_batch_size rows) take
@@ -222,6 +236,8 @@ class RequestMerger:
         lane.waiting = [waiting for waiting in lane.waiting if not waiting.answer.done()]  # gone past their deadline
         if not lane.waiting:
             if lane.in_flight == 0:
+                if lane.expiry is not None:
+                    lane.expiry.cancel()
                 del self._lanes[lane.triton_model]
             return
         layout = lane.waiting[0].request.layout
@@ -246,8 +262,11 @@ class RequestMerger:
                 await self._send_alone(lane.triton_model, batch[0])
                 return
             requests = [waiting.request for waiting in batch]
+            within_s = _time_left(batch)
             try:
-                response = await self.upstream.infer(lane.triton_model, merged_body(requests), _JSON_HEADERS)
+                response = await self.upstream.infer(
+                    lane.triton_model, merged_body(requests), _JSON_HEADERS, within_s=within_s
+                )
             except UpstreamError as error:
                 if error.outcome not in _TRANSPORT_OUTCOMES:  # refused: maybe one caller's input, so one by one
                     await self._retry_alone(lane, batch)
@@ -278,7 +297,8 @@ class RequestMerger:
 
     async def _send_alone(self, triton_model: str, waiting: _Waiting) -> None:
         try:
-            response = await self.upstream.infer(triton_model, waiting.body, waiting.headers)
+            within_s = _time_left([waiting])
+            response = await self.upstream.infer(triton_model, waiting.body, waiting.headers, within_s=within_s)
         except UpstreamError as error:
             _fail(waiting, error)
         else:
@@ -288,6 +308,11 @@ class RequestMerger:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _time_left(batch: list[_Waiting]) -> float:
+    """What is left of the earliest deadline in ``batch`` (requests that waited for the same inference)."""
+    return max(0.0, min(waiting.deadline for waiting in batch) - asyncio.get_running_loop().time())
 
 
 # A waiting request whose answer is already done was given up by its caller (deadline): nobody to tell.

@@ -79,15 +79,18 @@ class TritonUpstream:
         ]
         self._next = itertools.cycle(self._pools)
 
-    async def infer(self, triton_model: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
-        """POST ``body`` unchanged to ``/v2/models/<triton_model>/infer``."""
+    async def infer(
+        self, triton_model: str, body: bytes, headers: Mapping[str, str], *, within_s: float | None = None
+    ) -> UpstreamResponse:
+        """POST ``body`` unchanged to ``/v2/models/<triton_model>/infer``, within the request timeout (or
+        ``within_s``, what is left of it for a request that waited)."""
         forwarded = {name: headers[name] for name in _FORWARDED_REQUEST_HEADERS if name in headers}
         try:
             pool = next(self._next)
         except StopIteration:
             raise RuntimeError("TritonUpstream.start() was not awaited") from None
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._timeout_s if within_s is None else within_s):
                 answer = await pool.post(_infer_path(triton_model), body, forwarded)
         except TimeoutError:
             raise UpstreamError(504, f"Triton did not answer within {self._timeout_s} s", "timeout") from None

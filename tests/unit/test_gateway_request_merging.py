@@ -7,7 +7,7 @@ import asyncio
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import given, settings
@@ -59,12 +59,16 @@ class InMemoryTriton(TritonUpstream):
     def __init__(self, timeout_s: float = 5.0) -> None:
         super().__init__(TritonSettings(endpoints="127.0.0.1:9", request_timeout_s=timeout_s), connect_timeout_s=1)
         self.bodies: list[bytes] = []
+        self.deadlines: list[float] = []  # the time each inference was given
         self.gate = asyncio.Event()
         self.gate.set()
         self.failure: UpstreamError | None = None
 
-    async def infer(self, triton_model: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+    async def infer(
+        self, triton_model: str, body: bytes, headers: Mapping[str, str], *, within_s: float | None = None
+    ) -> UpstreamResponse:
         self.bodies.append(body)
+        self.deadlines.append(self.timeout_s if within_s is None else within_s)
         await self.gate.wait()
         if self.failure is not None:
             raise self.failure
@@ -77,6 +81,27 @@ class InMemoryTriton(TritonUpstream):
 def merger_on(triton: InMemoryTriton, limit: int = 1) -> tuple[RequestMerger, GatewayMetrics]:
     metrics = GatewayMetrics()
     return RequestMerger(triton, limit, metrics), metrics
+
+
+FIRST = request_body([[1, 1, 1, 1]])
+
+
+class BusyModel(NamedTuple):
+    """A merger whose model has one inference in flight (``first``), held until ``triton.gate`` opens."""
+
+    triton: InMemoryTriton
+    merger: RequestMerger
+    metrics: GatewayMetrics
+    first: asyncio.Task[UpstreamResponse]
+
+
+async def busy_model(timeout_s: float = 5.0, max_batch_size: int = 64) -> BusyModel:
+    triton = InMemoryTriton(timeout_s)
+    merger, metrics = merger_on(triton)
+    triton.gate.clear()
+    first = infer(merger, FIRST, max_batch_size)
+    await wait_for(lambda: len(triton.bodies) == 1, timeout_s=2, what="the first request went up at once, alone")
+    return BusyModel(triton, merger, metrics, first)
 
 
 def infer(
@@ -94,11 +119,7 @@ def metric(metrics: GatewayMetrics, name: str, **labels: str) -> float:
 
 
 async def test_requests_waiting_for_a_busy_model_share_one_inference_and_each_gets_its_own_answer() -> None:
-    triton = InMemoryTriton()
-    merger, metrics = merger_on(triton)
-    triton.gate.clear()
-    first = infer(merger, request_body([[1, 1, 1, 1]]))
-    await wait_for(lambda: len(triton.bodies) == 1, timeout_s=2, what="the first request went up at once, alone")
+    triton, merger, metrics, first = await busy_model()
     bodies = [
         request_body([[2, 0, 0, 0]], request_id="a"),
         request_body([[3, 0, 0, 0], [4, 0, 0, 1]]),
@@ -113,7 +134,9 @@ async def test_requests_waiting_for_a_busy_model_share_one_inference_and_each_ge
     triton.gate.set()
     answers = await asyncio.gather(first, *waiting)
     assert triton.rows_sent() == [1, 5]  # the first alone, then the four waiting ones (five rows) as one
-    for body, answer in zip([request_body([[1, 1, 1, 1]]), *bodies], answers, strict=True):
+    assert triton.deadlines[0] == 5.0
+    assert 0 < triton.deadlines[1] < 5.0  # the merged one gets what is left of its callers' deadline
+    for body, answer in zip([FIRST, *bodies], answers, strict=True):
         assert answer.status == 200
         assert json.loads(answer.body) == alone(body)
     assert metric(metrics, "gateway_merged_requests_total") == 4
@@ -122,11 +145,7 @@ async def test_requests_waiting_for_a_busy_model_share_one_inference_and_each_ge
 
 
 async def test_a_merged_inference_triton_refuses_is_sent_again_request_by_request() -> None:
-    triton = InMemoryTriton()
-    merger, metrics = merger_on(triton)
-    triton.gate.clear()
-    first = infer(merger, request_body([[1, 0, 0, 0]]))
-    await wait_for(lambda: len(triton.bodies) == 1, timeout_s=2, what="the first request went up")
+    triton, merger, metrics, first = await busy_model()
     good = [request_body([[2, 0, 0, 0]]), request_body([[3, 0, 0, 0]], request_id="x")]
     bad = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [1, "two", 3, 4]}]})
     tasks = [infer(merger, good[0]), infer(merger, bad.encode()), infer(merger, good[1])]
@@ -144,11 +163,7 @@ async def test_a_merged_inference_triton_refuses_is_sent_again_request_by_reques
 
 
 async def test_triton_unreachable_fails_every_request_a_merged_inference_carried() -> None:
-    triton = InMemoryTriton()
-    merger, metrics = merger_on(triton)
-    triton.gate.clear()
-    first = infer(merger, request_body([[1, 0, 0, 0]]))
-    await wait_for(lambda: len(triton.bodies) == 1, timeout_s=2, what="the first request went up")
+    triton, merger, metrics, first = await busy_model()
     tasks = [infer(merger, request_body([[float(i), 0, 0, 0]])) for i in range(3)]
     await wait_for(lambda: merger.waiting(MODEL) == 3, timeout_s=2, what="three wait")
     triton.failure = UpstreamError(503, "Triton is unavailable: Connection refused", "unavailable")
@@ -159,30 +174,32 @@ async def test_triton_unreachable_fails_every_request_a_merged_inference_carried
     assert metric(metrics, "gateway_merged_inferences_total", outcome="failed") == 1
 
 
-async def test_a_waiting_request_gets_504_at_its_own_deadline() -> None:
-    triton = InMemoryTriton(timeout_s=0.2)
-    merger, _ = merger_on(triton)
-    triton.gate.clear()
-    first = infer(merger, request_body([[1, 0, 0, 0]]))
-    await wait_for(lambda: len(triton.bodies) == 1, timeout_s=2, what="the first request went up")
-    late = infer(merger, request_body([[2, 0, 0, 0]]))
-    async with asyncio.timeout(2):
-        with pytest.raises(UpstreamError) as error:
-            await late
-    assert error.value.status == 504
-    assert "within 0.2 s" in error.value.message
+async def test_each_waiting_request_gets_504_at_its_own_deadline() -> None:
+    triton, merger, _, first = await busy_model(timeout_s=0.3)
+    loop = asyncio.get_running_loop()
+    began = {"early": loop.time()}
+    early = infer(merger, request_body([[2, 0, 0, 0]]))
+    await wait_for(lambda: merger.waiting(MODEL) == 1, timeout_s=2, what="one waits")
+    began["late"] = loop.time()
+    late = infer(merger, request_body([[3, 0, 0, 0]]))
+    ended: dict[str, float] = {}
+    for name, task in (("early", early), ("late", late)):
+        async with asyncio.timeout(2):
+            with pytest.raises(UpstreamError) as error:
+                await task
+        ended[name] = loop.time()
+        assert error.value.status == 504
+        assert "within 0.3 s" in error.value.message
+        assert ended[name] - began[name] >= 0.3 - 0.01, name  # the loop's timers may fire a hair early
+    assert ended["late"] >= ended["early"]
     triton.gate.set()
     assert (await first).status == 200
-    assert triton.rows_sent() == [1]  # the one that gave up was never sent
+    assert triton.rows_sent() == [1]  # the ones that gave up were never sent
     assert merger.waiting(MODEL) == 0
 
 
 async def test_a_caller_going_away_hands_its_slot_on_and_stopping_tells_those_still_waiting() -> None:
-    triton = InMemoryTriton()
-    merger, _ = merger_on(triton)
-    triton.gate.clear()
-    first = infer(merger, request_body([[1, 0, 0, 0]]))
-    await wait_for(lambda: len(triton.bodies) == 1, timeout_s=2, what="the first request went up")
+    triton, merger, _, first = await busy_model()
     waiting = [infer(merger, request_body([[2, 0, 0, 0]])), infer(merger, request_body([[3, 0, 0, 0]]))]
     await wait_for(lambda: merger.waiting(MODEL) == 2, timeout_s=2, what="two wait")
     first.cancel()
@@ -194,11 +211,7 @@ async def test_a_caller_going_away_hands_its_slot_on_and_stopping_tells_those_st
 
 
 async def test_merged_inferences_stay_within_max_batch_size_and_one_input_layout() -> None:
-    triton = InMemoryTriton()
-    merger, _ = merger_on(triton)
-    triton.gate.clear()
-    first = infer(merger, request_body([[1, 0, 0, 0]]), max_batch_size=4)
-    await wait_for(lambda: len(triton.bodies) == 1, timeout_s=2, what="the first request went up")
+    triton, merger, _, first = await busy_model(max_batch_size=4)
     narrow = [request_body([[float(i), 1, 1]]) for i in range(2)]  # another layout: 3 features, not 4
     wide = [request_body([[float(i), 0, 0, 0]]) for i in range(6)]
     tasks = [infer(merger, body, max_batch_size=4) for body in [*wide[:3], *narrow, *wide[3:]]]
@@ -215,11 +228,7 @@ async def test_merged_inferences_stay_within_max_batch_size_and_one_input_layout
 
 
 async def test_what_cannot_merge_goes_up_at_once_even_while_the_model_is_busy() -> None:
-    triton = InMemoryTriton()
-    merger, _ = merger_on(triton)
-    triton.gate.clear()
-    first = infer(merger, request_body([[1, 0, 0, 0]]))
-    await wait_for(lambda: len(triton.bodies) == 1, timeout_s=2, what="the first request went up")
+    triton, merger, _, first = await busy_model()
     chosen = infer(merger, request_body([[2, 0, 0, 0]], outputs=[{"name": "sum"}]))
     binary = infer(merger, request_body([[3, 0, 0, 0]]), headers={**JSON_HEADERS, INFER_HEADER_LENGTH: "10"})
     await wait_for(lambda: len(triton.bodies) == 3, timeout_s=2, what="both went up without waiting")
