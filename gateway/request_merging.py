@@ -36,6 +36,8 @@ from gateway.upstream import INFER_HEADER_LENGTH, TritonUpstream, UpstreamError,
 _REQUEST_KEYS = frozenset({"inputs", "id"})
 _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data"})
 _ANSWER_KEYS = frozenset({"model_name", "model_version", "outputs"})
+_INT = frozenset({int})  # exactly int: a JSON true is a bool, never a size
+_SCALARS = frozenset({int, float, bool, str})  # what orjson reads a JSON scalar as (null aside: Triton refuses it)
 _JSON_HEADERS = {"content-type": "application/json"}
 #: Outcomes that mean "Triton could not be reached or read", not "Triton refused this input".
 _TRANSPORT_OUTCOMES = frozenset({"timeout", "unavailable", "bad_gateway"})
@@ -85,11 +87,9 @@ def _flat_tensor(tensor: Any, max_rows: int) -> tuple[str, str, list[int], list[
     name, datatype, shape, values = tensor["name"], tensor["datatype"], tensor["shape"], tensor["data"]
     if not (isinstance(name, str) and isinstance(datatype, str) and isinstance(shape, list) and shape):
         return None
-    if not all(type(size) is int and size >= 0 for size in shape) or not 0 < shape[0] < max_rows:
+    if not _INT.issuperset(map(type, shape)) or min(shape) < 0 or not 0 < shape[0] < max_rows:
         return None
-    if not isinstance(values, list) or len(values) != math.prod(shape):
-        return None
-    if any(isinstance(value, list | dict) for value in values):
+    if not isinstance(values, list) or len(values) != math.prod(shape) or not _SCALARS.issuperset(map(type, values)):
         return None
     return name, datatype, shape, values
 
