@@ -216,29 +216,31 @@ class RequestMerger:
         return sum(not waiting.answer.done() for waiting in lane.waiting) if lane else 0
 
     def _expire(self, lane: _Lane) -> None:
-        """The oldest waiting request's deadline: those past theirs get a 504, the timer moves to the next."""
-        loop = asyncio.get_running_loop()
-        now, timeout_s = loop.time(), self.upstream.timeout_s
+        """The oldest waiting request's deadline: those past theirs get their 504, the timer moves to the next."""
         lane.expiry = None
+        self._prune(lane)
+        if lane.waiting:
+            lane.expiry = asyncio.get_running_loop().call_at(lane.waiting[0].deadline, self._expire, lane)
+
+    def _prune(self, lane: _Lane) -> None:
+        """Waiting requests past their deadline get a 504, those already answered are dropped, and ``lane`` is
+        forgotten once nothing of it waits or is in flight."""
+        now = asyncio.get_running_loop().time()
         for waiting in lane.waiting:
             if waiting.deadline <= now:
-                _fail(waiting, UpstreamError(504, f"Triton did not answer within {timeout_s} s", "timeout"))
+                _fail(waiting, self.upstream.deadline_error())
         lane.waiting = [waiting for waiting in lane.waiting if not waiting.answer.done()]
-        if lane.waiting:
-            lane.expiry = loop.call_at(lane.waiting[0].deadline, self._expire, lane)
-        elif lane.in_flight == 0 and self._lanes.get(lane.triton_model) is lane:
+        if not lane.waiting and lane.in_flight == 0 and self._lanes.get(lane.triton_model) is lane:
+            if lane.expiry is not None:
+                lane.expiry.cancel()
             del self._lanes[lane.triton_model]
 
     def _release(self, lane: _Lane) -> None:
         """One inference of ``lane`` returned: the waiting requests (one layout, up to max_batch_size rows) take
         its slot as one inference."""
         lane.in_flight -= 1
-        lane.waiting = [waiting for waiting in lane.waiting if not waiting.answer.done()]  # gone past their deadline
+        self._prune(lane)
         if not lane.waiting:
-            if lane.in_flight == 0:
-                if lane.expiry is not None:
-                    lane.expiry.cancel()
-                del self._lanes[lane.triton_model]
             return
         layout = lane.waiting[0].request.layout
         batch: list[_Waiting] = []

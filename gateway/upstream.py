@@ -72,6 +72,10 @@ class TritonUpstream:
         """The deadline of one inference."""
         return self._timeout_s
 
+    def deadline_error(self) -> UpstreamError:
+        """What a caller gets once the request timeout passed."""
+        return UpstreamError(504, f"Triton did not answer within {self._timeout_s} s", "timeout")
+
     async def start(self) -> None:
         self._pools = [
             ConnectionPool(endpoint, max_connections=self._max_connections, connect_timeout_s=self._connect_timeout_s)
@@ -93,7 +97,7 @@ class TritonUpstream:
             async with asyncio.timeout(self._timeout_s if within_s is None else within_s):
                 answer = await pool.post(_infer_path(triton_model), body, forwarded)
         except TimeoutError:
-            raise UpstreamError(504, f"Triton did not answer within {self._timeout_s} s", "timeout") from None
+            raise self.deadline_error() from None
         except ConnectTimeoutError as error:
             raise UpstreamError(503, f"Triton is unavailable: {error}", "unavailable") from None
         except ProtocolError as error:
