@@ -268,15 +268,14 @@ async def side_by_side(
     triton_process = next(p for p in stack.processes if p.name == TRITON)
     merged_before = gateway.metric("gateway_merged_requests_total")
     answered_before = gateway.metric("gateway_requests_total", code="200")
+    sides = {
+        "direct": (direct_url, {"triton": triton_process}),
+        "gateway": (gateway_url, {"triton": triton_process, "gateway": gateway.process}),
+    }
     pairs = []
     for index in range(pair_count):  # interleaved pairs, in turn direct first and gateway first: drift hits both
-        runs: dict[str, tuple[float, dict[str, float]]] = {}
-        for side in ("direct", "gateway") if index % 2 == 0 else ("gateway", "direct"):
-            if side == "direct":
-                runs[side] = await throughput(direct_url, body, 16, seconds, {"triton": triton_process})
-            else:
-                watched = {"triton": triton_process, "gateway": gateway.process}
-                runs[side] = await throughput(gateway_url, body, 16, seconds, watched)
+        order = ("direct", "gateway") if index % 2 == 0 else ("gateway", "direct")
+        runs = {side: await throughput(sides[side][0], body, 16, seconds, sides[side][1]) for side in order}
         (direct_rps, direct_cpu), (gateway_rps, gateway_cpu) = runs["direct"], runs["gateway"]
         pairs.append((direct_rps, gateway_rps, direct_cpu, gateway_cpu))
         print(f"16 clients: direct {direct_rps:.0f}/s, gateway {gateway_rps:.0f}/s")
@@ -290,7 +289,7 @@ async def side_by_side(
     merged = gateway.metric("gateway_merged_requests_total") - merged_before
     answered = gateway.metric("gateway_requests_total", code="200") - answered_before
     result["merged_share_16"] = round(merged / answered, 3)
-    result["cores_busy_16"] = {  # of the machine's 2: Triton's python backend keeps about one busy at any rate
+    result["cores_busy_16"] = {  # of the machine's 2
         "direct": {name: round(us * direct_rps / 1e6, 2) for name, us in direct_cpu.items()},
         "gateway": {name: round(us * gateway_rps / 1e6, 2) for name, us in gateway_cpu.items()},
     }
