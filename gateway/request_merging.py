@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from gateway.metrics import GatewayMetrics
+from gateway.responses import JSON
 from gateway.upstream import INFER_HEADER_LENGTH, TritonUpstream, UpstreamError, UpstreamResponse
 
 _REQUEST_KEYS = frozenset({"inputs", "id"})
@@ -38,7 +39,7 @@ _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data"})
 _ANSWER_KEYS = frozenset({"model_name", "model_version", "outputs"})
 _INT = frozenset({int})  # exactly int: a JSON true is a bool, never a size
 _SCALARS = frozenset({int, float, bool, str})  # what orjson reads a JSON scalar as (null aside: Triton refuses it)
-_JSON_HEADERS = {"content-type": "application/json"}
+_JSON_HEADERS = {"content-type": JSON}
 #: Outcomes that mean "Triton could not be reached or read", not "Triton refused this input".
 _TRANSPORT_OUTCOMES = frozenset({"timeout", "unavailable", "bad_gateway"})
 
@@ -57,7 +58,7 @@ class MergeableRequest:
 
 def mergeable_request(body: bytes, headers: Mapping[str, str], max_rows: int) -> MergeableRequest | None:
     """``body`` parsed for merging, or None when it must go up on its own (see the module doc)."""
-    plain_json = headers.get("content-type", "application/json").startswith("application/json")
+    plain_json = headers.get("content-type", JSON).startswith(JSON)
     if not plain_json or INFER_HEADER_LENGTH in headers or "content-encoding" in headers:
         return None
     document = _json_object(body)
@@ -282,7 +283,7 @@ class RequestMerger:
                 await self._retry_alone(lane, batch)
                 return
             self.metrics.merged_inference(lane.label, "merged", requests=len(batch))
-            headers = {"content-type": response.headers.get("content-type", "application/json")}
+            headers = {"content-type": response.headers.get("content-type", JSON)}
             for waiting, answer in zip(batch, answers, strict=True):
                 _answer(waiting, UpstreamResponse(response.status, answer, headers))
         except Exception as error:  # a fault of ours: each caller gets it (and a 500), none waits forever
