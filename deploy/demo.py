@@ -44,12 +44,12 @@ from deploy.stack.app_processes import gateway_spec, ingress_spec, worker_spec
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
-from promoter.kafka_clients import assign_from_start, started
-from promoter.settings import KafkaSettings, TopicSettings
+from promoter_cli.webhook_registration import register_webhook
+from promoter_client.routing import publish_routing
+from runtime.kafka_clients import assign_from_start, started
+from runtime.settings import KafkaSettings, TopicSettings
 from schemas.catalog import parse_event
 from schemas.promotion_rejected import PromotionRejected
-from worker.ingress.registration import register_webhook
-from worker.routing_client import publish_routing
 
 MODEL = "iris-clf"
 BENCH = Path(".bench")

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer
 
 from gateway.routing_table import Change, Route, RoutingState
-from promoter.logging import get_logger
-from promoter.settings import KafkaSettings
+from runtime.logging import get_logger
+from runtime.settings import KafkaSettings
 from schemas.envelope import KAFKA_HEADERS
 from schemas.gateway_status import (
     GatewayHeartbeat,

@@ -28,10 +28,10 @@ from gateway.routing_table import RoutingState
 from gateway.settings import GatewaySettings
 from gateway.upstream import TritonUpstream
 from gateway.v2_api import InferFastPath, build_v2_router
-from promoter.kafka_topics import ensure_topics
-from promoter.logging import configure_logging, get_logger
-from promoter.metrics import METRICS_CONTENT_TYPE, render
-from promoter.settings import KafkaSettings, LogSettings, TopicSettings, TritonSettings
+from runtime.kafka_topics import ensure_topics
+from runtime.logging import configure_logging, get_logger
+from runtime.metrics import METRICS_CONTENT_TYPE, render
+from runtime.settings import KafkaSettings, LogSettings, TopicSettings, TritonSettings
 
 log = get_logger(__name__)
 

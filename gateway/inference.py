@@ -19,7 +19,7 @@ from gateway.routing_policy import Decision, RouteError, resolve
 from gateway.routing_table import Route, RoutingState
 from gateway.settings import GatewaySettings
 from gateway.upstream import TritonUpstream, UpstreamError, UpstreamResponse
-from promoter.logging import get_logger
+from runtime.logging import get_logger
 
 log = get_logger(__name__)
 

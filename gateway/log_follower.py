@@ -14,9 +14,9 @@ from aiokafka import ConsumerRecord
 from gateway.acks import StatusPublisher
 from gateway.metrics import GatewayMetrics
 from gateway.routing_table import RoutingState
-from promoter.logging import get_logger
-from promoter.settings import KafkaSettings
-from promoter.topic_replay import TopicReplayer
+from runtime.logging import get_logger
+from runtime.settings import KafkaSettings
+from runtime.topic_replay import TopicReplayer
 from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.model_ready import ModelReady, ServingStopped
 from schemas.routing_updated import RoutingUpdated

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from promoter.metrics import LATENCY_BUCKETS_S, bounded_label, new_registry
+from runtime.metrics import LATENCY_BUCKETS_S, bounded_label, new_registry
 
 APIS = ("v2", "predict")
 SHADOW_OUTCOMES = ("ok", "error", "timeout", "unavailable", "dropped")

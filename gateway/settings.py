@@ -1,4 +1,4 @@
-"""Settings of a gateway replica (``PROMOTER_GATEWAY_*``), beside the shared ones in promoter.settings."""
+"""Settings of a gateway replica (``PROMOTER_GATEWAY_*``), beside the shared ones in runtime.settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import socket
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from promoter.settings import PromoterSettings
+from runtime.settings import PromoterSettings
 from schemas.names import Alias
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from gateway.triton_connections import ConnectionPool, ConnectTimeoutError, Endpoint, ProtocolError
-from promoter.settings import TritonSettings
+from runtime.settings import TritonSettings
 
 INFER_HEADER_LENGTH = "inference-header-content-length"
 # Triton answers HTTP 500 to some requests it cannot parse; those are the caller's fault, not Triton's.

@@ -28,7 +28,7 @@ from gateway.responses import (
 from gateway.routing_policy import RouteError
 from gateway.routing_table import ModelRoutes
 from gateway.upstream import UpstreamError
-from promoter.logging import get_logger
+from runtime.logging import get_logger
 
 log = get_logger(__name__)
 

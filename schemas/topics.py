@@ -1,7 +1,7 @@
 """Every Kafka topic of model-promoter: default name, what the key is, partitions, retention.
 
 The names are defaults; deployments override them with ``PROMOTER_TOPIC_*`` settings
-(:class:`promoter.settings.TopicSettings`). Everything else is the contract.
+(:class:`runtime.settings.TopicSettings`). Everything else is the contract.
 """
 
 from __future__ import annotations

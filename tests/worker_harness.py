@@ -24,7 +24,7 @@ from deploy.stack.app_processes import worker_spec
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
-from promoter.kafka_clients import assign_from_start
+from runtime.kafka_clients import assign_from_start
 from schemas.promotion_requested import PromotionRequested, PromotionRequestedData
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]

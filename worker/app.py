@@ -17,12 +17,12 @@ from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
 from faststream.asgi.types import Scope
 from faststream.kafka import KafkaMessage
 
-from promoter.kafka_broker import kafka_broker
-from promoter.kafka_topics import ensure_project_topics
-from promoter.logging import configure_logging, get_logger
-from promoter.metrics import METRICS_CONTENT_TYPE, render
-from promoter.settings import KafkaSettings, LogSettings, MLflowSettings, TopicSettings, TritonSettings
-from promoter.topic_replay import TopicReplayer
+from runtime.kafka_broker import kafka_broker
+from runtime.kafka_topics import ensure_project_topics
+from runtime.logging import configure_logging, get_logger
+from runtime.metrics import METRICS_CONTENT_TYPE, render
+from runtime.settings import KafkaSettings, LogSettings, MLflowSettings, TopicSettings, TritonSettings
+from runtime.topic_replay import TopicReplayer
 from schemas.model_ready import ModelReady
 from schemas.promotion_rejected import PromotionRejected
 from worker.gateway_view import GatewayView

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from aiokafka import ConsumerRecord
 
-from promoter.logging import get_logger
+from runtime.logging import get_logger
 from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.envelope import utc_now
 from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked, ServedRoute

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from promoter.metrics import LATENCY_BUCKETS_S, new_registry
+from runtime.metrics import LATENCY_BUCKETS_S, new_registry
 
 OUTCOMES = ("served", "rejected", "dead_lettered", "duplicate", "coalesced", "unserved")
 

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from promoter.logging import get_logger
-from promoter.settings import TritonSettings
+from runtime.logging import get_logger
+from runtime.settings import TritonSettings
 from schemas.model_ready import ModelReadyData, SignatureSummary
 from schemas.promotion_rejected import ReasonCode
 from schemas.promotion_requested import PromotionRequestedData

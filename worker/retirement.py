@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
-from promoter.logging import get_logger
+from runtime.logging import get_logger
 from worker.errors import TransientFailure
 from worker.gateway_view import GatewayView
 from worker.metrics import WorkerMetrics

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 from aiokafka import ConsumerRecord
 
-from promoter.logging import bind_event, get_logger
-from promoter.settings import TopicSettings
+from runtime.logging import bind_event, get_logger
+from runtime.settings import TopicSettings
 from schemas.catalog import InvalidEventError, parse_any_event, parse_event
 from schemas.envelope import CONTENT_TYPE
 from schemas.model_ready import ModelReady, ModelReadyData, ServingStopped, ServingStoppedData

@@ -1,4 +1,4 @@
-"""Settings of the promotion worker (``PROMOTER_WORKER_*``), beside the shared ones in promoter.settings."""
+"""Settings of the promotion worker (``PROMOTER_WORKER_*``), beside the shared ones in runtime.settings."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from promoter.settings import PromoterSettings
+from runtime.settings import PromoterSettings
 
 
 class WorkerSettings(PromoterSettings):

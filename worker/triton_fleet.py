@@ -20,7 +20,7 @@ import tritonclient.http as http_client
 import tritonclient.http.aio as http_aio
 from tritonclient.utils import InferenceServerException
 
-from promoter.settings import TritonSettings
+from runtime.settings import TritonSettings
 from schemas.promotion_rejected import ReasonCode
 from worker.errors import PermanentFailure, TransientFailure
 

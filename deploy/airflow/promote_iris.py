@@ -41,7 +41,7 @@ def promote_iris() -> None:
 
     @task
     def request_promotion(version: int) -> str:
-        from worker.promotion_client import request_promotion
+        from promoter_client import request_promotion
 
         outcome = request_promotion(
             MODEL_NAME,

@@ -90,7 +90,7 @@ def ingress_spec(
     """The webhook ingress; ready once connected to Kafka (pass ``ready_path="/health"`` to not wait for it)."""
     own = {"PROMOTER_INGRESS_HOST": LOOPBACK, "PROMOTER_INGRESS_PORT": str(port)}
     return _http_service(
-        "worker.ingress.app",
+        "ingress.app",
         {**env, **own},
         name=name,
         port=port,

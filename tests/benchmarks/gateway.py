@@ -200,8 +200,8 @@ async def cold_start(
     env = {**base_env, **topics}
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap_servers, enable_idempotence=False, linger_ms=5)
     await producer.start()
-    from promoter.kafka_topics import ensure_project_topics
-    from promoter.settings import KafkaSettings, TopicSettings
+    from runtime.kafka_topics import ensure_project_topics
+    from runtime.settings import KafkaSettings, TopicSettings
 
     await ensure_project_topics(
         KafkaSettings(bootstrap_servers=stack.kafka_bootstrap_servers),

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from deploy.stack.kafka_broker import kafka_spec
 from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
-from worker.cli import app
+from promoter_cli.main import app
 
 BENCH_DIR = Path(".bench")
 LETTERS = 10_000

@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy.stack.local_stack import LocalStack
-from promoter.kafka_clients import assign_from_start
+from runtime.kafka_clients import assign_from_start
 from tests.worker_harness import register_iris, request_bytes, running_worker
 
 BENCH_DIR = Path(".bench")

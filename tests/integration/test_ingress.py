@@ -20,6 +20,8 @@ from deploy.stack.app_processes import ingress_spec
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
+from ingress.deliveries import event_id_for
+from promoter_cli.webhook_registration import register_webhook
 from schemas.mlflow_webhook import compute_signature
 from tests.gateway_harness import GatewayHandle, iris_records, running_gateways
 from tests.worker_harness import (
@@ -36,8 +38,6 @@ from tests.worker_harness import (
     until,
     wait_for,
 )
-from worker.ingress.deliveries import event_id_for
-from worker.ingress.registration import register_webhook
 
 pytestmark = pytest.mark.integration
 

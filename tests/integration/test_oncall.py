@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.process import poll_until
-from promoter.kafka_topics import ensure_topics
-from promoter.settings import KafkaSettings
+from promoter_cli.main import app
+from runtime.kafka_topics import ensure_topics
+from runtime.settings import KafkaSettings
 from schemas.gateway_status import GatewayHeartbeat, GatewayHeartbeatData, ServedRoute
 from schemas.model_ready import ModelReady
 from schemas.topics import GATEWAY_STATUS, MODEL_READY, PROMOTION_DLQ
@@ -35,7 +36,6 @@ from tests.worker_harness import (
     snapshot,
     unique_topics,
 )
-from worker.cli import app
 
 pytestmark = pytest.mark.integration
 

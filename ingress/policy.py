@@ -1,0 +1,90 @@
+"""Which MLflow registry events become promotion requests (the documented mapping policy).
+
+- ``model_version_alias.created``: serve that alias (the worker re-reads what it points at now).
+- ``model_version_alias.deleted``: stop serving that alias.
+- ``model_version.created``: only with ``PROMOTER_INGRESS_PROMOTE_ON_VERSION_CREATED=<alias>``,
+  serve the new version under that alias.
+- ``model_version_tag.set``: only when it sets ``PROMOTER_INGRESS_PROMOTE_ON_TAG`` (``key=value``),
+  serve the version under ``PROMOTER_INGRESS_PROMOTE_ON_TAG_ALIAS``.
+- anything else: acknowledged, logged and counted as ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from ingress.settings import IngressSettings
+from schemas.mlflow_webhook import MLflowWebhookPayload
+from schemas.promotion_requested import PromotionRequestedData
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    reason: str
+
+
+class UnusableEventError(ValueError):
+    """The webhook is about a promotion, but its data cannot make a valid request; names the field."""
+
+
+Outcome = PromotionRequestedData | Ignored
+Rule = Callable[[dict[str, Any], dict[str, Any], IngressSettings], Outcome]
+
+
+def _request(**fields: Any) -> PromotionRequestedData:
+    try:
+        return PromotionRequestedData.model_validate(fields, strict=False)
+    except ValidationError as error:
+        details = "; ".join(f"data.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise UnusableEventError(details) from None
+
+
+def _alias_created(data: dict[str, Any], common: dict[str, Any], _: IngressSettings) -> Outcome:
+    return _request(**common, alias=data.get("alias"), reason=f"MLflow alias set to version {data.get('version')}")
+
+
+def _alias_deleted(data: dict[str, Any], common: dict[str, Any], _: IngressSettings) -> Outcome:
+    return _request(**common, alias=data.get("alias"), action="unserve", reason="MLflow alias deleted")
+
+
+def _version_created(data: dict[str, Any], common: dict[str, Any], settings: IngressSettings) -> Outcome:
+    alias = settings.promote_on_version_created
+    if alias is None:
+        return Ignored("new versions are not auto-promoted (PROMOTER_INGRESS_PROMOTE_ON_VERSION_CREATED unset)")
+    return _request(**common, alias=alias, version=data.get("version"), reason="new model version")
+
+
+def _tag_set(data: dict[str, Any], common: dict[str, Any], settings: IngressSettings) -> Outcome:
+    wanted = settings.promote_on_tag
+    key, _, value = (wanted or "").partition("=")
+    if wanted is None or data.get("key") != key or data.get("value") != value:
+        return Ignored(f"tag {data.get('key')}={data.get('value')} does not promote")
+    return _request(
+        **common, alias=settings.promote_on_tag_alias, version=data.get("version"), reason=f"version tagged {wanted}"
+    )
+
+
+RULES: dict[str, Rule] = {
+    "model_version_alias.created": _alias_created,
+    "model_version_alias.deleted": _alias_deleted,
+    "model_version.created": _version_created,
+    "model_version_tag.set": _tag_set,
+}
+
+
+def to_request(payload: MLflowWebhookPayload, delivery_id: str, settings: IngressSettings) -> Outcome:
+    """The promotion request this webhook asks for, or why it asks for none."""
+    kind = f"{payload.entity}.{payload.action}"
+    rule = RULES.get(kind)
+    if rule is None:
+        return Ignored(f"{kind} does not change what is served")
+    common = {
+        "origin": "mlflow_webhook",
+        "requester": f"mlflow-webhook:{delivery_id}",
+        "model_name": payload.data.get("name"),
+    }
+    return rule(payload.data, common, settings)

@@ -1,0 +1,1 @@
+"""The ``promoter`` command: promotions, traffic policy, serving status and dead letters, for people."""

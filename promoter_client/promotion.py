@@ -1,0 +1,114 @@
+"""Request a promotion from code (an Airflow task, a notebook, the CLI) and optionally wait for the outcome.
+
+    from promoter_client.promotion import request_promotion
+    outcome = request_promotion("iris-clf", alias="champion", version=7, reason="nightly", wait_s=120)
+    outcome.raise_for_rejection()
+
+The request is published on ``model.promotion.requested``; with ``wait_s`` the call follows
+``model.ready`` and ``model.rejected`` until the answer to this request's event id arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer
+
+from runtime.kafka_clients import assign_from_start, publish_event, started
+from runtime.settings import KafkaSettings, TopicSettings
+from schemas.catalog import InvalidEventError, parse_any_event
+from schemas.model_ready import ModelReady, ServingStopped
+from schemas.promotion_rejected import PromotionRejected
+from schemas.promotion_requested import Origin, PromotionRequested, PromotionRequestedData
+
+OutcomeKind = Literal["requested", "served", "stopped", "rejected"]
+
+
+class PromotionRejectedError(RuntimeError):
+    """The worker rejected the promotion; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    event_id: str
+    kind: OutcomeKind
+    version: int | None = None
+    triton_model_name: str | None = None
+    reason_code: str | None = None
+    message: str | None = None
+
+    def raise_for_rejection(self) -> None:
+        if self.kind == "rejected":
+            raise PromotionRejectedError(f"{self.reason_code}: {self.message}")
+
+
+async def _await_outcome(kafka: KafkaSettings, names: TopicSettings, event_id: str, timeout_s: float) -> Outcome:
+    async with started(AIOKafkaConsumer(**{**kafka.consumer_kwargs(), "group_id": None})) as consumer:
+        if not await assign_from_start(consumer, [names.model_ready, names.model_rejected]):
+            raise LookupError(f"neither {names.model_ready} nor {names.model_rejected} exists: is a worker running?")
+        deadline = time.monotonic() + timeout_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            batches = await consumer.getmany(timeout_ms=int(min(remaining, 1.0) * 1000))
+            for record in (r for records in batches.values() for r in records):
+                outcome = _match(record.value or b"", event_id)
+                if outcome is not None:
+                    return outcome
+        raise TimeoutError(f"no outcome for promotion request {event_id} within {timeout_s:g} s")
+
+
+def _match(raw: bytes, event_id: str) -> Outcome | None:
+    try:
+        event = parse_any_event(raw, (ModelReady, ServingStopped, PromotionRejected))
+    except InvalidEventError:
+        return None
+    if isinstance(event, ModelReady) and event.data.request_event_id == event_id:
+        return Outcome(event_id, "served", event.data.version, event.data.triton_model_name)
+    if isinstance(event, ServingStopped) and event.data.request_event_id == event_id:
+        return Outcome(event_id, "stopped")
+    if isinstance(event, PromotionRejected) and event.data.request_event_id == event_id:
+        return Outcome(
+            event_id, "rejected", event.data.version, reason_code=event.data.reason_code, message=event.data.message
+        )
+    return None
+
+
+async def request_promotion_async(
+    model: str,
+    *,
+    alias: str = "champion",
+    version: int | None = None,
+    reason: str | None = None,
+    action: Literal["promote", "unserve"] = "promote",
+    origin: Origin = "dag",
+    requester: str | None = None,
+    wait_s: float | None = None,
+    kafka: KafkaSettings | None = None,
+    topics: TopicSettings | None = None,
+) -> Outcome:
+    """Publish a promotion request; with ``wait_s``, wait for its outcome (TimeoutError after that)."""
+    kafka = kafka or KafkaSettings()
+    topics = topics or TopicSettings()
+    data = PromotionRequestedData(
+        model_name=model,
+        alias=alias,
+        version=version,
+        action=action,
+        origin=origin,
+        requester=requester or getpass.getuser(),
+        reason=reason,
+    )
+    event = PromotionRequested(id=str(uuid.uuid4()), source=f"/model-promoter/{origin}", subject=model, data=data)
+    await publish_event(kafka, topics.promotion_requested, event, key=model)
+    if wait_s is None:
+        return Outcome(event.id, "requested")
+    return await _await_outcome(kafka, topics, event.id, wait_s)
+
+
+def request_promotion(model: str, **options: Any) -> Outcome:
+    """Blocking form of :func:`request_promotion_async` (same options), for Airflow tasks and scripts."""
+    return asyncio.run(request_promotion_async(model, **options))

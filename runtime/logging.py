@@ -1,0 +1,97 @@
+"""Structured JSON logs with structlog: one line per event, context bound per promotion.
+
+``configure_logging`` routes the standard library's loggers (aiokafka, uvicorn, faststream)
+through the same processors, so every line a service prints is JSON. ``bind_event`` binds the
+event id, model and version for everything logged inside it. Values of keys that look like
+secrets are redacted before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from runtime.settings import LogSettings
+
+_SECRET_KEY_PARTS = ("secret", "password", "token", "authorization", "signature", "api_key", "fernet")
+REDACTED = "[redacted]"
+
+
+def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Replace the value of any key that names a secret, at any depth of dicts."""
+
+    def scrub(mapping: MutableMapping[str, Any]) -> None:
+        for key, value in mapping.items():
+            if any(part in key.lower() for part in _SECRET_KEY_PARTS):
+                mapping[key] = REDACTED
+            elif isinstance(value, dict):
+                scrub(value)
+
+    scrub(event_dict)
+    return event_dict
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+
+
+def configure_logging(service: str, settings: LogSettings | None = None) -> None:
+    """Configure structlog and the standard library for ``service`` (bound on every line)."""
+    settings = settings or LogSettings()
+    renderer: Processor = (
+        structlog.processors.JSONRenderer()
+        if settings.format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            *_shared_processors(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.level)
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(service=service)
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger
+
+
+@contextmanager
+def bind_event(
+    event_id: str | None, model: str | None = None, version: int | None = None, **extra: Any
+) -> Iterator[None]:
+    """Bind the event's identity to every log line written inside the block (task-local)."""
+    context: dict[str, Any] = {"event_id": event_id, "model": model, "version": version, **extra}
+    with structlog.contextvars.bound_contextvars(**{k: v for k, v in context.items() if v is not None}):
+        yield

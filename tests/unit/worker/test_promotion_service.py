@@ -1,0 +1,181 @@
+"""Where every record ends: served, re-announced, coalesced, rejected + DLQ, or DLQ (in-memory fakes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from runtime.settings import TopicSettings
+from schemas.model_ready import ModelReadyData
+from schemas.promotion_rejected import ReasonCode
+from tests.event_samples import all_events, promotion_requested
+from worker.errors import PermanentFailure, TransientFailure
+from worker.metrics import WorkerMetrics
+from worker.promotion import StageClock
+from worker.service import PromotionService
+from worker.serving_state import ServingState
+from worker.settings import WorkerSettings
+
+SAMPLE: ModelReadyData = next(e for e in all_events() if e.type == "io.modelpromoter.model.ready.v1").data
+TOPICS = TopicSettings()
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, dict[str, str]]] = []
+
+    async def publish(
+        self,
+        message: bytes,
+        topic: str,
+        *,
+        key: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        no_confirm: bool = False,
+    ) -> Any:
+        self.sent.append((topic, key, message, headers or {}))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def on(self, topic: str) -> list[tuple[str, bytes | None, bytes, dict[str, str]]]:
+        return [m for m in self.sent if m[0] == topic]
+
+
+class FakePromoter:
+    def __init__(self, failures: list[Exception] | None = None) -> None:
+        self.failures = failures or []
+        self.calls: list[tuple[str, int | None]] = []
+
+    async def promote(self, request: Any, request_event_id: str, clock: StageClock) -> ModelReadyData:
+        self.calls.append((request.alias, request.version))
+        with clock.stage("load"):
+            if self.failures:
+                raise self.failures.pop(0)
+        return SAMPLE.model_copy(
+            update={
+                "alias": request.alias,
+                "version": request.version or 1,
+                "generation": len(self.calls),
+                "request_event_id": request_event_id,
+            }
+        )
+
+
+class Rec:
+    def __init__(self, value: bytes, offset: int, key: bytes | None = b"iris-clf") -> None:
+        self.value, self.offset, self.key = value, offset, key
+        self.topic, self.partition, self.headers = TOPICS.promotion_requested, 0, [("trace", b"t-1")]
+
+
+def service(promoter: FakePromoter, **settings: Any) -> tuple[PromotionService, FakePublisher]:
+    publisher = FakePublisher()
+    worker = WorkerSettings(replica_id="w-0", backoff_initial_s=0.001, backoff_max_s=0.002, **settings)
+    return PromotionService(worker, TOPICS, promoter, ServingState(), publisher, WorkerMetrics()), publisher
+
+
+async def test_queued_requests_for_one_alias_coalesce_to_the_newest() -> None:
+    promoter = FakePromoter()
+    svc, publisher = service(promoter)
+    batch = [Rec(promotion_requested(version=v).to_json_bytes(), v) for v in (1, 2, 3)]
+    batch.append(Rec(promotion_requested(alias="challenger", version=1).to_json_bytes(), 4))
+
+    await svc.handle_batch(batch)
+
+    assert promoter.calls == [("champion", 3), ("challenger", 1)]
+    assert [json.loads(m[2])["data"]["version"] for m in publisher.on(TOPICS.model_ready)] == [3, 1]
+
+
+async def test_a_redelivered_request_is_re_announced_without_promoting_again() -> None:
+    promoter = FakePromoter()
+    svc, publisher = service(promoter)
+    raw = promotion_requested(version=2).to_json_bytes()
+
+    await svc.handle_batch([Rec(raw, 0)])
+    await svc.handle_batch([Rec(raw, 1), Rec(raw, 2)])
+
+    assert len(promoter.calls) == 1
+    announced = [m[2] for m in publisher.on(TOPICS.model_ready)]
+    assert len(announced) == 3
+    assert len({json.dumps(json.loads(a)["data"], sort_keys=True) for a in announced}) == 1
+
+
+async def test_a_permanent_failure_is_rejected_and_dead_lettered_with_the_original_bytes() -> None:
+    svc, publisher = service(FakePromoter([PermanentFailure(ReasonCode.MISSING_SIGNATURE, "no signature")]))
+    raw = promotion_requested(version=5).to_json_bytes()
+
+    await svc.handle_batch([Rec(raw, 7)])
+
+    ((_, key, rejected, _),) = publisher.on(TOPICS.model_rejected)
+    assert key == b"iris-clf"
+    assert json.loads(rejected)["data"]["reason_code"] == "missing_signature"
+    assert json.loads(rejected)["data"]["message"] == "stage load: no signature"
+    ((_, dlq_key, letter, headers),) = publisher.on(TOPICS.promotion_dlq)
+    assert (dlq_key, letter) == (b"iris-clf", raw)
+    assert headers["x-dlq-reason-code"] == "missing_signature"
+    assert headers["x-dlq-error-type"] == "permanent"
+    assert headers["x-dlq-source-offset"] == "7"
+    assert headers["trace"] == "t-1", "the record's own headers are kept"
+    assert headers["x-replay-count"] == "0"
+
+
+async def test_transient_failures_are_retried_then_dead_lettered() -> None:
+    promoter = FakePromoter([TransientFailure("Triton 127.0.0.1:1 is unreachable")] * 3)
+    svc, publisher = service(promoter, max_attempts=3)
+
+    await svc.handle_batch([Rec(promotion_requested(version=1).to_json_bytes(), 0)])
+
+    assert len(promoter.calls) == 3
+    ((_, _, _, headers),) = publisher.on(TOPICS.promotion_dlq)
+    assert headers["x-dlq-reason-code"] == "retries_exhausted"
+    assert headers["x-dlq-attempts"] == "3"
+    assert "gave up after 3 attempts at stage load: Triton 127.0.0.1:1 is unreachable" in headers["x-dlq-reason"]
+
+
+async def test_a_transient_failure_that_recovers_is_served() -> None:
+    promoter = FakePromoter([TransientFailure("MLflow 503")])
+    svc, publisher = service(promoter, max_attempts=3)
+
+    await svc.handle_batch([Rec(promotion_requested(version=1).to_json_bytes(), 0)])
+
+    assert len(publisher.on(TOPICS.model_ready)) == 1
+    assert publisher.on(TOPICS.promotion_dlq) == []
+
+
+@pytest.mark.parametrize("raw", [b"{", b'{"type": "io.modelpromoter.promotion.requested.v1"}'])
+async def test_malformed_records_go_to_the_dlq_and_the_batch_goes_on(raw: bytes) -> None:
+    promoter = FakePromoter()
+    svc, publisher = service(promoter)
+
+    await svc.handle_batch([Rec(raw, 0, key=None), Rec(promotion_requested().to_json_bytes(), 1)])
+
+    ((_, key, letter, headers),) = publisher.on(TOPICS.promotion_dlq)
+    assert (key, letter) == (None, raw)
+    assert headers["x-dlq-error-type"] == "malformed"
+    assert "x-dlq-event-id" not in headers
+    assert len(publisher.on(TOPICS.model_ready)) == 1
+
+
+async def test_unserve_stops_a_served_alias_with_a_greater_generation() -> None:
+    svc, publisher = service(FakePromoter())
+    await svc.handle_batch([Rec(promotion_requested(version=1).to_json_bytes(), 0)])
+
+    await svc.handle_batch([Rec(promotion_requested(action="unserve").to_json_bytes(), 1)])
+
+    ready, stopped = (json.loads(m[2]) for m in publisher.on(TOPICS.model_ready))
+    assert stopped["type"] == "io.modelpromoter.serving.stopped.v1"
+    assert stopped["data"]["generation"] > ready["data"]["generation"]
+    assert svc.state.served("iris-clf", "champion") is None
+
+
+async def test_unserving_an_alias_that_is_not_served_still_answers() -> None:
+    svc, publisher = service(FakePromoter())
+
+    await svc.handle_batch([Rec(promotion_requested(alias="ghost", action="unserve").to_json_bytes(), 0)])
+
+    (stopped,) = (json.loads(m[2]) for m in publisher.on(TOPICS.model_ready))
+    assert stopped["type"] == "io.modelpromoter.serving.stopped.v1"
+    assert stopped["data"]["alias"] == "ghost"
