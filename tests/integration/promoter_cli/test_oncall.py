@@ -25,7 +25,7 @@ from schemas.model_ready import ModelReady
 from schemas.topics import GATEWAY_STATUS, MODEL_READY, PROMOTION_DLQ
 from tests.event_samples import all_events
 from tests.gateway_harness import running_gateways
-from tests.integration.test_worker_failures import frozen
+from tests.integration.worker.test_failures import frozen
 from tests.worker_harness import (
     events_about,
     produce,
