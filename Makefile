@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo lint typecheck unit integration bench schemas stack clean
+.PHONY: install test demo lint typecheck unit integration bench chaos schemas stack clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11" >&2; exit 1; }
@@ -51,3 +51,7 @@ stack: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .bench .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+
+# The fault suite on the real local stack: break it on purpose, print the figures, write .bench/chaos.json.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos

@@ -48,6 +48,7 @@ class StageClock:
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         self.current = name
+        log.info("stage started", stage=name)  # on-call (and the fault suite) can tell where a promotion is
         began = time.perf_counter()
         try:
             yield

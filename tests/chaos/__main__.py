@@ -1,0 +1,111 @@
+"""``make chaos``: every fault the README promises to survive, caused for real, measured into .bench/chaos.json.
+
+The system: the local stack with a second Triton on the same model repository, one worker (registry
+reconcile every 10 s), the webhook ingress registered in MLflow, two gateways, and constant-rate
+``tritonclient.http`` load by registered model name. Scenarios run one after another on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from mlflow import MlflowClient
+
+from tests.chaos.scenarios import (
+    Run,
+    first_version,
+    lost_webhook,
+    mlflow_down,
+    poison,
+    triton_down,
+    triton_restart,
+    worker_kill,
+)
+from tests.chaos.system import chaos_system
+
+BENCH = Path(".bench")
+WORKER_ENV = {
+    "PROMOTER_WORKER_RECONCILE_INTERVAL_S": "10",
+    "PROMOTER_WORKER_RETIRE_GRACE_S": "30",
+    "PROMOTER_WORKER_MAX_ATTEMPTS": "3",
+    "PROMOTER_WORKER_BACKOFF_INITIAL_S": "0.5",
+}
+Scenario = Callable[[Run], Awaitable[dict[str, Any]]]
+SCENARIOS: tuple[tuple[str, Scenario], ...] = (
+    ("first promotion", first_version),
+    ("one of two Tritons SIGKILLed and restarted under load", triton_restart),
+    ("one of two Tritons stopped for 10 s under load", triton_down),
+    ("a client sending NaN rows among four good clients", poison),
+    ("worker SIGKILLed in each promotion stage", worker_kill),
+    ("webhook lost while the ingress is down", lost_webhook),
+    ("MLflow down during a promotion, then a dead-letter replay", mlflow_down),
+)
+
+GOALS = (
+    ("triton_restart_failed_requests", "== 0"),
+    ("triton_restart_restore_s", "<= bare_load_s + 2"),
+    ("triton_down_failed_requests", "== 0"),
+    ("poison_good_failed", "== 0"),
+    ("lost_webhook_recovered_s", "<= 20"),
+    ("mlflow_down_failed_requests", "== 0"),
+)
+
+
+def _met(figures: dict[str, Any], key: str) -> bool | None:
+    value = figures.get(key)
+    if value is None:
+        return None
+    if key == "triton_restart_restore_s":
+        return bool(value <= figures.get("bare_load_s", 0) + 2)
+    if key == "lost_webhook_recovered_s":
+        return bool(value <= 20)
+    return bool(value == 0)
+
+
+async def run_all(run_dir: Path) -> dict[str, Any]:
+    figures: dict[str, Any] = {"errors": {}}
+    with chaos_system(run_dir, worker_env=WORKER_ENV) as system:
+        async with httpx.AsyncClient(timeout=10) as http:
+            run = Run(system=system, http=http, registry=MlflowClient(system.stack.mlflow_tracking_uri))
+            for title, scenario in SCENARIOS:
+                print(f"- {title} ...", flush=True)
+                began = time.monotonic()
+                try:
+                    result = await scenario(run)
+                except Exception as error:
+                    figures["errors"][scenario.__name__] = f"{type(error).__name__}: {error}"
+                    traceback.print_exc()
+                    if scenario is first_version:
+                        break
+                    continue
+                figures.update(result)
+                print(f"  {json.dumps(result)} ({time.monotonic() - began:.0f} s)", flush=True)
+    figures["goals"] = {key: {"goal": goal, "met": _met(figures, key)} for key, goal in GOALS}
+    return figures
+
+
+def main() -> int:
+    run_dir = Path(tempfile.mkdtemp(prefix="chaos-"))
+    print(f"chaos suite: logs under {run_dir}", flush=True)
+    figures = asyncio.run(run_all(run_dir))
+    BENCH.mkdir(exist_ok=True)
+    (BENCH / "chaos.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print("\ngoal                               measured   goal")
+    for key, verdict in figures["goals"].items():
+        mark = {True: "met", False: "MISSED", None: "not measured"}[verdict["met"]]
+        print(f"{key:<34} {figures.get(key)!s:>9}   {verdict['goal']:<18} {mark}")
+    print(f"wrote {BENCH / 'chaos.json'}")
+    return 1 if figures["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
