@@ -42,12 +42,14 @@ class Stage:
     def args_of(self, instruction: str) -> list[str]:
         return [args for name, args in self.instructions if name == instruction]
 
+    def build_args(self) -> dict[str, str]:
+        return dict(arg.partition("=")[::2] for arg in self.args_of("ARG"))
 
-def parse_dockerfile(path: Path) -> tuple[dict[str, str], list[Stage]]:
-    """Global ARGs and the stages, each with its (INSTRUCTION, arguments), continuation lines joined."""
+
+def parse_dockerfile(path: Path) -> list[Stage]:
+    """The stages, each with its (INSTRUCTION, arguments), continuation lines joined."""
     lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
     text = re.sub(r"\\\n", " ", "\n".join(lines))
-    global_args: dict[str, str] = {}
     stages: list[Stage] = []
     for line in filter(None, (raw.strip() for raw in text.splitlines())):
         instruction, _, args = line.partition(" ")
@@ -57,18 +59,13 @@ def parse_dockerfile(path: Path) -> tuple[dict[str, str], list[Stage]]:
             stages.append(Stage(base=base.strip(), name=alias.strip() or None))
         elif stages:
             stages[-1].instructions.append((instruction, args))
-        elif instruction == "ARG":
-            name, _, default = args.partition("=")
-            global_args[name] = default
-    return global_args, stages
-
-
-def _stage_args(stage: Stage) -> dict[str, str]:
-    return dict(arg.partition("=")[::2] for arg in stage.args_of("ARG"))
+        else:
+            raise ValueError(f"{path}: {instruction} before FROM is not read by these tests")
+    return stages
 
 
 def test_service_image_builds_the_wheel_then_installs_only_it_as_uid_10001() -> None:
-    _, stages = parse_dockerfile(SERVICE_DOCKERFILE)
+    stages = parse_dockerfile(SERVICE_DOCKERFILE)
     build, runtime = stages[0], stages[-1]
     assert len(stages) >= 2, "multi-stage: the wheel is built in its own stage"
     assert build.name
@@ -84,7 +81,7 @@ def test_service_image_builds_the_wheel_then_installs_only_it_as_uid_10001() -> 
 
 def test_no_image_installs_an_editable_checkout() -> None:
     for path in (SERVICE_DOCKERFILE, TRITON_DOCKERFILE):
-        for stage in parse_dockerfile(path)[1]:
+        for stage in parse_dockerfile(path):
             for run in stage.args_of("RUN"):
                 assert not re.search(r"pip install[^&]*(\s-e\s|--editable)", run), f"{path.name}: {run}"
 
@@ -92,7 +89,7 @@ def test_no_image_installs_an_editable_checkout() -> None:
 def test_service_image_copies_every_package_the_wheel_holds() -> None:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
-    _, stages = parse_dockerfile(SERVICE_DOCKERFILE)
+    stages = parse_dockerfile(SERVICE_DOCKERFILE)
     copied = {source.rstrip("/") for args in stages[0].args_of("COPY") for source in args.split()[:-1]}
     assert packages | {"pyproject.toml", "README.md"} <= copied
     ignored = {line.strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()}
@@ -131,12 +128,10 @@ def test_triton_pins_cover_every_import_of_model_py() -> None:
 
 
 def test_triton_image_is_the_local_stack_release_with_a_stub_for_the_pins_python() -> None:
-    global_args, stages = parse_dockerfile(TRITON_DOCKERFILE)
-    (stage,) = stages
+    (stage,) = parse_dockerfile(TRITON_DOCKERFILE)
     local_pytriton = metadata.version("nvidia-pytriton")
     assert stage.base == NGC_IMAGE_OF_PYTRITON[local_pytriton]
-    args = _stage_args(stage) | global_args
-    assert args["PYTRITON_VERSION"] == local_pytriton, "the stub must come from the local stack's Triton release"
+    assert stage.build_args()["PYTRITON_VERSION"] == local_pytriton, "the stub of the local stack's Triton release"
     runs = " ".join(stage.args_of("RUN"))
     assert "--requirement /opt/model-promoter/requirements.txt" in runs
     assert "deploy/triton/requirements.txt /opt/model-promoter/requirements.txt" in stage.args_of("COPY")
