@@ -172,7 +172,7 @@ def test_every_service_and_triton_is_scraped() -> None:
     assert set(monitors) == {*SERVICES, "triton"}
     for app, endpoints in monitors.items():
         workload = next(
-            o for o in OBJECTS if o["kind"] in {"Deployment", "StatefulSet"} and o["metadata"]["name"] in {app}
+            o for o in OBJECTS if o["kind"] in {"Deployment", "StatefulSet"} and o["metadata"]["name"] == app
         )
         port_names = {p["name"] for p in _container(workload)["ports"]}
         assert {e["port"] for e in endpoints} <= port_names
