@@ -151,10 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="rewrite the manifests instead of checking them")
     args = parser.parse_args(argv)
-    stale = [path for path, text in rendered().items() if not path.is_file() or path.read_text() != text]
+    files = rendered()
+    stale = [path for path, text in files.items() if not path.is_file() or path.read_text() != text]
     if args.write:
         for path in stale:
-            path.write_text(rendered()[path])
+            path.write_text(files[path])
             print(f"wrote {path}")
         return 0
     for path in stale:
