@@ -12,7 +12,7 @@ SHADOW_OUTCOMES = ("ok", "error", "timeout", "unavailable", "dropped")
 MERGE_OUTCOMES = ("merged", "retried_alone", "failed")
 UNKNOWN_MODEL = "unknown"
 #: Why an inference was sent again to another endpoint: it failed before Triton ran it.
-RETRY_REASONS = ("unreachable", "reset", "unavailable", "unknown_model")
+RETRY_REASONS = ("unreachable", "reset", "unavailable", "unknown_model", "trial_timeout")
 #: What an ejection takes out of rotation: one endpoint for every model, or one (endpoint, Triton model) pair.
 EJECTION_SCOPES = ("endpoint", "model")
 #: Finer than the shared buckets at the low end: a proxied inference takes a few milliseconds.
@@ -75,7 +75,8 @@ class GatewayMetrics:
         self.upstream_retries = Counter(
             "gateway_upstream_retries_total",
             "Inferences sent again to another Triton endpoint because the first failed before Triton ran them, "
-            "by reason (unreachable, reset, unavailable: HTTP 503, unknown_model: not loaded or not ready there).",
+            "by reason (unreachable, reset, unavailable: HTTP 503, unknown_model: not loaded or not ready there, "
+            "trial_timeout: an ejected endpoint's trial got no answer within half the deadline).",
             ["reason"],
             registry=self.registry,
         )

@@ -4,7 +4,9 @@ Which endpoint: :class:`gateway.endpoint_rotation.EndpointRotation`. An inferenc
 endpoint before Triton ran it (no connection, the connection dropped before any answer byte, HTTP 503,
 or Triton answering that it does not have the routed model ready) is sent once more to another endpoint,
 within the same deadline; never after Triton may have run it (a timeout, a partial answer, a 4xx about
-the caller's input, a 5xx from the model).
+the caller's input, a 5xx from the model). One exception, bounded: a request sent to an ejected endpoint
+as its trial that gets no answer within half its deadline is sent elsewhere with the other half (the
+endpoint failed before; a caller must not pay for trying it).
 
 Mapping (never a stack trace to a client): Triton unreachable or 503 -> 503, timeout -> 504, a Triton
 5xx -> 502 with its message, a Triton 4xx about the request (or a 5xx naming the caller's data) -> 400
@@ -39,6 +41,8 @@ _CALLER_FAULTS = (
     "contains nan",
     "contains infinity",
 )
+#: The share of a request's deadline it may spend as the trial of an ejected endpoint (the rest is for the retry).
+TRIAL_SHARE = 0.5
 # Answers are always asked uncompressed (no Accept-Encoding): the gateway rewrites their JSON header.
 _FORWARDED_REQUEST_HEADERS = ("content-type", INFER_HEADER_LENGTH, "content-encoding")
 
@@ -139,10 +143,13 @@ class TritonUpstream:
         forwarded = {name: headers[name] for name in _FORWARDED_REQUEST_HEADERS if name in headers}
         path = _infer_path(triton_model)
         rotation = self.rotation
+        deadline_s = self._timeout_s if within_s is None else within_s
         try:
-            async with asyncio.timeout(self._timeout_s if within_s is None else within_s):
+            async with asyncio.timeout(deadline_s):
                 choice = rotation.choose(triton_model)
                 try:
+                    if choice.trials and len(self._pools) > 1:
+                        return await self._trial(choice, triton_model, path, body, forwarded, deadline_s)
                     return await self._attempt(choice, triton_model, path, body, forwarded)
                 except UpstreamError as error:
                     if error.retry_reason is None:
@@ -154,6 +161,24 @@ class TritonUpstream:
                 return await self._attempt(again, triton_model, path, body, forwarded)
         except TimeoutError:
             raise self.deadline_error() from None
+
+    async def _trial(
+        self, choice: Choice, triton_model: str, path: str, body: bytes, forwarded: dict[str, str], deadline_s: float
+    ) -> UpstreamResponse:
+        """A caller's request sent to an ejected endpoint as its trial. It gets only ``TRIAL_SHARE`` of the deadline:
+        an endpoint that failed before and now does not answer in time (a Triton busy loading models, half up)
+        fails its trial, and the request goes to an endpoint in rotation with the rest of its deadline."""
+        budget = asyncio.timeout(deadline_s * TRIAL_SHARE)
+        try:
+            async with budget:
+                return await self._attempt(choice, triton_model, path, body, forwarded)
+        except TimeoutError:
+            if not budget.expired():
+                raise
+        scope = ENDPOINT_SCOPE if (choice.index, None) in choice.trials else MODEL_SCOPE
+        self.rotation.failed(choice, triton_model, scope=scope, reason="trial_timeout")
+        message = f"Triton {self._pools[choice.index].endpoint.authority} did not answer a trial request in time"
+        raise UpstreamError(504, message, "timeout", retry_reason="trial_timeout")
 
     async def _attempt(
         self, choice: Choice, triton_model: str, path: str, body: bytes, forwarded: dict[str, str]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -118,11 +119,11 @@ def v2_body(rows: np.ndarray[Any, Any]) -> bytes:
 
 @dataclass
 class Load:
-    """Answers seen by the load's clients: (client, HTTP status, body when not 200)."""
+    """Answers seen by the load's clients: (client, HTTP status, body when not 200, sent at (unix time))."""
 
-    results: list[tuple[str, int, str]] = field(default_factory=list)
+    results: list[tuple[str, int, str, float]] = field(default_factory=list)
 
-    def failures(self) -> list[tuple[str, int, str]]:
+    def failures(self) -> list[tuple[str, int, str, float]]:
         return [result for result in self.results if result[1] != 200]
 
 
@@ -134,7 +135,7 @@ async def steady_load(gateway: GatewayHandle, model: str, alias: str = "champion
     stop = asyncio.Event()
     rows = iris_rows()
     v2_url = f"{gateway.url}/v2/models/{model}/infer?alias={alias}"
-    requests = {
+    requests: dict[str, tuple[str, dict[str, Any]]] = {
         "v2-one-row": (v2_url, {"content": v2_body(rows[:1])}),
         "v2-one-row-b": (v2_url, {"content": v2_body(rows[5:6])}),
         "v2-three-rows": (v2_url, {"content": v2_body(rows[10:13])}),
@@ -143,12 +144,14 @@ async def steady_load(gateway: GatewayHandle, model: str, alias: str = "champion
 
     async def client(name: str, url: str, body: dict[str, Any], http: httpx.AsyncClient) -> None:
         while not stop.is_set():
+            sent = time.time()
             try:
                 response = await http.post(url, headers={"content-type": "application/json"}, **body)
             except httpx.HTTPError as error:
-                load.results.append((name, 0, repr(error)))
+                load.results.append((name, 0, repr(error), sent))
                 continue
-            load.results.append((name, response.status_code, "" if response.status_code == 200 else response.text))
+            text = "" if response.status_code == 200 else response.text
+            load.results.append((name, response.status_code, text, sent))
 
     async with httpx.AsyncClient(timeout=30) as http:
         tasks = [asyncio.create_task(client(name, url, body, http)) for name, (url, body) in requests.items()]
@@ -158,6 +161,11 @@ async def steady_load(gateway: GatewayHandle, model: str, alias: str = "champion
         finally:
             stop.set()
             await asyncio.gather(*tasks)
+
+
+def assert_no_failures(load: Load, gateway: GatewayHandle) -> None:
+    failures = load.failures()
+    assert not failures, f"{len(failures)} of {len(load.results)} failed: {failures[:5]}\n{gateway.process.tail(80)}"
 
 
 async def answered_after(load: Load, count: int, *, timeout_s: float, what: str) -> None:
@@ -177,7 +185,7 @@ async def test_a_killed_triton_fails_no_request(fleet: Fleet) -> None:
         )
         await answered_after(load, 100, timeout_s=60, what="requests answered with one Triton dead")
         assert gateway.get("/ready").status_code == 200  # one good endpoint left: still ready
-    assert not load.failures(), load.failures()[:5]
+    assert_no_failures(load, gateway)
     assert gateway.metric("gateway_upstream_retries_total") >= 1
     assert gateway.metric("gateway_ejected_upstreams", scope="endpoint") == 1
 
@@ -206,7 +214,7 @@ async def test_a_triton_restarted_empty_fails_no_request_and_is_readmitted_once_
         served = victim.answered(champion)
         await answered_after(load, 40, timeout_s=60, what="requests answered after the re-admission")
         assert victim.answered(champion) > served  # it takes its share again
-    assert not load.failures(), load.failures()[:5]
+    assert_no_failures(load, gateway)
     assert gateway.metric("gateway_ejected_upstreams") == 0
     log = gateway.process.log_text()
     assert "Triton endpoint out of rotation" in log
@@ -252,6 +260,6 @@ async def test_a_nan_row_gets_a_400_naming_it_while_other_callers_are_answered(f
             assert str(binary.status()) == "400", binary
             assert "NaN" in str(binary.message())
         await answered_after(load, 40, timeout_s=60, what="good requests answered beside the NaN ones")
-    assert not load.failures(), load.failures()[:5]
+    assert_no_failures(load, gateway)
     assert gateway.metric("gateway_endpoint_ejections_total") == ejections  # the caller's fault ejects nothing
     assert gateway.metric("gateway_upstream_retries_total") == retries  # and is never sent twice

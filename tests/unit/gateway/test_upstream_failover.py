@@ -48,6 +48,7 @@ class FakeTriton:
 
     missing: set[str] = field(default_factory=set)
     unavailable: set[str] = field(default_factory=set)
+    hanging: set[str] = field(default_factory=set)  # answered once ``release`` is set
     seen: Counter[str] = field(default_factory=Counter)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     endpoint: str = ""
@@ -60,7 +61,7 @@ class FakeTriton:
             scripted = (404, f"Request for unknown model: '{model}' has no available versions")
         elif model in self.unavailable:
             scripted = (503, "Server not ready")
-        elif model == "slow":
+        elif model == "slow" or model in self.hanging:
             await self.release.wait()
         if scripted is not None:
             return web.json_response({"error": scripted[1]}, status=scripted[0])
@@ -198,6 +199,26 @@ async def test_the_pair_is_readmitted_once_a_trial_is_answered(serve: Serve, ups
     assert empty.seen[MODEL] >= before + 3  # back in the round robin
     assert metric(upstream, "gateway_endpoint_readmissions_total", endpoint=empty.endpoint, scope="model") == 1
     assert metric(upstream, "gateway_ejected_upstreams", scope="model") == 0
+
+
+async def test_a_trial_that_does_not_answer_gets_half_the_deadline_then_goes_elsewhere(
+    serve: Serve, upstreams: Any
+) -> None:
+    suspect, good = FakeTriton(missing={MODEL}), FakeTriton()
+    upstream = await upstreams(await serve(suspect), await serve(good), timeout_s=1.0, backoff=Backoff(0.05, 0.05))
+    await answered(upstream, 1)
+    suspect.missing.clear()
+    suspect.hanging.add(MODEL)  # half up: it takes the request and does not answer
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while suspect.seen[MODEL] < 2:  # one request at a time until one is the trial
+        assert loop.time() < deadline, "no trial within 5 s"
+        began = loop.time()
+        await answered(upstream, 1)
+        took = loop.time() - began
+    assert 0.5 <= took < 1.0  # half the deadline on the trial, then answered elsewhere
+    assert metric(upstream, "gateway_upstream_retries_total", reason="trial_timeout") == 1
+    assert upstream.rotation.ejected() == {(suspect.endpoint, MODEL): "trial_timeout"}
 
 
 @pytest.mark.parametrize(
