@@ -1,6 +1,6 @@
 """Prometheus metrics of a gateway replica. Labels are bounded: models and aliases come from the log,
 an unknown model is counted as ``unknown``, Triton endpoints come from the settings, APIs, outcomes,
-retry reasons and ejection scopes are fixed sets."""
+retry reasons and ejection scopes (``gateway.endpoint_rotation``) are fixed sets."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ MERGE_OUTCOMES = ("merged", "retried_alone", "failed")
 UNKNOWN_MODEL = "unknown"
 #: Why an inference was sent again to another endpoint: it failed before Triton ran it.
 RETRY_REASONS = ("unreachable", "reset", "unavailable", "unknown_model", "trial_timeout")
-#: What an ejection takes out of rotation: one endpoint for every model, or one (endpoint, Triton model) pair.
-EJECTION_SCOPES = ("endpoint", "model")
 #: Finer than the shared buckets at the low end: a proxied inference takes a few milliseconds.
 REQUEST_BUCKETS_S: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, *LATENCY_BUCKETS_S[3:])
 
@@ -89,7 +87,8 @@ class GatewayMetrics:
         )
         self.readmissions = Counter(
             "gateway_endpoint_readmissions_total",
-            "Ejected Triton endpoints let back into rotation (a trial request succeeded), by endpoint and scope.",
+            "Ejected Triton endpoints let back into rotation (Triton answered a request there, or no request tried it "
+            "for 60 s), by endpoint and scope.",
             ["endpoint", "scope"],
             registry=self.registry,
         )

@@ -39,7 +39,7 @@ def rotation(clock: Clock, endpoints: list[str] | None = None) -> EndpointRotati
 
 
 def sample(rotation: EndpointRotation, model: str, count: int) -> Counter[int]:
-    """Where ``count`` first tries of ``model`` go, each answered (so trials are let back in as they come)."""
+    """Where ``count`` first tries of ``model`` go (none of them reports back)."""
     chosen: Counter[int] = Counter()
     for _ in range(count):
         choice = rotation.choose(model)
