@@ -66,7 +66,7 @@ class UpstreamResponse:
     headers: dict[str, str]
 
 
-def http_error(status: int, body: bytes) -> UpstreamError:
+def _http_error(status: int, body: bytes) -> UpstreamError:
     """What Triton's error answer (``status`` >= 400) means for the caller."""
     message = _error_text(status, body)
     lowered = message.lower()
@@ -212,7 +212,7 @@ class TritonUpstream:
         if answer.status < 400:
             rotation.answered(choice, triton_model)
             return UpstreamResponse(answer.status, answer.body, answer.headers)
-        refusal = http_error(answer.status, answer.body)
+        refusal = _http_error(answer.status, answer.body)
         if refusal.retry_reason is None:
             rotation.answered(choice, triton_model)
         else:
