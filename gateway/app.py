@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
 from gateway.acks import StatusPublisher
+from gateway.endpoint_rotation import Backoff
 from gateway.inference import InferenceService
 from gateway.log_follower import LogFollower
 from gateway.metrics import GatewayMetrics
@@ -92,7 +93,12 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
     settings = config.gateway
     metrics = GatewayMetrics()
     state = RoutingState()
-    upstream = TritonUpstream(config.triton, connect_timeout_s=settings.triton_connect_timeout_s)
+    upstream = TritonUpstream(
+        config.triton,
+        connect_timeout_s=settings.triton_connect_timeout_s,
+        backoff=Backoff(settings.ejection_backoff_initial_s, settings.ejection_backoff_max_s),
+        metrics=metrics,
+    )
     status = StatusPublisher(
         config.kafka, config.topics.gateway_status, settings.gateway_id, settings.heartbeat_interval_s
     )

@@ -24,7 +24,6 @@ from runtime.logging import get_logger
 log = get_logger(__name__)
 
 ALIAS_HEADER = "x-model-alias"
-VERSION_HEADER = "x-model-version"
 _MAX_CACHED_SERIES = 10_000
 
 

@@ -1,5 +1,6 @@
 """Prometheus metrics of a gateway replica. Labels are bounded: models and aliases come from the log,
-an unknown model is counted as ``unknown``, APIs and outcomes are fixed sets."""
+an unknown model is counted as ``unknown``, Triton endpoints come from the settings, APIs, outcomes,
+retry reasons and ejection scopes (``gateway.endpoint_rotation``) are fixed sets."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from runtime.metrics import LATENCY_BUCKETS_S, bounded_label, new_registry
 
-APIS = ("v2", "predict")
 SHADOW_OUTCOMES = ("ok", "error", "timeout", "unavailable", "dropped")
 MERGE_OUTCOMES = ("merged", "retried_alone", "failed")
 UNKNOWN_MODEL = "unknown"
+#: Why an inference was sent again to another endpoint: it failed before Triton ran it.
+RETRY_REASONS = ("unreachable", "reset", "unavailable", "unknown_model", "trial_timeout")
 #: Finer than the shared buckets at the low end: a proxied inference takes a few milliseconds.
 REQUEST_BUCKETS_S: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, *LATENCY_BUCKETS_S[3:])
 
@@ -68,6 +70,35 @@ class GatewayMetrics:
             ["model"],
             registry=self.registry,
         )
+        self.upstream_retries = Counter(
+            "gateway_upstream_retries_total",
+            "Inferences sent again to another Triton endpoint because the first failed before Triton ran them, "
+            "by reason (unreachable, reset, unavailable: HTTP 503, unknown_model: not loaded or not ready there, "
+            "trial_timeout: an ejected endpoint's trial got no answer within half the deadline).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.ejections = Counter(
+            "gateway_endpoint_ejections_total",
+            "Triton endpoints taken out of rotation, by endpoint and scope (endpoint: for every model, model: for "
+            "one Triton model).",
+            ["endpoint", "scope"],
+            registry=self.registry,
+        )
+        self.readmissions = Counter(
+            "gateway_endpoint_readmissions_total",
+            "Ejected Triton endpoints let back into rotation (Triton answered a request there, or no request tried it "
+            "for 60 s), by endpoint and scope.",
+            ["endpoint", "scope"],
+            registry=self.registry,
+        )
+        self.ejected = Gauge(
+            "gateway_ejected_upstreams",
+            "Out of rotation now: whole Triton endpoints (scope endpoint) and (endpoint, Triton model) pairs "
+            "(scope model).",
+            ["scope"],
+            registry=self.registry,
+        )
         self.ready = Gauge("gateway_ready", "1 once the serving-state log is replayed.", registry=self.registry)
         self.routes = Gauge("gateway_routes", "Aliases currently routed.", registry=self.registry)
 
@@ -78,3 +109,6 @@ class GatewayMetrics:
         self.merged_inferences.labels(model, bounded_label(outcome, MERGE_OUTCOMES)).inc()
         if requests:
             self.merged_requests.labels(model).inc(requests)
+
+    def upstream_retry(self, reason: str) -> None:
+        self.upstream_retries.labels(bounded_label(reason, RETRY_REASONS)).inc()

@@ -30,6 +30,15 @@ class GatewaySettings(PromoterSettings):
     )
     heartbeat_interval_s: float = Field(5.0, gt=0, description="Period of the heartbeat on gateway.status.")
     triton_connect_timeout_s: float = Field(1.0, gt=0, description="Deadline to connect to Triton.")
+    ejection_backoff_initial_s: float = Field(
+        0.5,
+        gt=0,
+        description=(
+            "How long a failing Triton endpoint (or endpoint and model) stays out of rotation before one trial "
+            "request; doubles after every failed trial."
+        ),
+    )
+    ejection_backoff_max_s: float = Field(5.0, gt=0, description="Longest time out of rotation before a trial.")
     max_request_bytes: int = Field(
         64 * 1024 * 1024, ge=1, description="Largest request body accepted; larger ones get a 413."
     )

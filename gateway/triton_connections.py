@@ -10,11 +10,16 @@ or chunked body; one exchange per connection at a time (no pipelining); idle con
 newest first; a reused connection the peer closed while idle is retried once on a fresh one (inference
 has no side effects). A cancelled or failed exchange closes its connection: a late answer can never be
 read as the answer to the next request.
+
+Failures say how far the request got, so the caller can tell what is safe to send elsewhere:
+:class:`UnreachableError` (no connection: nothing was sent), :class:`UnansweredError` (the connection
+closed before a single byte of the answer), and a ``ConnectionResetError`` once part of the answer came.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,11 +36,19 @@ class RawResponse:
     body: bytes
 
 
-class ConnectTimeoutError(ConnectionError):
+class UnreachableError(ConnectionError):
+    """No TCP (or TLS) connection to the endpoint (refused, unreachable, handshake failed): nothing was sent."""
+
+
+class ConnectTimeoutError(UnreachableError):
     """No TCP (or TLS) connection to the endpoint within the connect deadline."""
 
 
-class StaleConnectionError(ConnectionError):
+class UnansweredError(ConnectionError):
+    """The connection closed before a single byte of the answer came (the peer died or reset it)."""
+
+
+class StaleConnectionError(UnansweredError):
     """The peer closed a reused keep-alive connection before answering a byte (safe to send again)."""
 
 
@@ -94,6 +107,8 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.reused and not self._answered_bytes:
             self._fail(StaleConnectionError("the idle keep-alive connection was closed by the peer"))
+        elif not self._answered_bytes:
+            self._fail(UnansweredError("the connection was closed before any byte of the answer"))
         else:
             self._fail(ConnectionResetError("the connection was closed before the answer was complete"))
 
@@ -184,6 +199,9 @@ class ConnectionPool:
                 )
         except TimeoutError:
             raise ConnectTimeoutError(f"no connection within {self._connect_timeout_s} s") from None
+        except OSError as error:  # refused, unreachable, TLS handshake
+            reason = os.strerror(error.errno) if error.errno else str(error) or type(error).__name__
+            raise UnreachableError(reason) from error
         self._open.add(connection)
         return connection
 

@@ -14,6 +14,8 @@ from gateway.triton_connections import (
     Endpoint,
     ProtocolError,
     StaleConnectionError,
+    UnansweredError,
+    UnreachableError,
 )
 
 Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]  # -> keep the connection open?
@@ -183,9 +185,18 @@ async def test_header_injection_is_refused(scripted: Start) -> None:
     assert server.requests == []
 
 
-async def test_nothing_listening_is_a_connection_error() -> None:
+async def test_nothing_listening_is_unreachable() -> None:
     pool = ConnectionPool(Endpoint("127.0.0.1", 9, tls=False), max_connections=1, connect_timeout_s=1)
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(UnreachableError, match="Connection refused"):
+        await pool.post("/x", b"{}", {})
+
+
+async def test_a_connection_closed_before_any_answer_byte_is_unanswered(scripted: Start) -> None:
+    async def hang_up(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        return False  # closes without a byte
+
+    _, pool = await scripted(hang_up)
+    with pytest.raises(UnansweredError, match="before any byte of the answer"):
         await pool.post("/x", b"{}", {})
 
 
@@ -217,5 +228,7 @@ def test_bad_endpoint_is_refused() -> None:
         Endpoint.parse("ftp://triton:21")
 
 
-def test_stale_error_is_a_connection_error() -> None:
-    assert issubclass(StaleConnectionError, ConnectionError)
+def test_stale_error_is_an_unanswered_connection_error() -> None:
+    assert issubclass(StaleConnectionError, UnansweredError)
+    assert issubclass(UnansweredError, ConnectionError)
+    assert issubclass(ConnectTimeoutError, UnreachableError)
