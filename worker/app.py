@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from functools import partial
 
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
@@ -157,8 +156,9 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
             ("/ready", ready),
             ("/metrics", prometheus),
         ],
-        # The first hook runs in a thread, before the broker consumes anything.
-        on_startup=[partial(remove_abandoned_staging_dirs, config.triton.model_repository), start_state],
+        # Before the broker consumes anything. FastStream runs a sync hook in a thread; a lambda, as it
+        # validates a hook's annotated return value.
+        on_startup=[lambda: remove_abandoned_staging_dirs(config.triton.model_repository), start_state],
         on_shutdown=[stop_state],
         asyncapi_path="/docs/asyncapi",
         logger=logging.getLogger("faststream.app"),
