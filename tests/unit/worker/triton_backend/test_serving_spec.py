@@ -10,18 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from worker.flavors.flavor import ServedTensors
 from worker.flavors.sklearn import FLAVOR as SKLEARN
 from worker.staging import stage_model
 from worker.triton_backend.serving_spec import ServingSpec, ServingSpecError
 
-SKLEARN_SPEC = ServingSpec(
-    loader="sklearn",
-    input="input",
-    output="output",
-    columns=("sepal length (cm)", "sepal width (cm)"),
-    model_file="model.skops",
-    serialization_format="skops",
-    skops_trusted_types=("sklearn.tree._tree.Tree",),
+# As the worker plans it for an MLmodel's sklearn flavor section.
+SKLEARN_SPEC = SKLEARN.serving_spec(
+    {
+        "pickled_model": "model.skops",
+        "serialization_format": "skops",
+        "skops_trusted_types": ["sklearn.tree._tree.Tree"],
+    },
+    ServedTensors(input="input", output="output", columns=("sepal length (cm)", "sepal width (cm)")),
 )
 # serving.json exactly as the worker staged it before the spec was typed (commit d60e8c3).
 STAGED_BEFORE_THE_TYPE = {
