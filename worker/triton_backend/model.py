@@ -25,8 +25,8 @@ from typing import Any, Protocol
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by Triton's python backend stub
 
-# Triton imports this file as ``<version>.model`` with the version directory's parent on sys.path,
-# so the relative import finds the serving_spec.py staged beside it (and the package's inside the project).
+# Triton's stub imports this file as module ``<version>.model`` (the model directory is on sys.path),
+# so this finds the serving_spec.py staged beside it; in the project, worker/triton_backend/serving_spec.py.
 from .serving_spec import SERVING_SPEC_FILE, ServingSpec, ServingSpecError
 
 
@@ -42,16 +42,19 @@ def _load_sklearn(model_dir: str, spec: ServingSpec) -> Predictor:
         import skops.io  # noqa: PLC0415
 
         trusted = list(spec.skops_trusted_types) if spec.skops_trusted_types is not None else None
-        return skops.io.load(path, trusted=trusted)  # type: ignore[no-any-return]
+        estimator: Predictor = skops.io.load(path, trusted=trusted)
+        return estimator
     if spec.serialization_format == "cloudpickle":
         import cloudpickle  # noqa: PLC0415
 
         with open(path, "rb") as handle:
-            return cloudpickle.load(handle)  # type: ignore[no-any-return]
+            estimator = cloudpickle.load(handle)
+        return estimator
     import pickle  # noqa: PLC0415
 
     with open(path, "rb") as handle:
-        return pickle.load(handle)  # type: ignore[no-any-return]  # noqa: S301 - the worker checked and digested this artifact
+        estimator = pickle.load(handle)  # noqa: S301 - the worker checked and digested this artifact
+    return estimator
 
 
 class _PyfuncAdapter:
