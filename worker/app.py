@@ -1,6 +1,7 @@
 """The worker process: a FastStream Kafka app, plus ``/health``, ``/ready`` and ``/metrics`` over ASGI.
 
-Start-up order: create missing topics, rebuild the serving state by replaying ``model.ready``
+Start-up order: remove staging directories an interrupted staging left in the model repository,
+create missing topics, rebuild the serving state by replaying ``model.ready``
 to its end, then join the consumer group on ``model.promotion.requested``. The replay keeps
 following the log afterwards, so promotions announced by other replicas are known here too.
 Run it with ``promoter-worker`` (uvicorn) or ``faststream run worker.app:app``.
@@ -34,6 +35,7 @@ from worker.retirement import RetirementPlanner, Retirer
 from worker.service import PromotionService
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
+from worker.staging import remove_abandoned_staging_dirs
 from worker.triton_fleet import TritonFleet
 from worker.triton_naming import is_triton_model_name
 
@@ -154,7 +156,9 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
             ("/ready", ready),
             ("/metrics", prometheus),
         ],
-        on_startup=[start_state],
+        # Before the broker consumes anything. FastStream runs a sync hook in a thread; a lambda, as it
+        # validates a hook's annotated return value.
+        on_startup=[lambda: remove_abandoned_staging_dirs(config.triton.model_repository), start_state],
         on_shutdown=[stop_state],
         asyncapi_path="/docs/asyncapi",
         logger=logging.getLogger("faststream.app"),

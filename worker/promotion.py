@@ -136,6 +136,7 @@ class Promoter:
                         sha256=tree.sha256,
                         config_pbtxt=render_config(name, plan.signature, batching, backend=plan.backend),
                         serving_spec=plan.serving_spec,
+                        stage_files=plan.served_by.stage_files,
                         metadata={"model_name": resolved.model_name, "version": resolved.version},
                     )
                 except DigestConflictError as error:

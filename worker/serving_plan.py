@@ -1,8 +1,9 @@
 """Decide how a downloaded MLflow model is served, and refuse what cannot or must not be.
 
-Reads ``MLmodel``: the flavor picks the loader inside Triton (sklearn: skops/pickle directly;
-other pyfunc: mlflow.pyfunc), the signature gives the tensors. Policy gates come from settings
-and from the registered model's tags: a required version tag and minimum run metrics.
+Reads ``MLmodel``: the signature gives the tensors, the flavor (:mod:`worker.flavors`, tried in
+detection order) gives the Triton backend, the ``serving.json`` spec and the files to stage.
+Policy gates come from settings and from the registered model's tags: a required version tag
+and minimum run metrics.
 """
 
 from __future__ import annotations
@@ -10,27 +11,42 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mlflow.models import Model
 
 from schemas.model_ready import SignatureSummary
 from schemas.promotion_rejected import ReasonCode
 from worker.errors import PermanentFailure
+from worker.flavors import catalog
+from worker.flavors.flavor import PYTHON_BACKEND, Flavor, ServedTensors
+from worker.flavors.onnx import BACKEND as ONNX_BACKEND
 from worker.registry import ResolvedVersion
 from worker.signature_mapping import UnsupportedSignatureError, summarise_signature
+from worker.triton_backend.serving_spec import ServingSpec
 
-SKLEARN_FORMATS = ("skops", "cloudpickle", "pickle")
 TAG_REQUIRED_VERSION_TAG = "promoter.required_version_tag"
 TAG_MIN_METRIC_PREFIX = "promoter.min_metric."
 
 
 @dataclass(frozen=True, slots=True)
 class ServingPlan:
-    flavor: str
+    served_by: Flavor
     signature: SignatureSummary
-    serving_spec: dict[str, Any]
-    backend: str = "python"
+    serving_spec: ServingSpec
+
+    @property
+    def flavor(self) -> str:
+        """The MLflow flavor served, as ``model.ready`` names it."""
+        return self.served_by.name
+
+    @property
+    def backend(self) -> str:
+        return self.served_by.backend
+
+
+def triton_backends(*, onnx_backend: bool) -> frozenset[str]:
+    """The Triton backends every endpoint has: python always, onnxruntime when the settings say so."""
+    return frozenset({PYTHON_BACKEND, ONNX_BACKEND} if onnx_backend else {PYTHON_BACKEND})
 
 
 def _load_mlmodel(model_dir: Path) -> Model:
@@ -54,49 +70,25 @@ def plan_serving(model_dir: Path, *, onnx_backend: bool = False) -> ServingPlan:
     except UnsupportedSignatureError as error:
         reason = ReasonCode.MISSING_SIGNATURE if mlmodel.signature is None else ReasonCode.UNSUPPORTED_SIGNATURE
         raise PermanentFailure(reason, f"model signature: {error}") from None
-    tensors: dict[str, Any] = {
-        "input": signature.inputs[0].name,
-        "output": signature.outputs[0].name,
-        "columns": [column.name for column in signature.columns],
-    }
     if len(signature.inputs) != 1 or len(signature.outputs) != 1:
         raise PermanentFailure(
             ReasonCode.UNSUPPORTED_SIGNATURE, "only models with one input and one output tensor are supported"
         )
-    flavors = mlmodel.flavors
-    onnx = flavors.get("onnx")
-    if onnx is not None:
-        if not onnx_backend:
-            raise PermanentFailure(
-                ReasonCode.UNSUPPORTED_FLAVOR,
-                "ONNX models need Triton's onnxruntime backend; set PROMOTER_WORKER_ONNX_BACKEND=true "
-                "once every Triton endpoint has it",
-            )
-        spec = {"loader": "onnxruntime", "model_file": onnx.get("data", "model.onnx"), **tensors}
-        return ServingPlan(flavor="onnx", signature=signature, serving_spec=spec, backend="onnxruntime")
-    sklearn = flavors.get("sklearn")
-    if sklearn is not None:
-        serialization = sklearn.get("serialization_format", "cloudpickle")
-        if serialization not in SKLEARN_FORMATS:
-            raise PermanentFailure(
-                ReasonCode.UNSUPPORTED_FLAVOR,
-                f"sklearn serialization format {serialization!r} is not supported",
-            )
-        spec = {
-            "loader": "sklearn",
-            "model_file": sklearn["pickled_model"],
-            "serialization_format": serialization,
-            "skops_trusted_types": sklearn.get("skops_trusted_types"),
-            **tensors,
-        }
-        return ServingPlan(flavor="sklearn", signature=signature, serving_spec=spec)
-    if "python_function" in flavors:
-        return ServingPlan(flavor="python_function", signature=signature, serving_spec={"loader": "pyfunc", **tensors})
-    raise PermanentFailure(
-        ReasonCode.UNSUPPORTED_FLAVOR,
-        f"flavors {sorted(flavors)} cannot be served: supported are sklearn and python_function "
-        "(python backend) and onnx (onnxruntime backend)",
+    flavor = catalog.detect(mlmodel.flavors)
+    if flavor is None:
+        raise PermanentFailure(
+            ReasonCode.UNSUPPORTED_FLAVOR,
+            f"flavors {sorted(mlmodel.flavors)} cannot be served: supported are {catalog.supported()}",
+        )
+    if flavor.backend not in triton_backends(onnx_backend=onnx_backend):
+        raise PermanentFailure(ReasonCode.UNSUPPORTED_FLAVOR, flavor.backend_missing)
+    tensors = ServedTensors(
+        input=signature.inputs[0].name,
+        output=signature.outputs[0].name,
+        columns=tuple(column.name for column in signature.columns),
     )
+    spec = flavor.serving_spec(mlmodel.flavors[flavor.name], tensors)
+    return ServingPlan(served_by=flavor, signature=signature, serving_spec=spec)
 
 
 def required_tag(resolved: ResolvedVersion, default: str | None) -> tuple[str, str] | None:

@@ -14,17 +14,26 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from worker.triton_backend import MODEL_PY
+from runtime.logging import get_logger
+from worker.triton_backend.serving_spec import SERVING_SPEC_FILE, ServingSpec
+
+log = get_logger(__name__)
 
 MARKER_FILE = "promoter.json"
 STAGING_PREFIX = ".staging-"
 VERSION_DIR = "1"
 MODEL_SUBDIR = "model"
-ONNX_MODEL_FILE = "model.onnx"
+ABANDONED_AFTER_S = 600.0
+"""A staging directory untouched this long belongs to no running staging (replicas share the repository)."""
+
+StageFiles = Callable[[ServingSpec, Path, Path], None]
+"""Writes a flavor's backend files: ``(spec, mlflow_model_dir, version_dir)``."""
 
 
 class DigestConflictError(Exception):
@@ -88,7 +97,8 @@ def stage_model(
     mlflow_model_dir: Path,
     sha256: str,
     config_pbtxt: str,
-    serving_spec: dict[str, Any],
+    serving_spec: ServingSpec,
+    stage_files: StageFiles,
     metadata: dict[str, Any],
 ) -> StagedModel:
     """Write ``repository/triton_name`` atomically, or reuse it if it holds the same digest.
@@ -103,16 +113,14 @@ def stage_model(
     try:
         version_dir = scratch / VERSION_DIR
         shutil.copytree(mlflow_model_dir, version_dir / MODEL_SUBDIR, symlinks=True)
-        (version_dir / "serving.json").write_text(json.dumps({**serving_spec, "model_dir": MODEL_SUBDIR}, indent=2))
-        if serving_spec.get("loader") == "onnxruntime":
-            # onnxruntime backend: the graph itself, at the file name Triton looks for by default.
-            shutil.copyfile(mlflow_model_dir / serving_spec["model_file"], version_dir / ONNX_MODEL_FILE)
-        else:
-            shutil.copyfile(MODEL_PY, version_dir / "model.py")
+        spec = replace(serving_spec, model_dir=MODEL_SUBDIR)
+        (version_dir / SERVING_SPEC_FILE).write_text(spec.to_json())
+        stage_files(spec, mlflow_model_dir, version_dir)
         (scratch / "config.pbtxt").write_text(config_pbtxt)
         (scratch / MARKER_FILE).write_text(json.dumps({**metadata, "artifact_sha256": sha256}, indent=2))
-        if (version_dir / "model.py").exists() and not compileall.compile_file(version_dir / "model.py", quiet=2):
-            raise RuntimeError("generated model.py does not compile")
+        for source in sorted(version_dir.glob("*.py")):  # the backend's python files, never the MLflow model's
+            if not compileall.compile_file(source, quiet=2):
+                raise RuntimeError(f"staged {source.name} does not compile")
         scratch.chmod(0o755)
         _fsync_tree(scratch)
         try:
@@ -140,5 +148,36 @@ def remove_staged_model(repository: Path, triton_name: str) -> bool:
 
 
 def leftover_staging_dirs(repository: Path) -> list[Path]:
-    """Scratch directories of interrupted stagings (safe to delete at start-up)."""
+    """Scratch directories of stagings and removals: interrupted ones, or ones running now."""
     return sorted(p for p in repository.glob(f"{STAGING_PREFIX}*") if p.is_dir())
+
+
+def _last_touched(root: Path) -> float:
+    """The newest modification time of ``root`` and everything in it (0 if it vanished meanwhile)."""
+    newest = 0.0
+    for directory, _subdirs, files in os.walk(root):
+        for path in (directory, *(os.path.join(directory, name) for name in files)):
+            try:
+                newest = max(newest, os.lstat(path).st_mtime)
+            except FileNotFoundError:
+                continue
+    return newest
+
+
+def remove_abandoned_staging_dirs(repository: Path, *, older_than_s: float = ABANDONED_AFTER_S) -> list[Path]:
+    """Delete scratch directories nothing has written to for ``older_than_s``; log and return them.
+
+    Blocking: call it in a thread. For the worker's start-up, before it consumes: a crash
+    between ``mkdtemp`` and the rename (or during a removal) leaves them behind. Recent ones are
+    kept, because another replica sharing the repository may be staging into them right now.
+    """
+    if not repository.is_dir():
+        return []
+    cutoff = time.time() - older_than_s
+    removed = []
+    for scratch in leftover_staging_dirs(repository):
+        if _last_touched(scratch) < cutoff:
+            shutil.rmtree(scratch, ignore_errors=True)
+            log.info("removed an abandoned staging directory", path=str(scratch), repository=str(repository))
+            removed.append(scratch)
+    return removed

@@ -1,7 +1,9 @@
 """Generate a Triton ``config.pbtxt`` from a signature summary and batching options.
 
-Follows Triton's model-configuration docs: inputs/outputs without the batch dimension when
-``max_batch_size`` > 0, ``dynamic_batching`` with a queue delay, ``instance_group`` on CPU.
+Built as Triton's own ``ModelConfig`` protobuf (``tritonclient.grpc.model_config_pb2``) and
+written in protobuf text format, the format Triton parses. Follows Triton's model-configuration
+docs: inputs/outputs without the batch dimension when ``max_batch_size`` > 0,
+``dynamic_batching`` with a queue delay, ``instance_group`` on CPU.
 Batching options come from worker settings, overridable per registered model with tags
 (``triton.max_batch_size``, ``triton.max_queue_delay_us``, ``triton.instance_count``).
 A generated config is complete: Triton runs with ``--disable-auto-complete-config``.
@@ -9,9 +11,11 @@ A generated config is complete: Triton runs with ``--disable-auto-complete-confi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from schemas.model_ready import SignatureSummary, TensorSpec
 
@@ -47,27 +51,29 @@ class BatchingOptions:
         return replace(self, **overrides)
 
 
-def _quoted(text: str) -> str:
-    return json.dumps(text)
+def _tensor(tensor: model_config_pb2.ModelInput | model_config_pb2.ModelOutput, spec: TensorSpec) -> None:
+    tensor.name = spec.name
+    tensor.data_type = model_config_pb2.DataType.Value(f"TYPE_{spec.datatype}")
+    tensor.dims.extend(spec.shape)
 
 
-def _tensor(spec: TensorSpec) -> str:
-    dims = ", ".join(str(dim) for dim in spec.shape)
-    return f"  {{ name: {_quoted(spec.name)} data_type: TYPE_{spec.datatype} dims: [ {dims} ] }}"
+def model_config(
+    triton_name: str, signature: SignatureSummary, batching: BatchingOptions, *, backend: str = "python"
+) -> model_config_pb2.ModelConfig:
+    """Triton's ``ModelConfig`` for one immutable Triton model."""
+    config = model_config_pb2.ModelConfig(name=triton_name, backend=backend, max_batch_size=batching.max_batch_size)
+    for spec in signature.inputs:
+        _tensor(config.input.add(), spec)
+    for spec in signature.outputs:
+        _tensor(config.output.add(), spec)
+    config.dynamic_batching.SetInParent()  # present even with a queue delay of 0
+    config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
+    config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_CPU, count=batching.instance_count)
+    return config
 
 
 def render_config(
     triton_name: str, signature: SignatureSummary, batching: BatchingOptions, *, backend: str = "python"
 ) -> str:
     """The text of ``config.pbtxt`` for one immutable Triton model."""
-    inputs = ",\n".join(_tensor(spec) for spec in signature.inputs)
-    outputs = ",\n".join(_tensor(spec) for spec in signature.outputs)
-    return (
-        f"name: {_quoted(triton_name)}\n"
-        f"backend: {_quoted(backend)}\n"
-        f"max_batch_size: {batching.max_batch_size}\n"
-        f"input [\n{inputs}\n]\n"
-        f"output [\n{outputs}\n]\n"
-        f"dynamic_batching {{ max_queue_delay_microseconds: {batching.max_queue_delay_us} }}\n"
-        f"instance_group [ {{ kind: KIND_CPU count: {batching.instance_count} }} ]\n"
-    )
+    return str(text_format.MessageToString(model_config(triton_name, signature, batching, backend=backend)))

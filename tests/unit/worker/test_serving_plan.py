@@ -43,10 +43,10 @@ def test_sklearn_models_load_without_mlflow_in_triton(tmp_path: Path) -> None:
     plan = plan_serving(_sklearn_model(tmp_path / "m"))
 
     assert (plan.flavor, plan.backend) == ("sklearn", "python")
-    assert plan.serving_spec["loader"] == "sklearn"
-    assert plan.serving_spec["model_file"] == "model.skops"
-    assert plan.serving_spec["serialization_format"] == "skops"
-    assert plan.serving_spec["columns"][0] == "sepal length (cm)"
+    assert plan.serving_spec.loader == "sklearn"
+    assert plan.serving_spec.model_file == "model.skops"
+    assert plan.serving_spec.serialization_format == "skops"
+    assert plan.serving_spec.columns[0] == "sepal length (cm)"
 
 
 def test_a_model_without_signature_is_refused(tmp_path: Path) -> None:
@@ -70,6 +70,7 @@ def test_onnx_is_refused_without_the_backend_and_staged_with_it(tmp_path: Path) 
         sha256="c" * 64,
         config_pbtxt=config,
         serving_spec=plan.serving_spec,
+        stage_files=plan.served_by.stage_files,
         metadata={},
     )
 
@@ -78,6 +79,18 @@ def test_onnx_is_refused_without_the_backend_and_staged_with_it(tmp_path: Path) 
     assert [(i.data_type, list(i.dims)) for i in parsed.input] == [(model_config_pb2.TYPE_FP32, [4])]
     assert (staged.path / "1" / "model.onnx").read_bytes() == b"onnx-graph"
     assert not (staged.path / "1" / "model.py").exists()
+
+
+def test_a_model_of_no_served_flavor_is_refused_naming_what_is_served(tmp_path: Path) -> None:
+    source = _onnx_model(tmp_path / "m")
+    mlmodel = Model.load(str(source / "MLmodel"))
+    mlmodel.flavors = {"keras": {"keras_version": "3.0"}}
+    mlmodel.save(str(source / "MLmodel"))
+
+    with pytest.raises(PermanentFailure, match=r"flavors \['keras'\] cannot be served") as caught:
+        plan_serving(source, onnx_backend=True)
+    assert caught.value.reason == "unsupported_flavor"
+    assert "onnx (onnxruntime backend), sklearn (python backend), python_function (python backend)" in str(caught.value)
 
 
 def _resolved(**tags: str) -> ResolvedVersion:

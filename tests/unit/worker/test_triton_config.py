@@ -41,3 +41,29 @@ def test_tags_override_settings() -> None:
 def test_bad_tags_are_named(tag: str, value: str) -> None:
     with pytest.raises(InvalidModelTagError, match=f"tag {tag}={value!r}"):
         BatchingOptions().with_tags({tag: value})
+
+
+# config.pbtxt as the f-string renderer wrote it for SIGNATURE before it was built from the protobuf.
+RENDERED_BY_F_STRINGS = """\
+name: "iris--0a1b2c3d--v1"
+backend: "python"
+max_batch_size: 16
+input [
+  { name: "input" data_type: TYPE_FP64 dims: [ 4 ] }
+]
+output [
+  { name: "output" data_type: TYPE_INT64 dims: [ 1 ] }
+]
+dynamic_batching { max_queue_delay_microseconds: 0 }
+instance_group [ { kind: KIND_CPU count: 3 } ]
+"""
+
+
+def test_same_config_as_the_f_string_renderer_even_with_no_queue_delay() -> None:
+    batching = BatchingOptions(max_batch_size=16, max_queue_delay_us=0, instance_count=3)
+
+    text = render_config("iris--0a1b2c3d--v1", SIGNATURE, batching)
+
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    assert config == text_format.Parse(RENDERED_BY_F_STRINGS, model_config_pb2.ModelConfig())
+    assert config.HasField("dynamic_batching")  # batching on, with no delay: absent would turn it off
