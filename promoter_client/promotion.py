@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer
 
+from promoter_client.topic_reading import MissingTopicError
 from runtime.kafka_clients import assign_from_start, publish_event, started
 from runtime.settings import KafkaSettings, TopicSettings
 from schemas.catalog import InvalidEventError, parse_any_event
@@ -50,7 +51,9 @@ class Outcome:
 async def _await_outcome(kafka: KafkaSettings, names: TopicSettings, event_id: str, timeout_s: float) -> Outcome:
     async with started(AIOKafkaConsumer(**{**kafka.consumer_kwargs(), "group_id": None})) as consumer:
         if not await assign_from_start(consumer, [names.model_ready, names.model_rejected]):
-            raise LookupError(f"neither {names.model_ready} nor {names.model_rejected} exists: is a worker running?")
+            raise MissingTopicError(
+                f"neither {names.model_ready} nor {names.model_rejected} exists: is a worker running?"
+            )
         deadline = time.monotonic() + timeout_s
         while (remaining := deadline - time.monotonic()) > 0:
             batches = await consumer.getmany(timeout_ms=int(min(remaining, 1.0) * 1000))
