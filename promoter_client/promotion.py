@@ -15,7 +15,7 @@ import getpass
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from aiokafka import AIOKafkaConsumer
 
@@ -112,6 +112,31 @@ async def request_promotion_async(
     return await _await_outcome(kafka, topics, event.id, wait_s)
 
 
-def request_promotion(model: str, **options: Any) -> Outcome:
-    """Blocking form of :func:`request_promotion_async` (same options), for Airflow tasks and scripts."""
-    return asyncio.run(request_promotion_async(model, **options))
+def request_promotion(
+    model: str,
+    *,
+    alias: str = "champion",
+    version: int | None = None,
+    reason: str | None = None,
+    action: Literal["promote", "unserve"] = "promote",
+    origin: Origin = "dag",
+    requester: str | None = None,
+    wait_s: float | None = None,
+    kafka: KafkaSettings | None = None,
+    topics: TopicSettings | None = None,
+) -> Outcome:
+    """Blocking form of :func:`request_promotion_async` (same parameters), for Airflow tasks and scripts."""
+    return asyncio.run(
+        request_promotion_async(
+            model,
+            alias=alias,
+            version=version,
+            reason=reason,
+            action=action,
+            origin=origin,
+            requester=requester,
+            wait_s=wait_s,
+            kafka=kafka,
+            topics=topics,
+        )
+    )
