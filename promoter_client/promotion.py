@@ -11,11 +11,13 @@ The request is published on ``model.promotion.requested``; with ``wait_s`` the c
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 
@@ -28,6 +30,8 @@ from schemas.promotion_rejected import PromotionRejected
 from schemas.promotion_requested import Origin, PromotionRequested, PromotionRequestedData
 
 OutcomeKind = Literal["requested", "served", "stopped", "rejected"]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class PromotionRejectedError(RuntimeError):
@@ -112,31 +116,18 @@ async def request_promotion_async(
     return await _await_outcome(kafka, topics, event.id, wait_s)
 
 
-def request_promotion(
-    model: str,
-    *,
-    alias: str = "champion",
-    version: int | None = None,
-    reason: str | None = None,
-    action: Literal["promote", "unserve"] = "promote",
-    origin: Origin = "dag",
-    requester: str | None = None,
-    wait_s: float | None = None,
-    kafka: KafkaSettings | None = None,
-    topics: TopicSettings | None = None,
-) -> Outcome:
-    """Blocking form of :func:`request_promotion_async` (same parameters), for Airflow tasks and scripts."""
-    return asyncio.run(
-        request_promotion_async(
-            model,
-            alias=alias,
-            version=version,
-            reason=reason,
-            action=action,
-            origin=origin,
-            requester=requester,
-            wait_s=wait_s,
-            kafka=kafka,
-            topics=topics,
-        )
-    )
+def blocking(coroutine_function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """``name_async`` run to completion (``asyncio.run``) as ``name``: the same typed parameters, for mypy and IDEs."""
+
+    @functools.wraps(coroutine_function)
+    def run_to_completion(*args: P.args, **kwargs: P.kwargs) -> T:
+        return asyncio.run(coroutine_function(*args, **kwargs))
+
+    name = coroutine_function.__name__.removesuffix("_async")
+    run_to_completion.__name__ = run_to_completion.__qualname__ = name
+    run_to_completion.__doc__ = f"Blocking form of {coroutine_function.__name__}: {coroutine_function.__doc__}"
+    return run_to_completion
+
+
+#: For Airflow tasks and scripts: ``request_promotion("iris-clf", version=7, wait_s=600)``.
+request_promotion = blocking(request_promotion_async)
