@@ -15,9 +15,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from promoter_client.topic_reading import MissingTopicError
 from runtime.kafka_clients import assign_from_start, started
 from runtime.settings import KafkaSettings
+from runtime.topic_reading import MissingTopicError
 from worker.dead_letters import HEADER_PREFIX, REPLAY_COUNT_HEADER
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")

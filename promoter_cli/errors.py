@@ -17,8 +17,8 @@ from aiokafka.errors import (
 )
 from pydantic import ValidationError
 
-from promoter_client.topic_reading import MissingTopicError
 from runtime.settings import KafkaSettings
+from runtime.topic_reading import MissingTopicError
 
 EXIT_REJECTED = 1
 EXIT_TIMEOUT = 2

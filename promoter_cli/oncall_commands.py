@@ -224,8 +224,8 @@ async def _status(watch: bool, as_json: bool) -> None:
     import asyncio
 
     from promoter_cli.serving_status import ServingStatus
-    from promoter_client.topic_reading import caught_up
     from runtime.settings import KafkaSettings, TopicSettings
+    from runtime.topic_reading import caught_up
 
     topics = TopicSettings()
     state = ServingStatus()

@@ -21,9 +21,9 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 
-from promoter_client.topic_reading import MissingTopicError
 from runtime.kafka_clients import assign_from_start, publish_event, started
 from runtime.settings import KafkaSettings, TopicSettings
+from runtime.topic_reading import MissingTopicError
 from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.model_ready import ModelReady, ServingStopped
 from schemas.promotion_rejected import PromotionRejected

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord
 
-from promoter_client.topic_reading import caught_up
 from runtime.kafka_clients import publish_event
 from runtime.settings import KafkaSettings, TopicSettings
+from runtime.topic_reading import caught_up
 from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.routing_updated import RoutingUpdated, RoutingUpdatedData
 

@@ -14,8 +14,8 @@ from promoter_cli import dead_letter_log
 from promoter_cli.errors import EXIT_BUG, EXIT_INVALID, EXIT_UNREACHABLE
 from promoter_cli.main import app, main
 from promoter_client import routing
-from promoter_client.topic_reading import MissingTopicError
 from runtime.logging import configure_command_line_logging, get_logger
+from runtime.topic_reading import MissingTopicError
 from schemas.routing_updated import RoutingUpdated, RoutingUpdatedData
 
 
