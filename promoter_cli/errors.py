@@ -51,6 +51,8 @@ def explained_failures() -> Iterator[None]:
     except MissingTopicError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(EXIT_INVALID) from None
+    except TimeoutError:  # an OSError too, but "no answer in time" is the caller's to explain (exit 2)
+        raise
     except KAFKA_UNREACHABLE as error:
         exit_unreachable(f"cannot reach Kafka at {KafkaSettings().bootstrap_servers}", error)
 

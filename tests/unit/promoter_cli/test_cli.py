@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from promoter_cli import dead_letter_log
-from promoter_cli.errors import EXIT_BUG, EXIT_INVALID, EXIT_UNREACHABLE
+from promoter_cli.errors import EXIT_BUG, EXIT_INVALID, EXIT_TIMEOUT, EXIT_UNREACHABLE
 from promoter_cli.main import app, main
-from promoter_client import routing
+from promoter_client import promotion, routing
 from runtime.logging import configure_command_line_logging, get_logger
 from runtime.topic_reading import MissingTopicError
 from schemas.routing_updated import RoutingUpdated, RoutingUpdatedData
@@ -155,6 +155,18 @@ def test_route_says_what_to_give_when_there_is_no_policy_to_keep(routing_topic: 
     assert both_code == EXIT_INVALID
     assert "exclusive" in both
     assert routing_topic.published == []
+
+
+def test_no_answer_in_time_exits_2_not_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_answer(model: str, **_: object) -> object:
+        raise TimeoutError(f"no outcome for promotion request evt-1 within 0.1 s (model {model})")
+
+    monkeypatch.setattr(promotion, "request_promotion", no_answer)
+
+    code, output = run("promote", "iris", "--version", "1", "--wait", "0.1")
+
+    assert code == EXIT_TIMEOUT
+    assert "the request stays queued" in output
 
 
 def test_a_bug_while_reading_letters_is_not_reported_as_kafka_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
