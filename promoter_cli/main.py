@@ -156,7 +156,7 @@ def route(
     """
     import asyncio
 
-    from promoter_cli.errors import EXIT_INVALID, explained_failures
+    from promoter_cli.errors import EXIT_INVALID, EXIT_TIMEOUT, explained_failures
     from promoter_client.routing import RoutingChange, RoutingChangeError, update_routing
 
     try:
@@ -171,6 +171,9 @@ def route(
     except RoutingChangeError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(EXIT_INVALID) from None
+    except TimeoutError as error:
+        typer.echo(f"cannot read the current policy: {error}; nothing was published", err=True)
+        raise typer.Exit(EXIT_TIMEOUT) from None
     policy = event.data
     if as_json:
         typer.echo(policy.model_dump_json())

@@ -229,3 +229,18 @@ def test_commands_log_nothing_unless_verbose(capsys: pytest.CaptureFixture[str])
     assert verbose.out == ""
     assert "replay caught up" in verbose.err
     assert "Unable to connect" in verbose.err
+
+
+def test_route_says_when_the_current_policy_could_not_be_read(
+    routing_topic: FakeRoutingTopic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def slow(model: str, **_: object) -> RoutingUpdatedData | None:
+        raise TimeoutError("replay of ['routing.updated'] not caught up within 60 s")
+
+    monkeypatch.setattr(routing, "current_routing", slow)
+
+    code, output = run("route", "iris", "--no-shadow")
+
+    assert code == EXIT_TIMEOUT
+    assert "cannot read the current policy" in output
+    assert routing_topic.published == []
