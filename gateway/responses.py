@@ -12,10 +12,11 @@ from starlette.types import Send
 
 from gateway.routing_table import Route
 from gateway.upstream import INFER_HEADER_LENGTH, UpstreamResponse
+from runtime.http_errors import JSON_CONTENT_TYPE, error_json
 
 VERSION_RESPONSE_HEADER = "X-Model-Version"
 ALIAS_RESPONSE_HEADER = "X-Model-Alias"
-JSON = "application/json"
+JSON = JSON_CONTENT_TYPE
 
 
 def route_headers(route: Route) -> dict[str, str]:
@@ -43,7 +44,7 @@ class Answer:
 def error_answer(status: int, message: str, route: Route | None = None) -> Answer:
     """``{"error": message}``: the Open Inference Protocol's error shape (tritonclient reads it)."""
     headers = {"content-type": JSON, **(route_headers(route) if route else {})}
-    return Answer(status, json.dumps({"error": message}).encode(), headers)
+    return Answer(status, error_json(message), headers)
 
 
 def error_response(status: int, message: str, route: Route | None = None) -> Response:

@@ -3,7 +3,7 @@
 ``POST /webhooks/mlflow`` is the URL to register in MLflow (``promoter webhook register``).
 The producer connects in the background: until Kafka answers, deliveries get 503 with
 ``Retry-After`` and MLflow retries them. ``/health``, ``/ready`` (connected to Kafka) and
-``/metrics`` are for Kubernetes and Prometheus.
+``/metrics`` are for Kubernetes and Prometheus. Every error is answered as ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from ingress.receiver import WebhookReceiver
 from ingress.settings import IngressSettings
+from runtime.http_errors import answer_errors_in_one_shape, error_response
 from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, new_registry, render
 from runtime.settings import KafkaSettings, LogSettings, TopicSettings
@@ -103,6 +104,7 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
     )
+    answer_errors_in_one_shape(app)
 
     @app.post(
         "/webhooks/mlflow",
@@ -128,7 +130,7 @@ def create_app(
     async def ready() -> JSONResponse:
         if link.producer is not None:
             return JSONResponse({"status": "ready"})
-        return JSONResponse({"detail": "not connected to Kafka yet"}, status_code=503)
+        return error_response(503, "not connected to Kafka yet")
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from ingress.deliveries import DeliveryLog, event_id_for
 from ingress.policy import Ignored, UnusableEventError, to_request
 from ingress.settings import IngressSettings
+from runtime.http_errors import error_body
 from runtime.logging import bind_event, get_logger
 from schemas.mlflow_webhook import (
     DELIVERY_ID_HEADER,
@@ -89,7 +90,7 @@ class WebhookReceiver:
         if refusal is not None:
             self._counted.labels("unauthorized").inc()
             log.warning("webhook refused", delivery_id=delivery_id, reason=refusal)
-            return Answer(401, {"detail": refusal})
+            return Answer(401, error_body(refusal))
         event_id = event_id_for(delivery_id)
         with bind_event(event_id, delivery_id=delivery_id):
             return await self._accept(delivery_id, event_id, body)
@@ -121,7 +122,7 @@ class WebhookReceiver:
             self._deliveries.release(delivery_id)
             self._counted.labels("unavailable").inc()
             log.warning("Kafka did not take the event", error=str(error) or type(error).__name__)
-            return Answer(503, {"detail": "Kafka is unavailable; MLflow will retry this delivery"})
+            return Answer(503, error_body("Kafka is unavailable; MLflow will retry this delivery"))
         self._deliveries.complete(delivery_id)
         self._counted.labels("accepted").inc()
         log.info("promotion requested", model=outcome.model_name, alias=outcome.alias, action=outcome.action)
@@ -130,4 +131,4 @@ class WebhookReceiver:
     def _invalid(self, detail: str) -> Answer:
         self._counted.labels("invalid").inc()
         log.warning("webhook payload unusable", error=detail)
-        return Answer(422, {"detail": detail})
+        return Answer(422, error_body(detail))

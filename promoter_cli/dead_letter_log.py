@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer
 
 from runtime.kafka_clients import assign_from_start, started
 from runtime.settings import KafkaSettings
+from runtime.topic_reading import MissingTopicError
 from worker.dead_letters import HEADER_PREFIX, REPLAY_COUNT_HEADER
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -136,6 +137,18 @@ class DeadLetter:
             "replays": self.replay_count,
         }
 
+    def explained(self) -> dict[str, Any]:
+        """What ``dlq show`` prints (also its ``--json`` form): the event, the diagnostics, the next step."""
+        return {
+            "dlq_partition": self.partition,
+            "dlq_offset": self.offset,
+            "model": self.model,
+            "event": self.event if self.event is not None else self.value.decode(errors="replace"),
+            "diagnostics": dict(sorted(self.diagnostics.items())),
+            "error": self.header("reason") or "(no reason recorded)",
+            "next_step": NEXT_STEPS.get(self.reason_code, "read the error above"),
+        }
+
 
 @dataclass(frozen=True)
 class LetterFilter:
@@ -178,7 +191,7 @@ async def read_dead_letters(kafka: KafkaSettings, topic: str) -> list[DeadLetter
     async with started(AIOKafkaConsumer(**options)) as consumer:
         partitions = await assign_from_start(consumer, [topic])
         if not partitions:
-            raise LookupError(f"topic {topic!r} does not exist (check PROMOTER_TOPIC_PROMOTION_DLQ)")
+            raise MissingTopicError(f"topic {topic!r} does not exist (check PROMOTER_TOPIC_PROMOTION_DLQ)")
         ends = await consumer.end_offsets(partitions)
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=FETCH_MAX_RECORDS)

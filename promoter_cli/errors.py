@@ -7,20 +7,40 @@ from contextlib import contextmanager
 from typing import NoReturn
 
 import typer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    SaslAuthenticationFailed,
+)
 from pydantic import ValidationError
 
 from runtime.settings import KafkaSettings
+from runtime.topic_reading import MissingTopicError
 
 EXIT_REJECTED = 1
 EXIT_TIMEOUT = 2
 EXIT_INVALID = 3
 EXIT_UNREACHABLE = 4
+EXIT_BUG = 5
+
+#: Kafka cannot be reached or refuses our credentials: what the PROMOTER_KAFKA_* settings fix. Anything else is a bug.
+KAFKA_UNREACHABLE = (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    RequestTimedOutError,
+    NodeNotReadyError,
+    AuthenticationFailedError,
+    SaslAuthenticationFailed,
+    OSError,
+)
 
 
 @contextmanager
 def explained_failures() -> Iterator[None]:
-    """Invalid input -> exit 3 naming the field; Kafka unreachable -> exit 4 with what to check."""
+    """Invalid input or a missing topic -> exit 3 naming the field; Kafka unreachable -> exit 4 with what to check."""
     try:
         yield
     except ValidationError as error:
@@ -28,7 +48,12 @@ def explained_failures() -> Iterator[None]:
             field = ".".join(map(str, problem["loc"])) or "input"
             typer.echo(f"{field}: {problem['msg'].removeprefix('Value error, ')}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
-    except (KafkaError, OSError) as error:
+    except MissingTopicError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    except TimeoutError:  # an OSError too, but "no answer in time" is the caller's to explain (exit 2)
+        raise
+    except KAFKA_UNREACHABLE as error:
         exit_unreachable(f"cannot reach Kafka at {KafkaSettings().bootstrap_servers}", error)
 
 

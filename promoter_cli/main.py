@@ -2,30 +2,34 @@
 
     promoter promote iris-clf --alias champion --version 7 --reason "fixes drift" --wait 120
     promoter unserve iris-clf --alias challenger
+    promoter route iris-clf --shadow candidate --shadow-percent 5
     promoter webhook register --url http://ingress:8090/webhooks/mlflow
 
 Connection settings come from the environment (``PROMOTER_KAFKA_*``, ``PROMOTER_TOPIC_*``,
 ``PROMOTER_MLFLOW_TRACKING_URI``, ``PROMOTER_INGRESS_WEBHOOK_SECRETS``): see the README table.
+
+Start-up stays fast (``promoter --help`` loads typer only): each command imports the clients it
+needs (aiokafka, pydantic settings, MLflow) when it runs. A command prints its result and nothing
+else; ``-v`` adds log lines on stderr.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import Annotated
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from ingress.settings import IngressSettings
-from promoter_cli.errors import EXIT_REJECTED, EXIT_TIMEOUT, explained_failures
 from promoter_cli.oncall_commands import register as register_oncall_commands
+from promoter_cli.output import JsonOpt
 from promoter_cli.webhook_registration import DEFAULT_WEBHOOK_NAME, register_webhook
-from promoter_client.promotion import Outcome, request_promotion
-from promoter_client.routing import publish_routing
-from runtime.settings import MLflowSettings
+
+if TYPE_CHECKING:
+    from promoter_client.promotion import Outcome
 
 app = typer.Typer(
-    help="model-promoter's command line: request promotions, manage the MLflow webhook.",
+    help="model-promoter's command line: request promotions, set traffic policies, manage the MLflow webhook.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -34,56 +38,91 @@ app.add_typer(webhook, name="webhook")
 register_oncall_commands(app)
 
 
-def _report(outcome: Outcome) -> None:
-    if outcome.kind == "requested":
+@app.callback()
+def configure(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log what happens (aiokafka included) to stderr.")
+    ] = False,
+) -> None:
+    from runtime.logging import configure_command_line_logging
+
+    configure_command_line_logging(verbose=verbose)
+
+
+def _report(outcome: Outcome, as_json: bool) -> None:
+    from promoter_cli.errors import EXIT_REJECTED
+
+    if as_json:
+        typer.echo(json.dumps(asdict(outcome)))
+    elif outcome.kind == "requested":
         typer.echo(f"requested (event {outcome.event_id}); not waiting for the outcome")
     elif outcome.kind == "served":
         typer.echo(f"served: version {outcome.version} as Triton model {outcome.triton_model_name}")
     elif outcome.kind == "stopped":
         typer.echo("the alias is no longer served")
-    else:
+    if outcome.kind == "rejected":
         typer.echo(f"rejected ({outcome.reason_code}): {outcome.message}", err=True)
         typer.echo("see `promoter dlq show` for the dead letter, fix the cause, then replay it", err=True)
         raise typer.Exit(EXIT_REJECTED)
 
 
-def _run(model: str, wait: float | None, **options: object) -> None:
+def _request(
+    model: str,
+    *,
+    alias: str,
+    action: Literal["promote", "unserve"],
+    version: int | None,
+    reason: str | None,
+    wait: float | None,
+    as_json: bool,
+) -> None:
+    from promoter_cli.errors import EXIT_TIMEOUT, explained_failures
+    from promoter_client.promotion import request_promotion
+
     try:
         with explained_failures():
-            outcome = request_promotion(model, origin="cli", wait_s=wait, **options)
+            outcome = request_promotion(
+                model, alias=alias, version=version, reason=reason, action=action, origin="cli", wait_s=wait
+            )
     except TimeoutError as error:
         typer.echo(f"{error}; the request stays queued: check the worker's logs and `promoter dlq list`", err=True)
         raise typer.Exit(EXIT_TIMEOUT) from None
-    _report(outcome)
+    _report(outcome, as_json)
+
+
+ModelArg = Annotated[str, typer.Argument(help="Registered model name in MLflow.")]
+ReasonOpt = Annotated[str | None, typer.Option(help="Why, for the people reading the events.")]
 
 
 @app.command()
 def promote(
-    model: Annotated[str, typer.Argument(help="Registered model name in MLflow.")],
+    model: ModelArg,
     alias: Annotated[str, typer.Option(help="Alias to serve the version under.")] = "champion",
     version: Annotated[int | None, typer.Option(help="Version to serve; default: what the alias points at.")] = None,
-    reason: Annotated[str | None, typer.Option(help="Why, for the people reading the events.")] = None,
+    reason: ReasonOpt = None,
     wait: Annotated[float | None, typer.Option(help="Seconds to wait for model.ready / model.rejected.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Ask the workers to serve MODEL under ALIAS. Exit 1 rejected, 2 no answer in --wait, 3 bad input, 4 no Kafka.
 
     Example: promoter promote iris-clf --alias champion --version 7 --wait 120
     """
-    _run(model, wait, alias=alias, version=version, reason=reason)
+    _request(model, alias=alias, action="promote", version=version, reason=reason, wait=wait, as_json=as_json)
 
 
 @app.command()
 def unserve(
-    model: Annotated[str, typer.Argument(help="Registered model name in MLflow.")],
+    model: ModelArg,
     alias: Annotated[str, typer.Option(help="Alias the gateways should stop serving.")],
-    reason: Annotated[str | None, typer.Option(help="Why, for the people reading the events.")] = None,
+    reason: ReasonOpt = None,
     wait: Annotated[float | None, typer.Option(help="Seconds to wait for the outcome.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Ask the gateways to stop serving MODEL under ALIAS.
 
     Example: promoter unserve iris-clf --alias challenger --wait 30
     """
-    _run(model, wait, alias=alias, action="unserve", reason=reason)
+    _request(model, alias=alias, action="unserve", version=None, reason=reason, wait=wait, as_json=as_json)
 
 
 def _weights(spec: str) -> dict[str, int]:
@@ -98,20 +137,51 @@ def _weights(spec: str) -> dict[str, int]:
 
 @app.command()
 def route(
-    model: Annotated[str, typer.Argument(help="Registered model name in MLflow.")],
-    weights: Annotated[str, typer.Option(help="Percent per alias, summing to 100: champion=90,challenger=10.")],
+    model: ModelArg,
+    weights: Annotated[
+        str | None, typer.Option(help="Percent per alias, summing to 100: champion=90,challenger=10. Default: kept.")
+    ] = None,
     shadow: Annotated[str | None, typer.Option(help="Alias that receives copies of requests.")] = None,
-    shadow_percent: Annotated[float, typer.Option(help="Share of requests copied to --shadow.")] = 0.0,
+    shadow_percent: Annotated[
+        float | None, typer.Option(help="Share of requests copied to the shadow. Default: kept.")
+    ] = None,
+    no_shadow: Annotated[bool, typer.Option("--no-shadow", help="Stop copying requests to a shadow.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Set the traffic policy of MODEL at every gateway: A/B weights (sticky per client) and a shadow.
+    """Set the traffic policy of MODEL at every gateway: A/B weights (sticky per client), a shadow, or both.
+
+    What is not given is kept from the current policy (the newest on routing.updated).
 
     Example: promoter route iris-clf --weights champion=90,challenger=10 --shadow candidate --shadow-percent 5
     """
-    with explained_failures():
-        event = asyncio.run(
-            publish_routing(model, _weights(weights), shadow_alias=shadow, shadow_sample_percent=shadow_percent)
+    import asyncio
+
+    from promoter_cli.errors import EXIT_INVALID, EXIT_TIMEOUT, explained_failures
+    from promoter_client.routing import RoutingChange, RoutingChangeError, update_routing
+
+    try:
+        change = RoutingChange(
+            weights=_weights(weights) if weights is not None else None,
+            shadow_alias=shadow,
+            shadow_sample_percent=shadow_percent,
+            clear_shadow=no_shadow,
         )
-    typer.echo(f"routing of {model} set: {event.data.weights} (generation {event.data.generation})")
+        with explained_failures():
+            event = asyncio.run(update_routing(model, change))
+    except RoutingChangeError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    except TimeoutError as error:
+        typer.echo(f"cannot read the current policy: {error}; nothing was published", err=True)
+        raise typer.Exit(EXIT_TIMEOUT) from None
+    policy = event.data
+    if as_json:
+        typer.echo(policy.model_dump_json())
+        return
+    shadowed = (
+        f"shadow {policy.shadow_alias} at {policy.shadow_sample_percent:g}%" if policy.shadow_alias else "no shadow"
+    )
+    typer.echo(f"routing of {model} set: {policy.weights}, {shadowed} (generation {policy.generation})")
 
 
 @webhook.command("register")
@@ -123,6 +193,10 @@ def register(
 
     Example: PROMOTER_INGRESS_WEBHOOK_SECRETS=... promoter webhook register --url http://ingress:8090/webhooks/mlflow
     """
+    from ingress.settings import IngressSettings
+    from promoter_cli.errors import EXIT_REJECTED
+    from runtime.settings import MLflowSettings
+
     secrets = IngressSettings().webhook_secrets
     if not secrets:
         typer.echo("set PROMOTER_INGRESS_WEBHOOK_SECRETS to the secret the ingress verifies", err=True)
@@ -134,6 +208,14 @@ def register(
 
 
 def main() -> None:
-    # The commands say what failed and why in one line; aiokafka's own retry chatter would only repeat it.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    app()
+    """The ``promoter`` script. A failure no command explains is a bug: its traceback, then exit 5."""
+    try:
+        app()
+    except Exception:
+        import traceback
+
+        from promoter_cli.errors import EXIT_BUG
+
+        traceback.print_exc()
+        typer.echo("this is a bug in promoter, not a problem with Kafka or the input: please report it", err=True)
+        raise SystemExit(EXIT_BUG) from None

@@ -1,37 +1,26 @@
 """On-call commands of ``promoter``: dead letters (``dlq list|show|replay``) and ``status``.
 
 Everything is read from the topics (never by asking a service); every failure says what to do next.
+The Kafka client and the event models are imported when a command runs, not with this module.
 """
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from promoter_cli.dead_letter_log import (
-    NEXT_STEPS,
-    DeadLetter,
-    LetterFilter,
-    parse_moment,
-    parse_offsets,
-    read_dead_letters,
-)
-from promoter_cli.dead_letter_replay import replay
-from promoter_cli.errors import exit_unreachable, explained_failures
-from promoter_cli.serving_status import ServingStatus
-from runtime.settings import KafkaSettings, TopicSettings
-from runtime.topic_replay import TopicReplayer
+from promoter_cli.output import JsonOpt, render_table
+
+if TYPE_CHECKING:
+    from promoter_cli.dead_letter_log import DeadLetter, LetterFilter
+    from promoter_cli.serving_status import AliasStatus
 
 dlq = typer.Typer(help="Inspect and replay dead letters (failed promotion requests).", no_args_is_help=True)
-console = Console()
-errors = Console(stderr=True)
 
 DEFAULT_MAX_REPLAYS = 3
 LIST_COLUMNS = ("time", "model", "target", "reason_code", "attempts", "source", "event_id", "dlq_offset", "replays")
@@ -53,6 +42,8 @@ def _filter(
     event_id: str | None,
     offsets: str | None,
 ) -> LetterFilter:
+    from promoter_cli.dead_letter_log import LetterFilter, parse_moment, parse_offsets
+
     try:
         return LetterFilter(
             model=model,
@@ -67,12 +58,17 @@ def _filter(
 
 
 def _letters(selection: LetterFilter) -> list[DeadLetter]:
+    import asyncio
+
+    from rich.console import Console
+
+    from promoter_cli.dead_letter_log import read_dead_letters
+    from promoter_cli.errors import explained_failures
+    from runtime.settings import KafkaSettings, TopicSettings
+
     topic = TopicSettings().promotion_dlq
-    with console.status(f"reading {topic} ...", spinner="dots"):
-        try:
-            letters = asyncio.run(read_dead_letters(KafkaSettings(), topic))
-        except Exception as error:
-            exit_unreachable(f"cannot read {topic}", error)
+    with Console(stderr=True).status(f"reading {topic} ...", spinner="dots"), explained_failures():
+        letters = asyncio.run(read_dead_letters(KafkaSettings(), topic))
     return [letter for letter in letters if selection.matches(letter)]
 
 
@@ -84,12 +80,10 @@ def list_letters(
     until: UntilOpt = None,
     event_id: EventOpt = None,
     offsets: OffsetsOpt = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object per line (all letters), for scripts.")
-    ] = False,
+    as_json: JsonOpt = False,
     limit: Annotated[int, typer.Option(help="Show the newest N letters in the table; 0 for all.")] = 200,
 ) -> None:
-    """List dead letters, newest last.
+    """List dead letters, newest last (--json: every letter, one object per line).
 
     Example: promoter dlq list --model iris-clf --since 2h --reason retries_exhausted
     """
@@ -105,45 +99,49 @@ def list_letters(
         typer.echo(f"{len(letters)} dead letters")
 
 
-def render_table(rows: list[dict[str, object]], columns: tuple[str, ...]) -> str:
-    """A plain aligned table: fast for tens of thousands of rows, and greppable."""
-    cells = [[str(row.get(column, "")) for column in columns] for row in rows]
-    widths = [max([len(column), *(len(line[i]) for line in cells)]) for i, column in enumerate(columns)]
-    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True))]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) for line in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
 def _find(reference: str, letters: list[DeadLetter]) -> DeadLetter:
     if reference.isdigit():
         matches = [letter for letter in letters if letter.offset == int(reference)]
     else:
         matches = [letter for letter in letters if letter.header("event-id") == reference]
     if not matches:
-        errors.print(f"no dead letter with event id or offset {reference!r}; `promoter dlq list` shows them")
+        typer.echo(f"no dead letter with event id or offset {reference!r}; `promoter dlq list` shows them", err=True)
         raise typer.Exit(1)
     if len(matches) > 1:
         where = ", ".join(f"{m.partition}:{m.offset}" for m in matches)
-        errors.print(f"{len(matches)} letters match {reference!r} ({where}); the newest is shown")
+        typer.echo(f"{len(matches)} letters match {reference!r} ({where}); the newest is shown", err=True)
     return matches[-1]
 
 
 @dlq.command("show")
-def show(reference: Annotated[str, typer.Argument(help="An event id, or a dead-letter offset.")]) -> None:
+def show(
+    reference: Annotated[str, typer.Argument(help="An event id, or a dead-letter offset.")],
+    as_json: JsonOpt = False,
+) -> None:
     """Show one dead letter: the original event, every diagnostic header, and what to do next.
 
     Example: promoter dlq show 6c1f0e2a-6d1e-4f39-9a8e-0f9d2b1c7e55
     """
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from promoter_cli.dead_letter_log import LetterFilter
+
     letter = _find(reference, _letters(LetterFilter()))
+    explained = letter.explained()
+    if as_json:
+        typer.echo(json.dumps(explained))
+        return
+    console = Console()
     console.rule(f"dead letter {letter.partition}:{letter.offset}")
-    event = letter.event
-    console.print_json(json.dumps(event) if event is not None else json.dumps(letter.value.decode(errors="replace")))
+    console.print_json(json.dumps(explained["event"]))
     headers = Table(show_header=False)
-    for name, value in sorted(letter.diagnostics.items()):
-        headers.add_row(name, value)
+    for name, value in explained["diagnostics"].items():
+        headers.add_row(Text(name), Text(value))
     console.print(headers)
-    console.print(f"[bold]error:[/bold] {letter.header('reason') or '(no reason recorded)'}")
-    console.print(f"[bold]next step:[/bold] {NEXT_STEPS.get(letter.reason_code, 'read the error above')}")
+    console.print(Text.assemble(("error: ", "bold"), explained["error"]))
+    console.print(Text.assemble(("next step: ", "bold"), explained["next_step"]))
 
 
 @dlq.command("replay")
@@ -158,28 +156,37 @@ def replay_letters(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     rate: Annotated[float | None, typer.Option(help="At most this many letters per second.")] = None,
     max_replays: Annotated[int, typer.Option(help="Refuse letters replayed this often already.")] = DEFAULT_MAX_REPLAYS,
+    as_json: JsonOpt = False,
 ) -> None:
     """Republish selected dead letters to their source topic (same key and event id); audited.
 
     Example: promoter dlq replay --model iris-clf --reason retries_exhausted --since 1h --yes
     """
+    import asyncio
+
+    from rich.console import Console
+
+    from promoter_cli.dead_letter_log import LetterFilter
+    from promoter_cli.dead_letter_replay import replay
+    from promoter_cli.errors import explained_failures
+    from runtime.settings import KafkaSettings, TopicSettings
+
     selection = _filter(model, reason, since, until, event_id, offsets)
     if selection == LetterFilter() and not yes and not dry_run:
         typer.confirm("no filter given: replay EVERY dead letter?", abort=True)
     letters = _letters(selection)
     if not letters:
-        errors.print("no dead letter matches: nothing to replay")
+        typer.echo("no dead letter matches: nothing to replay", err=True)
         raise typer.Exit(1)
     if not dry_run and not yes:
         typer.confirm(f"replay {len(letters)} dead letters to their source topics?", abort=True)
-    user = getpass.getuser()
-    with console.status("replaying ...") as status, explained_failures():
+    with Console(stderr=True).status("replaying ...") as status, explained_failures():
         report = asyncio.run(
             replay(
                 letters,
                 kafka=KafkaSettings(),
                 topics=TopicSettings(),
-                replayed_by=user,
+                replayed_by=getpass.getuser(),
                 max_replays=max_replays,
                 rate_per_s=rate,
                 dry_run=dry_run,
@@ -187,56 +194,72 @@ def replay_letters(
             )
         )
     verb = "would replay" if dry_run else "replayed"
-    for letter in report.replayed:
-        console.print(
-            f"{verb} {letter.partition}:{letter.offset} {letter.model} {letter.target} ({letter.reason_code})"
-        )
-    for letter, why in report.refused:
-        errors.print(f"refused {letter.partition}:{letter.offset} {letter.model}: {why}")
-    console.print(f"{verb} {len(report.replayed)}, refused {len(report.refused)}")
+    if as_json:
+        for letter in report.replayed:
+            typer.echo(json.dumps({**letter.summary(), "outcome": verb.replace(" ", "_")}))
+        for letter, why in report.refused:
+            typer.echo(json.dumps({**letter.summary(), "outcome": "refused", "why": why}))
+    else:
+        for letter in report.replayed:
+            typer.echo(
+                f"{verb} {letter.partition}:{letter.offset} {letter.model} {letter.target} ({letter.reason_code})"
+            )
+        for letter, why in report.refused:
+            typer.echo(f"refused {letter.partition}:{letter.offset} {letter.model}: {why}", err=True)
+        typer.echo(f"{verb} {len(report.replayed)}, refused {len(report.refused)}")
     if report.refused:
         raise typer.Exit(1)
 
 
-def _render(status: ServingStatus) -> str:
-    rows = status.report()
-    if not rows:
-        return "nothing is served yet"
-    return "\n".join(row.line() for row in rows)
+def _print_status(rows: list[AliasStatus], as_json: bool) -> None:
+    now = datetime.now(UTC)
+    if as_json:
+        typer.echo(json.dumps({"time": now.isoformat(), "aliases": [asdict(row) for row in rows]}))
+        return
+    typer.echo(f"{now:%H:%M:%S}")
+    typer.echo("\n".join(row.line() for row in rows) if rows else "nothing is served yet")
 
 
-async def _status(watch: bool) -> None:
-    kafka, topics = KafkaSettings(), TopicSettings()
+async def _status(watch: bool, as_json: bool) -> None:
+    import asyncio
+
+    from promoter_cli.serving_status import ServingStatus
+    from runtime.settings import KafkaSettings, TopicSettings
+    from runtime.topic_reading import caught_up
+
+    topics = TopicSettings()
     state = ServingStatus()
-    replayer = TopicReplayer(kafka, [topics.model_ready, topics.gateway_status], state.apply)
-    await replayer.start()
-    try:
-        await replayer.wait_caught_up(STATUS_TIMEOUT_S)
-        shown = _render(state)
-        console.print(f"[dim]{datetime.now(UTC):%H:%M:%S}[/dim]\n{shown}")
+    async with caught_up(KafkaSettings(), [topics.model_ready, topics.gateway_status], state.apply, STATUS_TIMEOUT_S):
+        shown = state.report()
+        _print_status(shown, as_json)
         while watch:
-            await asyncio.sleep(1.0)  # re-render cadence; the data comes from the followed topics
-            current = _render(state)
+            await asyncio.sleep(1.0)  # poll: the re-render cadence; the data comes from the followed topics
+            current = state.report()
             if current != shown:
                 shown = current
-                console.print(f"[dim]{datetime.now(UTC):%H:%M:%S}[/dim]\n{shown}")
-    finally:
-        await replayer.stop()
+                _print_status(shown, as_json)
 
 
 def status(
     watch: Annotated[bool, typer.Option("--watch", help="Keep following the topics and print changes.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Per model and alias: the version that should be served, and how many live gateways serve it.
 
     Example: promoter status --watch   (iris-clf@champion v7 — 3/3 gateways)
     """
+    import asyncio
+
+    from promoter_cli.errors import EXIT_TIMEOUT, explained_failures
+
     try:
-        asyncio.run(_status(watch))
+        with explained_failures():
+            asyncio.run(_status(watch, as_json))
     except KeyboardInterrupt:
         return
-    except (TimeoutError, RuntimeError) as error:
-        exit_unreachable("cannot read the serving state", error)
+    except TimeoutError as error:
+        typer.echo(f"cannot read the serving state: {error}; is the broker overloaded?", err=True)
+        raise typer.Exit(EXIT_TIMEOUT) from None
 
 
 def register(app: typer.Typer) -> None:

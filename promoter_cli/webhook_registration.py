@@ -1,11 +1,12 @@
-"""Register (or update) the ingress's webhook in an MLflow tracking server, by name, idempotently."""
+"""Register (or update) the ingress's webhook in an MLflow tracking server, by name, idempotently.
+
+MLflow is imported when a webhook is registered, not with this module: it takes seconds to import.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-from mlflow import MlflowClient
 
 #: Every registry event the ingress policy can act on (the others are not subscribed to).
 WEBHOOK_EVENTS: list[Any] = [
@@ -25,6 +26,8 @@ class Registration:
 
 def register_webhook(tracking_uri: str, url: str, secret: str, *, name: str = DEFAULT_WEBHOOK_NAME) -> Registration:
     """Point MLflow's webhook ``name`` at ``url`` with ``secret``; create it if it does not exist."""
+    from mlflow import MlflowClient
+
     client = MlflowClient(tracking_uri=tracking_uri)
     description = "model-promoter ingress: registry events become promotion requests"
     page_token: str | None = None

@@ -1,7 +1,8 @@
 """Structured JSON logs with structlog: one line per event, context bound per promotion.
 
 ``configure_logging`` routes the standard library's loggers (aiokafka, uvicorn, faststream)
-through the same processors, so every line a service prints is JSON. ``bind_event`` binds the
+through the same processors, so every line a service prints is JSON. The ``promoter`` command
+logs nothing unless asked (``configure_command_line_logging``). ``bind_event`` binds the
 event id, model and version for everything logged inside it. Values of keys that look like
 secrets are redacted before rendering.
 """
@@ -21,6 +22,7 @@ from runtime.settings import LogSettings
 
 _SECRET_KEY_PARTS = ("secret", "password", "token", "authorization", "signature", "api_key", "fernet")
 REDACTED = "[redacted]"
+SILENT = logging.CRITICAL + 1  # a root level no record reaches
 
 
 def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
@@ -80,6 +82,17 @@ def configure_logging(service: str, settings: LogSettings | None = None) -> None
     root.setLevel(settings.level)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
+
+
+def configure_command_line_logging(*, verbose: bool) -> None:
+    """The ``promoter`` command: no log line at all (its output is what it prints), or with ``verbose``
+    readable lines on stderr from our code and the libraries (level from ``PROMOTER_LOG_LEVEL``)."""
+    configure_logging("promoter", LogSettings(format="console"))
+    if not verbose:
+        root = logging.getLogger()
+        root.setLevel(SILENT)
+        for handler in root.handlers:  # also for loggers with a level of their own
+            handler.setLevel(SILENT)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -14,10 +14,12 @@ import logging
 from dataclasses import dataclass
 
 from faststream import AckPolicy
-from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.asgi.handlers import GetHandler
 from faststream.asgi.types import Scope
-from faststream.kafka import KafkaMessage
+from faststream.kafka import KafkaBroker, KafkaMessage
 
+from runtime.http_errors import JSON_CONTENT_TYPE, error_json
 from runtime.kafka_broker import kafka_broker
 from runtime.kafka_topics import ensure_project_topics
 from runtime.logging import configure_logging, get_logger
@@ -44,6 +46,7 @@ log = get_logger(__name__)
 REPLAY_TIMEOUT_S = 120.0
 MAX_BATCH_RECORDS = 100
 RETIREMENT_SWEEP_S = 1.0
+HEALTH_PING_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,22 @@ class WorkerConfig:
     @classmethod
     def from_env(cls) -> WorkerConfig:
         return cls(KafkaSettings(), TopicSettings(), MLflowSettings(), TritonSettings(), WorkerSettings())
+
+
+def _error(status: int, message: str) -> AsgiResponse:
+    return AsgiResponse(error_json(message), status, headers={"content-type": JSON_CONTENT_TYPE})
+
+
+def _health(broker: KafkaBroker) -> GetHandler:
+    """``/health``: 204 while the broker answers a ping, else 500 saying so."""
+
+    @get
+    async def health(scope: Scope) -> AsgiResponse:
+        if await broker.ping(HEALTH_PING_TIMEOUT_S):
+            return AsgiResponse(b"", 204)
+        return _error(500, f"the Kafka broker did not answer a ping within {HEALTH_PING_TIMEOUT_S:g} s")
+
+    return health
 
 
 def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
@@ -143,7 +162,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     async def ready(scope: Scope) -> AsgiResponse:
         if replayer.caught_up.is_set() and replayer.failed is None:
             return AsgiResponse(b"ready", 200)
-        return AsgiResponse(b"replaying the serving-state log", 503)
+        return _error(503, "replaying the serving-state log")
 
     @get
     async def prometheus(scope: Scope) -> AsgiResponse:
@@ -152,7 +171,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     return AsgiFastStream(
         broker,
         asgi_routes=[
-            ("/health", make_ping_asgi(broker, timeout=5.0)),
+            ("/health", _health(broker)),
             ("/ready", ready),
             ("/metrics", prometheus),
         ],

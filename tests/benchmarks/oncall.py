@@ -1,15 +1,23 @@
 """Benchmark: on-call commands over a large dead-letter topic (``make bench`` -> ``.bench/oncall.json``).
 
-Starts the broker only (the other stack services are not needed), fills a dead-letter topic with
-10,000 letters, then times ``promoter dlq list`` (table and ``--json``) and ``dlq replay --yes``.
+Starts the broker only (the other stack services are not needed). First the start-up of the
+command as whole processes: ``promoter --help`` against ``python -c "import typer"`` (the floor of
+any typer command), run in turn, and ``promoter dlq list --json`` on an empty topic. Then fills a
+dead-letter topic with 10,000 letters and times ``promoter dlq list`` (table and ``--json``) and
+``dlq replay --yes``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,10 +28,16 @@ from deploy.stack.kafka_broker import kafka_spec
 from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
 from promoter_cli.main import app
+from runtime.kafka_topics import ensure_topics
+from runtime.settings import KafkaSettings
+from schemas.topics import PROMOTION_DLQ
 
 BENCH_DIR = Path(".bench")
 LETTERS = 10_000
 REPLAYS = 1_000
+STARTUP_RUNS = 9
+PROMOTER = [sys.executable, "-c", "from promoter_cli.main import main; main()"]
+IMPORT_TYPER = [sys.executable, "-c", "import typer"]
 
 
 async def fill(bootstrap: str, topic: str, count: int) -> None:
@@ -54,6 +68,22 @@ def timed(env: dict[str, str], *args: str) -> float:
     return time.perf_counter() - began
 
 
+def process_seconds(commands: list[list[str]], env: dict[str, str], runs: int) -> list[list[float]]:
+    """Wall seconds of each command as a whole process (start-up included), run in turn after one warm-up."""
+    seconds: list[list[float]] = [[] for _ in commands]
+    for run in range(runs + 1):
+        for argv, times in zip(commands, seconds, strict=True):
+            began = time.perf_counter()
+            subprocess.run(argv, env={**os.environ, **env}, capture_output=True, check=True, timeout=120)
+            if run:
+                times.append(time.perf_counter() - began)
+    return seconds
+
+
+def min_median(times: list[float]) -> dict[str, float]:
+    return {"min_s": round(min(times), 3), "median_s": round(statistics.median(times), 3)}
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-oncall-") as tmp:
         (port,) = free_ports(1)
@@ -69,6 +99,11 @@ def main() -> None:
                 "PROMOTER_TOPIC_PROMOTION_DLQ": "bench.dlq",
                 "PROMOTER_TOPIC_DEAD_LETTER_REPLAYS": "bench.replays",
             }
+            empty = replace(PROMOTION_DLQ, name="bench.empty-dlq")
+            asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), [empty]))
+            help_s, typer_s = process_seconds([[*PROMOTER, "--help"], IMPORT_TYPER], env, STARTUP_RUNS)
+            empty_env = {**env, "PROMOTER_TOPIC_PROMOTION_DLQ": empty.name}
+            (empty_list_s,) = process_seconds([[*PROMOTER, "dlq", "list", "--json"]], empty_env, STARTUP_RUNS)
             asyncio.run(fill(bootstrap, "bench.dlq", LETTERS))
             list_json_s = timed(env, "dlq", "list", "--json")
             list_table_s = timed(env, "dlq", "list")
@@ -76,7 +111,12 @@ def main() -> None:
             replay_s = timed(env, "dlq", "replay", "--offsets", f"0-{REPLAYS - 1}", "--yes")
         finally:
             stop_all([broker])
+    ratios = [help_run / typer_run for help_run, typer_run in zip(help_s, typer_s, strict=True)]
     result = {
+        "promoter_help": min_median(help_s),
+        "python_import_typer": min_median(typer_s),
+        "help_over_import_typer_median": round(statistics.median(ratios), 2),
+        "dlq_list_empty_topic": min_median(empty_list_s),
         "letters": LETTERS,
         "dlq_list_10k_json_s": round(list_json_s, 3),
         "dlq_list_10k_table_s": round(list_table_s, 3),
@@ -86,6 +126,11 @@ def main() -> None:
     }
     BENCH_DIR.mkdir(exist_ok=True)
     (BENCH_DIR / "oncall.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"promoter --help {result['promoter_help']} vs python -c 'import typer' {result['python_import_typer']}: "
+        f"{result['help_over_import_typer_median']}x (median of pairs; target <= 3x)"
+    )
+    print(f"promoter dlq list --json on an empty topic: {result['dlq_list_empty_topic']}")
     print(f"dlq list over {LETTERS} letters: {list_json_s:.2f} s (--json), {list_table_s:.2f} s (table) (target < 2 s)")
     print(f"dlq list --model --since over {LETTERS}: {filtered_s:.2f} s")
     print(f"dlq replay: {result['replay_per_s']} letters/s over {REPLAYS} (with audit records)")

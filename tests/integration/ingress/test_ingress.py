@@ -175,6 +175,7 @@ async def test_duplicates_publish_once_and_kafka_down_answers_503(local_stack: L
         async with httpx.AsyncClient(base_url=ingress.url, timeout=10) as http:
             answers = [await http.post("/webhooks/mlflow", content=body, headers=headers) for _ in range(3)]
             tampered = await http.post("/webhooks/mlflow", content=body + b" ", headers=headers)
+            unknown = await http.get("/webhooks/unknown")
         records = await read_until(
             local_stack.kafka_bootstrap_servers, topics["PROMOTER_TOPIC_PROMOTION_REQUESTED"], lambda r: len(r) >= 1
         )
@@ -182,6 +183,8 @@ async def test_duplicates_publish_once_and_kafka_down_answers_503(local_stack: L
     assert [a.status_code for a in answers] == [202, 200, 200]
     assert answers[1].json()["status"] == "duplicate"
     assert tampered.status_code == 401
+    assert "does not match the body" in tampered.json()["error"]
+    assert (unknown.status_code, unknown.json()) == (404, {"error": "Not Found"})
     assert len(records) == 1
     assert json.loads(records[0].value)["id"] == event_id_for(headers["X-MLflow-Delivery-Id"])
 
@@ -203,8 +206,8 @@ async def test_duplicates_publish_once_and_kafka_down_answers_503(local_stack: L
         stop_all([process])
     assert down.status_code == 503
     assert down.headers["retry-after"] == "5"
-    assert "MLflow will retry" in down.json()["detail"]
-    assert not_ready.status_code == 503
+    assert "MLflow will retry" in down.json()["error"]
+    assert (not_ready.status_code, not_ready.json()) == (503, {"error": "not connected to Kafka yet"})
 
 
 async def test_a_burst_of_alias_changes_ends_with_what_the_registry_says_now(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import uuid
 from contextlib import ExitStack
 from dataclasses import replace
@@ -22,7 +23,8 @@ from runtime.kafka_topics import ensure_topics
 from runtime.settings import KafkaSettings
 from schemas.gateway_status import GatewayHeartbeat, GatewayHeartbeatData, ServedRoute
 from schemas.model_ready import ModelReady
-from schemas.topics import GATEWAY_STATUS, MODEL_READY, PROMOTION_DLQ
+from schemas.routing_updated import RoutingUpdated
+from schemas.topics import GATEWAY_STATUS, MODEL_READY, PROMOTION_DLQ, ROUTING_UPDATED
 from tests.event_samples import all_events
 from tests.gateway_harness import running_gateways
 from tests.integration.worker.test_failures import frozen
@@ -187,7 +189,51 @@ def test_status_reports_a_gateway_that_stopped_acking(local_stack: LocalStack) -
         await produce(bootstrap, status_topic, [(b"gw-1", beat("gw-1", 1)), (b"gw-2", beat("gw-2", 120))])
 
     asyncio.run(publish())
-    code, output = cli({**local_stack.client_env(), **topics}, "status")
+    env = {**local_stack.client_env(), **topics}
+    code, output = cli(env, "status")
+    json_code, as_json = cli(env, "status", "--json")
 
     assert code == 0, output
-    assert "iris-clf@champion v3 — 1/1 gateways; silent: gw-2" in output
+    clock, line = output.splitlines()  # what it prints for people, and not one log line
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", clock)
+    assert line == "iris-clf@champion v3 — 1/1 gateways; silent: gw-2"
+    assert json_code == 0, as_json
+    (document,) = json_lines(as_json)
+    assert document["aliases"] == [
+        {
+            "model": "iris-clf",
+            "alias": "champion",
+            "version": 3,
+            "on_version": ["gw-1"],
+            "lagging": {},
+            "silent": ["gw-2"],
+        }
+    ]
+
+
+def test_route_sets_and_clears_a_shadow_keeping_the_weights(local_stack: LocalStack) -> None:
+    topics = unique_topics()
+    bootstrap, routing_topic = local_stack.kafka_bootstrap_servers, topics["PROMOTER_TOPIC_ROUTING_UPDATED"]
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    asyncio.run(ensure_topics(kafka, [replace(ROUTING_UPDATED, name=routing_topic)]))
+    env = {**local_stack.client_env(), **topics}
+
+    steps = [
+        cli(env, "route", "iris-clf", "--weights", "champion=90,challenger=10"),
+        cli(env, "route", "iris-clf", "--shadow", "candidate", "--shadow-percent", "5"),
+        cli(env, "route", "iris-clf", "--weights", "champion=50,challenger=50"),
+        cli(env, "route", "iris-clf", "--no-shadow"),
+    ]
+    published = [
+        RoutingUpdated.model_validate_json(r.value).data for r in asyncio.run(snapshot(bootstrap, routing_topic))
+    ]
+
+    assert [code for code, _ in steps] == [0, 0, 0, 0], steps
+    assert [(p.weights, p.shadow_alias, p.shadow_sample_percent) for p in published] == [
+        ({"champion": 90, "challenger": 10}, None, 0.0),
+        ({"champion": 90, "challenger": 10}, "candidate", 5.0),
+        ({"champion": 50, "challenger": 50}, "candidate", 5.0),
+        ({"champion": 50, "challenger": 50}, None, 0.0),
+    ]
+    generations = [p.generation for p in published]
+    assert generations == sorted(set(generations)), "every policy supersedes the one it was built from"

@@ -103,9 +103,9 @@ async def test_tampered_body_wrong_secret_and_stale_timestamp_get_401() -> None:
     )
 
     assert [a.status for a in (tampered, wrong, stale, missing)] == [401] * 4
-    assert "does not match the body" in tampered.body["detail"]
-    assert "301 s from now; allowed skew is 300 s" in stale.body["detail"]
-    assert "missing header X-MLflow-Signature" in missing.body["detail"]
+    assert "does not match the body" in tampered.body["error"]
+    assert "301 s from now; allowed skew is 300 s" in stale.body["error"]
+    assert "missing header X-MLflow-Signature" in missing.body["error"]
     assert kafka.events == []
 
 
@@ -163,7 +163,7 @@ async def test_kafka_down_answers_503_and_the_retry_goes_through() -> None:
     down, retried = await ingress.receive(*delivery), await ingress.receive(*delivery)
 
     assert down.status == 503
-    assert "MLflow will retry" in down.body["detail"]
+    assert "MLflow will retry" in down.body["error"]
     assert retried.status == 202
     assert len(kafka.events) == 1
 

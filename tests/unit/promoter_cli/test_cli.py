@@ -1,14 +1,22 @@
-"""The promoter command explains bad input and an unreachable Kafka (no broker needed)."""
+"""The promoter command: bad input, an unreachable Kafka, a bug and routing changes, told apart (no broker)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import socket
+import sys
 
 import pytest
 from typer.testing import CliRunner
 
-from promoter_cli.errors import EXIT_INVALID, EXIT_UNREACHABLE
-from promoter_cli.main import app
+from promoter_cli import dead_letter_log
+from promoter_cli.errors import EXIT_BUG, EXIT_INVALID, EXIT_TIMEOUT, EXIT_UNREACHABLE
+from promoter_cli.main import app, main
+from promoter_client import promotion, routing
+from runtime.logging import configure_command_line_logging, get_logger
+from runtime.topic_reading import MissingTopicError
+from schemas.routing_updated import RoutingUpdated, RoutingUpdatedData
 
 
 def _closed_port() -> int:
@@ -72,3 +80,167 @@ def test_every_command_documents_an_example() -> None:
         code, output = run(*command, "--help")
         assert code == 0
         assert "Example:" in output, command
+
+
+class FakeRoutingTopic:
+    """routing.updated in memory: the current policy it holds, and what the command published."""
+
+    def __init__(self, current: RoutingUpdatedData | None) -> None:
+        self.current = current
+        self.published: list[RoutingUpdated] = []
+        self.reads = 0
+
+    async def current_routing(self, model: str, **_: object) -> RoutingUpdatedData | None:
+        self.reads += 1
+        return self.current if self.current and self.current.model_name == model else None
+
+    async def publish_event(self, kafka: object, topic: str, event: RoutingUpdated, *, key: str) -> None:
+        assert key == event.data.model_name
+        self.published.append(event)
+
+
+@pytest.fixture
+def routing_topic(monkeypatch: pytest.MonkeyPatch) -> FakeRoutingTopic:
+    current = RoutingUpdatedData(
+        model_name="iris", weights={"champion": 90, "challenger": 10}, generation=4_000_000_000_000
+    )
+    topic = FakeRoutingTopic(current)
+    monkeypatch.setattr(routing, "current_routing", topic.current_routing)
+    monkeypatch.setattr(routing, "publish_event", topic.publish_event)
+    return topic
+
+
+def test_route_sets_a_shadow_alone_and_keeps_the_weights(routing_topic: FakeRoutingTopic) -> None:
+    code, output = run("route", "iris", "--shadow", "candidate", "--shadow-percent", "5", "--json")
+
+    assert code == 0, output
+    (event,) = routing_topic.published
+    assert (event.data.weights, event.data.shadow_alias, event.data.shadow_sample_percent) == (
+        {"champion": 90, "challenger": 10},
+        "candidate",
+        5.0,
+    )
+    assert event.data.generation > 4_000_000_000_000, "later than the current one, even with a clock behind"
+    assert json.loads(output) == event.data.model_dump(mode="json")
+
+
+def test_route_clears_the_shadow_and_keeps_the_weights(routing_topic: FakeRoutingTopic) -> None:
+    assert routing_topic.current is not None
+    routing_topic.current = routing_topic.current.model_copy(
+        update={"shadow_alias": "candidate", "shadow_sample_percent": 5.0}
+    )
+
+    code, output = run("route", "iris", "--no-shadow")
+
+    assert code == 0, output
+    (event,) = routing_topic.published
+    assert (event.data.weights, event.data.shadow_alias) == ({"champion": 90, "challenger": 10}, None)
+    assert "no shadow" in output
+
+
+def test_route_with_the_whole_policy_does_not_read_the_current_one(routing_topic: FakeRoutingTopic) -> None:
+    code, _ = run("route", "iris", "--weights", "champion=100", "--no-shadow")
+
+    assert code == 0
+    assert routing_topic.reads == 0
+    assert routing_topic.published[0].data.weights == {"champion": 100}
+
+
+def test_route_says_what_to_give_when_there_is_no_policy_to_keep(routing_topic: FakeRoutingTopic) -> None:
+    code, output = run("route", "fraud", "--shadow", "candidate", "--shadow-percent", "5")
+    both_code, both = run("route", "iris", "--shadow", "candidate", "--no-shadow")
+
+    assert code == EXIT_INVALID
+    assert "weights: fraud has no routing policy yet" in output
+    assert both_code == EXIT_INVALID
+    assert "exclusive" in both
+    assert routing_topic.published == []
+
+
+def test_no_answer_in_time_exits_2_not_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_answer(model: str, **_: object) -> object:
+        raise TimeoutError(f"no outcome for promotion request evt-1 within 0.1 s (model {model})")
+
+    monkeypatch.setattr(promotion, "request_promotion", no_answer)
+
+    code, output = run("promote", "iris", "--version", "1", "--wait", "0.1")
+
+    assert code == EXIT_TIMEOUT
+    assert "the request stays queued" in output
+
+
+def test_a_bug_while_reading_letters_is_not_reported_as_kafka_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(*_: object) -> list[object]:
+        raise KeyError("x-dlq-reason")
+
+    monkeypatch.setattr(dead_letter_log, "read_dead_letters", broken)
+
+    result = CliRunner().invoke(app, ["dlq", "list"])
+
+    assert result.exit_code != EXIT_UNREACHABLE
+    assert isinstance(result.exception, KeyError)
+    assert "Kafka" not in result.output
+
+
+def test_the_promoter_script_exits_5_with_the_traceback_on_a_bug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def broken(*_: object) -> list[object]:
+        raise KeyError("x-dlq-reason")
+
+    monkeypatch.setattr(dead_letter_log, "read_dead_letters", broken)
+    monkeypatch.setattr(sys, "argv", ["promoter", "dlq", "list"])
+
+    with pytest.raises(SystemExit) as exited:
+        main()
+
+    assert exited.value.code == EXIT_BUG
+    errors = capsys.readouterr().err
+    assert "Traceback" in errors
+    assert "KeyError: 'x-dlq-reason'" in errors
+    assert "bug in promoter" in errors
+
+
+def test_a_missing_topic_is_named_not_called_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def missing(*_: object) -> list[object]:
+        raise MissingTopicError("topic 'model.promotion.dlq' does not exist (check PROMOTER_TOPIC_PROMOTION_DLQ)")
+
+    monkeypatch.setattr(dead_letter_log, "read_dead_letters", missing)
+
+    code, output = run("dlq", "list")
+
+    assert code == EXIT_INVALID
+    assert "check PROMOTER_TOPIC_PROMOTION_DLQ" in output
+
+
+def test_commands_log_nothing_unless_verbose(capsys: pytest.CaptureFixture[str]) -> None:
+    log = get_logger("promoter_cli.test")
+
+    configure_command_line_logging(verbose=False)
+    log.info("replay caught up")
+    logging.getLogger("aiokafka").error("Unable to connect")
+    quiet = capsys.readouterr()
+    configure_command_line_logging(verbose=True)
+    log.info("replay caught up")
+    logging.getLogger("aiokafka").warning("Unable to connect")
+    verbose = capsys.readouterr()
+
+    assert (quiet.out, quiet.err) == ("", "")
+    assert verbose.out == ""
+    assert "replay caught up" in verbose.err
+    assert "Unable to connect" in verbose.err
+
+
+def test_route_says_when_the_current_policy_could_not_be_read(
+    routing_topic: FakeRoutingTopic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def slow(model: str, **_: object) -> RoutingUpdatedData | None:
+        raise TimeoutError("replay of ['routing.updated'] not caught up within 60 s")
+
+    monkeypatch.setattr(routing, "current_routing", slow)
+
+    code, output = run("route", "iris", "--no-shadow")
+
+    assert code == EXIT_TIMEOUT
+    assert "cannot read the current policy" in output
+    assert routing_topic.published == []
