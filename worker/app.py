@@ -3,6 +3,8 @@
 Start-up order: create missing topics, rebuild the serving state by replaying ``model.ready``
 to its end, then join the consumer group on ``model.promotion.requested``. The replay keeps
 following the log afterwards, so promotions announced by other replicas are known here too.
+In the background: retirement of old versions, the fleet repair loop (every Triton endpoint
+holds what it should) with its status reports, and the registry reconcile loop.
 Run it with ``promoter-worker`` (uvicorn) or ``faststream run worker.app:app``.
 """
 
@@ -10,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
 from faststream.asgi.types import Scope
@@ -23,19 +27,23 @@ from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, render
 from runtime.settings import KafkaSettings, LogSettings, MLflowSettings, TopicSettings, TritonSettings
 from runtime.topic_replay import TopicReplayer
+from schemas.fleet_status import FLEET_STATUS_KEY_PREFIX
 from schemas.model_ready import ModelReady
 from schemas.promotion_rejected import PromotionRejected
+from worker.fleet_repair import FleetRepairer
+from worker.fleet_report import FleetStatusReporter
 from worker.gateway_view import GatewayView
 from worker.metrics import WorkerMetrics
+from worker.model_loads import ModelLoads
 from worker.parity import warm_up_model_libraries
 from worker.promotion import Promoter
 from worker.registry import Registry
+from worker.registry_reconcile import RegistryReconciler
 from worker.retirement import RetirementPlanner, Retirer
 from worker.service import PromotionService
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
 from worker.triton_fleet import TritonFleet
-from worker.triton_naming import is_triton_model_name
 
 log = get_logger(__name__)
 
@@ -59,6 +67,35 @@ class WorkerConfig:
         return cls(KafkaSettings(), TopicSettings(), MLflowSettings(), TritonSettings(), WorkerSettings())
 
 
+def _without_fleet_reports(
+    apply: Callable[[ConsumerRecord[bytes, bytes]], None],
+) -> Callable[[ConsumerRecord[bytes, bytes]], None]:
+    """``gateway.status`` also carries the workers' fleet reports (keyed ``worker/<id>``): skip those."""
+    prefix = FLEET_STATUS_KEY_PREFIX.encode()
+
+    def apply_gateway_record(record: ConsumerRecord[bytes, bytes]) -> None:
+        if not (record.key or b"").startswith(prefix):
+            apply(record)
+
+    return apply_gateway_record
+
+
+async def _start_upkeep(
+    settings: WorkerSettings, repairer: FleetRepairer, reporter: FleetStatusReporter, reconciler: RegistryReconciler
+) -> list[asyncio.Task[None]]:
+    """The fleet repair loop, its status reports and the registry reconcile loop (unless turned off)."""
+    await repairer.check_once()  # a Triton down at start-up is reported down, not fatal
+    tasks = [
+        asyncio.create_task(repairer.run_forever(settings.fleet_check_interval_s), name="fleet repair"),
+        asyncio.create_task(reporter.run_forever(), name="fleet status"),
+    ]
+    if settings.reconcile_interval_s > 0:
+        tasks.append(
+            asyncio.create_task(reconciler.run_forever(settings.reconcile_interval_s), name="registry reconcile")
+        )
+    return tasks
+
+
 def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     config = config or WorkerConfig.from_env()
     kafka, topics = config.kafka, config.topics
@@ -66,15 +103,25 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     metrics = WorkerMetrics()
     state = ServingState()
     fleet = TritonFleet(config.triton)
-    promoter = Promoter(config.worker, config.triton, Registry(config.mlflow), fleet, state)
+    loads = ModelLoads()
+    registry = Registry(config.mlflow)
+    promoter = Promoter(config.worker, config.triton, registry, fleet, state, loads)
     service = PromotionService(config.worker, topics, promoter, state, broker, metrics)
     replayer = TopicReplayer(kafka, [topics.model_ready], service.apply_log_record)
     gateways = GatewayView()
-    gateway_status = TopicReplayer(kafka, [topics.gateway_status], gateways.apply)
+    gateway_status = TopicReplayer(kafka, [topics.gateway_status], _without_fleet_reports(gateways.apply))
     planner = RetirementPlanner(
         state, gateways, keep_loaded_versions=config.worker.keep_loaded_versions, grace_s=config.worker.retire_grace_s
     )
     retirer = Retirer(planner, fleet, config.triton.model_repository, metrics)
+    repairer = FleetRepairer(fleet, state, loads, config.triton.model_repository, config.worker, metrics)
+    reporter = FleetStatusReporter(
+        repairer, broker, topics.gateway_status, config.worker.replica_id, config.worker.fleet_status_interval_s
+    )
+    repairer.on_change = reporter.changed
+    reconciler = RegistryReconciler(
+        registry, state, broker, topics.promotion_requested, config.worker.replica_id, metrics
+    )
     background: list[asyncio.Task[None]] = []
 
     @broker.subscriber(
@@ -120,19 +167,13 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         await replayer.wait_caught_up(REPLAY_TIMEOUT_S)
         await gateway_status.wait_caught_up(REPLAY_TIMEOUT_S)
         background.append(asyncio.create_task(retirer.run_forever(RETIREMENT_SWEEP_S), name="retirement"))
-        endpoint = fleet.endpoints[0]
-        try:
-            loaded = await endpoint.loaded_models()
-        except Exception as error:  # Triton down at start-up is not fatal: promotions will retry
-            log.warning("Triton repository index unavailable at start-up", endpoint=endpoint.url, error=str(error))
-        else:
-            ours = [name for name, status in loaded.items() if is_triton_model_name(name) and status == "READY"]
-            metrics.loaded_models.set(len(ours))
+        background.extend(await _start_upkeep(config.worker, repairer, reporter, reconciler))
         log.info("worker ready", served_aliases=len(state.routes), log_records=replayer.records_seen)
 
     async def stop_state() -> None:
         for task in background:
             task.cancel()
+        await repairer.close()
         await gateway_status.stop()
         await replayer.stop()
         await fleet.close()
