@@ -200,9 +200,8 @@ def replay_letters(
 
 def _render(status: ServingStatus) -> str:
     rows = status.report()
-    if not rows:
-        return "nothing is served yet"
-    return "\n".join(row.line() for row in rows)
+    served = [row.line() for row in rows] or ["nothing is served yet"]
+    return "\n".join(served + status.endpoint_lines())
 
 
 async def _status(watch: bool) -> None:

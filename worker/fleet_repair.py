@@ -29,7 +29,7 @@ from pathlib import Path
 from runtime.logging import get_logger
 from schemas.envelope import utc_now
 from schemas.fleet_status import EndpointState, EndpointStatus
-from schemas.model_ready import ModelReadyData
+from schemas.model_ready import ModelReadyData, SignatureSummary
 from worker.errors import PermanentFailure, TransientFailure
 from worker.metrics import ENDPOINT_STATES, WorkerMetrics
 from worker.model_loads import ModelLoads
@@ -94,6 +94,7 @@ class FleetRepairer:
         *,
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        prepare: Callable[[Path, SignatureSummary], ParityCase] = prepare_case,
     ) -> None:
         self.fleet = fleet
         self.state = state
@@ -103,6 +104,7 @@ class FleetRepairer:
         self.metrics = metrics
         self.on_change = on_change
         self._clock = clock
+        self._prepare = prepare  # MLflow's reference answer for the parity proof (blocking)
         now = utc_now()
         self.views = {ep.url: EndpointView(ep.url, "repairing", now) for ep in fleet.endpoints}
         self._repairs: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -241,7 +243,7 @@ class FleetRepairer:
 
     async def _parity_case(self, model: str, record: ModelReadyData) -> ParityCase:
         staged = self.repository / model / VERSION_DIR / MODEL_SUBDIR
-        case = await asyncio.to_thread(prepare_case, staged, record.signature)
+        case = await asyncio.to_thread(self._prepare, staged, record.signature)
         self._cases[model] = case
         return case
 
