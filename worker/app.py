@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRecord
 from faststream import AckPolicy
@@ -27,7 +27,7 @@ from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, render
 from runtime.settings import KafkaSettings, LogSettings, MLflowSettings, TopicSettings, TritonSettings
 from runtime.topic_replay import TopicReplayer
-from schemas.fleet_status import FLEET_STATUS_KEY_PREFIX
+from schemas.fleet_status import FLEET_STATUS_KEY_PREFIX, WorkerFleetStatus
 from schemas.model_ready import ModelReady
 from schemas.promotion_rejected import PromotionRejected
 from worker.fleet_repair import FleetRepairer
@@ -40,7 +40,7 @@ from worker.promotion import Promoter
 from worker.registry import Registry
 from worker.registry_reconcile import RegistryReconciler
 from worker.retirement import RetirementPlanner, Retirer
-from worker.service import PromotionService
+from worker.service import PromotionService, Publisher
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
 from worker.triton_fleet import TritonFleet
@@ -80,20 +80,53 @@ def _without_fleet_reports(
     return apply_gateway_record
 
 
-async def _start_upkeep(
-    settings: WorkerSettings, repairer: FleetRepairer, reporter: FleetStatusReporter, reconciler: RegistryReconciler
-) -> list[asyncio.Task[None]]:
-    """The fleet repair loop, its status reports and the registry reconcile loop (unless turned off)."""
-    await repairer.check_once()  # a Triton down at start-up is reported down, not fatal
-    tasks = [
-        asyncio.create_task(repairer.run_forever(settings.fleet_check_interval_s), name="fleet repair"),
-        asyncio.create_task(reporter.run_forever(), name="fleet status"),
-    ]
-    if settings.reconcile_interval_s > 0:
-        tasks.append(
-            asyncio.create_task(reconciler.run_forever(settings.reconcile_interval_s), name="registry reconcile")
+@dataclass
+class Upkeep:
+    """The loops that keep the fleet and the aliases right: fleet repair, its status reports, registry reconcile."""
+
+    settings: WorkerSettings
+    repairer: FleetRepairer
+    reporter: FleetStatusReporter
+    reconciler: RegistryReconciler
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        config: WorkerConfig,
+        promoter: Promoter,
+        publisher: Publisher,
+        metrics: WorkerMetrics,
+    ) -> Upkeep:
+        settings = config.worker
+        repairer = FleetRepairer(
+            promoter.fleet, promoter.state, promoter.loads, config.triton.model_repository, settings, metrics
         )
-    return tasks
+        reporter = FleetStatusReporter(
+            repairer, publisher, config.topics.gateway_status, settings.replica_id, settings.fleet_status_interval_s
+        )
+        repairer.on_change = reporter.changed
+        requests = config.topics.promotion_requested
+        reconciler = RegistryReconciler(
+            promoter.registry, promoter.state, publisher, requests, settings.replica_id, metrics
+        )
+        return cls(settings, repairer, reporter, reconciler)
+
+    async def start(self) -> None:
+        """Call once the broker is connected: these loops publish."""
+        await self.repairer.check_once()  # a Triton down at start-up is reported down, not fatal
+        self.tasks += [
+            asyncio.create_task(self.repairer.run_forever(self.settings.fleet_check_interval_s), name="fleet repair"),
+            asyncio.create_task(self.reporter.run_forever(), name="fleet status"),
+        ]
+        if self.settings.reconcile_interval_s > 0:
+            interval_s = self.settings.reconcile_interval_s
+            self.tasks.append(asyncio.create_task(self.reconciler.run_forever(interval_s), name="registry reconcile"))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await self.repairer.close()
 
 
 def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
@@ -103,9 +136,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     metrics = WorkerMetrics()
     state = ServingState()
     fleet = TritonFleet(config.triton)
-    loads = ModelLoads()
-    registry = Registry(config.mlflow)
-    promoter = Promoter(config.worker, config.triton, registry, fleet, state, loads)
+    promoter = Promoter(config.worker, config.triton, Registry(config.mlflow), fleet, state, ModelLoads())
     service = PromotionService(config.worker, topics, promoter, state, broker, metrics)
     replayer = TopicReplayer(kafka, [topics.model_ready], service.apply_log_record)
     gateways = GatewayView()
@@ -114,14 +145,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         state, gateways, keep_loaded_versions=config.worker.keep_loaded_versions, grace_s=config.worker.retire_grace_s
     )
     retirer = Retirer(planner, fleet, config.triton.model_repository, metrics)
-    repairer = FleetRepairer(fleet, state, loads, config.triton.model_repository, config.worker, metrics)
-    reporter = FleetStatusReporter(
-        repairer, broker, topics.gateway_status, config.worker.replica_id, config.worker.fleet_status_interval_s
-    )
-    repairer.on_change = reporter.changed
-    reconciler = RegistryReconciler(
-        registry, state, broker, topics.promotion_requested, config.worker.replica_id, metrics
-    )
+    upkeep = Upkeep.build(config, promoter, broker, metrics)
     background: list[asyncio.Task[None]] = []
 
     @broker.subscriber(
@@ -156,6 +180,12 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         (topics.promotion_dlq, bytes, "DLQ: the original record plus x-dlq-* headers"),
     ):
         broker.publisher(topic, schema=schema, title=title, description="keyed by registered model name")
+    broker.publisher(
+        topics.gateway_status,
+        schema=WorkerFleetStatus,
+        title="gateway.status: this worker's view of every Triton endpoint",
+        description="keyed worker/<replica id>; on change and every PROMOTER_WORKER_FLEET_STATUS_INTERVAL_S",
+    )
 
     async def start_state() -> None:
         created = await ensure_project_topics(kafka, topics)
@@ -167,13 +197,12 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         await replayer.wait_caught_up(REPLAY_TIMEOUT_S)
         await gateway_status.wait_caught_up(REPLAY_TIMEOUT_S)
         background.append(asyncio.create_task(retirer.run_forever(RETIREMENT_SWEEP_S), name="retirement"))
-        background.extend(await _start_upkeep(config.worker, repairer, reporter, reconciler))
         log.info("worker ready", served_aliases=len(state.routes), log_records=replayer.records_seen)
 
     async def stop_state() -> None:
         for task in background:
             task.cancel()
-        await repairer.close()
+        await upkeep.stop()
         await gateway_status.stop()
         await replayer.stop()
         await fleet.close()
@@ -196,6 +225,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
             ("/metrics", prometheus),
         ],
         on_startup=[start_state],
+        after_startup=[upkeep.start],
         on_shutdown=[stop_state],
         asyncapi_path="/docs/asyncapi",
         logger=logging.getLogger("faststream.app"),

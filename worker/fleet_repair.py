@@ -137,6 +137,7 @@ class FleetRepairer:
             missing = missing_models(should_hold, index)
             for model in sorted(missing):
                 self._start_repair(endpoint, model)
+            missing |= self._repairing_on(endpoint.url)  # READY but not proven yet is not in sync
             self._set(endpoint.url, "repairing" if missing else "in_sync", missing, self._last_error(endpoint.url))
         self._cases = {model: case for model, case in self._cases.items() if model in should_hold}
 
@@ -153,6 +154,9 @@ class FleetRepairer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _repairing_on(self, url: str) -> set[str]:
+        return {model for endpoint, model in self._repairs if endpoint == url}
 
     def _set(self, url: str, state: EndpointState, missing: set[str], error: str | None) -> None:
         view = self.views[url]

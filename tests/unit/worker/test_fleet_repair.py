@@ -334,3 +334,23 @@ async def test_load_locks_serialise_and_are_dropped_when_free(users: int) -> Non
     with loads.promoting("m"), loads.promoting("m"):
         assert loads.in_flight() == {"m"}
     assert loads.in_flight() == set()
+
+
+async def test_an_endpoint_is_repairing_until_the_reloaded_model_is_proven(tmp_path: Path) -> None:
+    state = ServingState()
+    state.apply(ready(3, 0))
+    staged(tmp_path, "iris--v3")
+    endpoint = FakeEndpoint("t1:8000")
+    endpoint.release_load = asyncio.Event()
+    fixer, _, _, _ = repairer(tmp_path, FakeFleet(endpoint), state)
+
+    await fixer.check_once()
+    await asyncio.wait_for(endpoint.load_started.wait(), 5)
+    endpoint.loaded.add("iris--v3")  # READY in Triton's index, not yet proven by the repair
+    await fixer.check_once()
+    assert state_of(fixer, "t1:8000") == "repairing"
+    assert fixer.views["t1:8000"].missing == {"iris--v3"}
+    endpoint.release_load.set()
+    await settled(fixer)
+    await fixer.check_once()
+    assert state_of(fixer, "t1:8000") == "in_sync"
