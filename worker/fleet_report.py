@@ -11,10 +11,9 @@ import asyncio
 from contextlib import suppress
 
 from runtime.logging import get_logger
-from schemas.envelope import CONTENT_TYPE
 from schemas.fleet_status import FLEET_STATUS_KEY_PREFIX, WorkerFleetStatus, WorkerFleetStatusData
 from worker.fleet_repair import FleetRepairer
-from worker.service import Publisher
+from worker.service import Publisher, publish_event
 
 log = get_logger(__name__)
 
@@ -47,10 +46,7 @@ class FleetStatusReporter:
         )
 
     async def publish(self) -> None:
-        key = f"{FLEET_STATUS_KEY_PREFIX}{self.replica_id}".encode()
-        await self.publisher.publish(
-            self.event().to_json_bytes(), self.topic, key=key, headers={"content-type": CONTENT_TYPE}
-        )
+        await publish_event(self.publisher, self.event(), self.topic, f"{FLEET_STATUS_KEY_PREFIX}{self.replica_id}")
 
     async def run_forever(self) -> None:
         while True:

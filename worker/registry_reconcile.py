@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from runtime.logging import get_logger
-from schemas.envelope import CONTENT_TYPE
 from schemas.promotion_requested import PromotionRequested, PromotionRequestedData
 from worker.errors import TransientFailure
 from worker.metrics import WorkerMetrics
-from worker.service import Publisher
+from worker.service import Publisher, publish_event
 from worker.serving_state import ServingState
 
 log = get_logger(__name__)
@@ -138,12 +137,7 @@ class RegistryReconciler:
                 reason=correction.reason(),
             ),
         )
-        await self.publisher.publish(
-            event.to_json_bytes(),
-            self.topic,
-            key=correction.model_name.encode(),
-            headers={"content-type": CONTENT_TYPE},
-        )
+        await publish_event(self.publisher, event, self.topic, correction.model_name)
         self.metrics.registry_corrections.inc()
         log.info(
             "registry drift corrected: promotion requested",
