@@ -30,7 +30,7 @@ from runtime.logging import get_logger
 from schemas.envelope import utc_now
 from schemas.fleet_status import EndpointState, EndpointStatus
 from schemas.model_ready import ModelReadyData, SignatureSummary
-from worker.errors import PermanentFailure, TransientFailure
+from worker.errors import PermanentFailure, PromotionFailure, TransientFailure
 from worker.metrics import ENDPOINT_STATES, WorkerMetrics
 from worker.model_loads import ModelLoads
 from worker.parity import ParityCase, prepare_case
@@ -198,26 +198,18 @@ class FleetRepairer:
 
     async def _repair(self, endpoint: TritonEndpoint, model: str) -> None:
         key = (endpoint.url, model)
-        async with self.loads.exclusive(model):
-            if model not in self.should_hold():
-                return  # retired or rejected while this repair waited for the lock
-            if await asyncio.to_thread(recorded_digest, self.repository / model) is None:
-                self._fail(key, f"{model} is not staged in {self.repository}; it cannot be reloaded", model)
-                return
-            if await endpoint.is_ready(model):
-                self._backoff.pop(key, None)
-                return  # a promotion or another replica loaded it meanwhile
-            began = time.perf_counter()
-            try:
-                await endpoint.load(model)
-                await self._prove(endpoint, model)
-            except (PermanentFailure, TransientFailure) as failure:
-                if isinstance(failure, PermanentFailure) and await endpoint.is_ready(model):
-                    await self._unload_unproven(endpoint, model)
-                self._fail(key, failure.message, model)
-                return
-        seconds = time.perf_counter() - began
+        try:
+            seconds = await self._reload(endpoint, model)
+        except PromotionFailure as failure:
+            self._fail(key, failure.message, model)
+            return
+        except Exception as error:  # unexpected (a library or a bug): counted and retried like a failure
+            log.exception("unexpected error repairing a model", endpoint=endpoint.url, triton_model=model)
+            self._fail(key, f"internal error: {type(error).__name__}: {error}", model)
+            return
         self._backoff.pop(key, None)
+        if seconds is None:
+            return
         self.metrics.fleet_repairs.labels(endpoint.url, "repaired").inc()
         self.metrics.fleet_repair_seconds.observe(seconds)
         record = self.state.known_model(model)
@@ -229,6 +221,24 @@ class FleetRepairer:
             version=record.version if record else None,
             seconds=round(seconds, 3),
         )
+
+    async def _reload(self, endpoint: TritonEndpoint, model: str) -> float | None:
+        """Load and prove ``model`` on ``endpoint`` under its load lock; seconds taken, or None if not needed."""
+        async with self.loads.exclusive(model):
+            if model not in self.should_hold():
+                return None  # retired or rejected while this repair waited for the lock
+            if await asyncio.to_thread(recorded_digest, self.repository / model) is None:
+                raise TransientFailure(f"{model} is not staged in {self.repository}; it cannot be reloaded")
+            if await endpoint.is_ready(model):
+                return None  # a promotion or another replica loaded it meanwhile
+            began = time.perf_counter()
+            await endpoint.load(model)
+            try:
+                await self._prove(endpoint, model)
+            except PermanentFailure:
+                await self._unload_unproven(endpoint, model)  # never serve answers that differ from MLflow's
+                raise
+            return time.perf_counter() - began
 
     async def _prove(self, endpoint: TritonEndpoint, model: str) -> None:
         """The parity proof of a promotion, on the repaired endpoint (a model being promoted gets its own)."""

@@ -354,3 +354,19 @@ async def test_an_endpoint_is_repairing_until_the_reloaded_model_is_proven(tmp_p
     await settled(fixer)
     await fixer.check_once()
     assert state_of(fixer, "t1:8000") == "in_sync"
+
+
+async def test_an_unexpected_error_is_counted_and_backed_off_not_retried_every_check(tmp_path: Path) -> None:
+    state = ServingState()
+    state.apply(ready(3, 0))
+    staged(tmp_path, "iris--v3")
+    endpoint = FakeEndpoint("t1:8000")
+    endpoint.load_error = KeyError("models")
+    fixer, metrics, _, _ = repairer(tmp_path, FakeFleet(endpoint), state)
+
+    await fixer.check_once()
+    await settled(fixer)
+    await fixer.check_once()
+    await settled(fixer)
+    assert repairs(metrics, "t1:8000", "failed") == 1
+    assert fixer.views["t1:8000"].error == "internal error: KeyError: 'models'"
