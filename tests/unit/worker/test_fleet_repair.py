@@ -98,6 +98,14 @@ def staged(repository: Path, *models: str) -> None:
         (repository / model / MARKER_FILE).write_text(json.dumps({"artifact_sha256": SAMPLE.artifact_sha256}))
 
 
+def routed_v3(repository: Path) -> ServingState:
+    """A serving state routing iris v3, whose Triton model is staged in ``repository``."""
+    state = ServingState()
+    state.apply(ready(3, 0))
+    staged(repository, "iris--v3")
+    return state
+
+
 def repairer(
     tmp_path: Path, fleet: FakeFleet, state: ServingState, loads: ModelLoads | None = None, keep: int = 1
 ) -> tuple[FleetRepairer, WorkerMetrics, list[int], Clock]:
@@ -156,9 +164,7 @@ def test_a_model_is_missing_unless_ready_or_loading() -> None:
 
 
 async def test_an_endpoint_restarted_empty_gets_its_models_back_and_is_in_sync_again(tmp_path: Path) -> None:
-    state = ServingState()
-    state.apply(ready(3, 0))
-    staged(tmp_path, "iris--v3")
+    state = routed_v3(tmp_path)
     healthy, restarted = FakeEndpoint("t0:8000", {"iris--v3"}), FakeEndpoint("t1:8000")
     fixer, metrics, changes, _ = repairer(tmp_path, FakeFleet(healthy, restarted), state)
 
@@ -180,9 +186,7 @@ async def test_an_endpoint_restarted_empty_gets_its_models_back_and_is_in_sync_a
 
 
 async def test_a_down_endpoint_is_marked_down_then_repaired_when_it_answers(tmp_path: Path) -> None:
-    state = ServingState()
-    state.apply(ready(3, 0))
-    staged(tmp_path, "iris--v3")
+    state = routed_v3(tmp_path)
     endpoint = FakeEndpoint("t1:8000", {"iris--v3"})
     fixer, metrics, _, _ = repairer(tmp_path, FakeFleet(endpoint), state)
 
@@ -206,9 +210,7 @@ async def test_a_down_endpoint_is_marked_down_then_repaired_when_it_answers(tmp_
 async def test_a_repair_waits_for_a_promotion_loading_the_same_model_and_does_not_load_it_again(
     tmp_path: Path,
 ) -> None:
-    state = ServingState()
-    state.apply(ready(3, 0))
-    staged(tmp_path, "iris--v3")
+    state = routed_v3(tmp_path)
     endpoint = FakeEndpoint("t1:8000")
     loads = ModelLoads()
     fixer, _, _, _ = repairer(tmp_path, FakeFleet(endpoint), state, loads)
@@ -242,9 +244,7 @@ async def test_a_model_being_promoted_is_held_and_one_no_longer_wanted_is_not_lo
 
 
 async def test_a_failed_repair_is_retried_with_backoff_and_counted(tmp_path: Path) -> None:
-    state = ServingState()
-    state.apply(ready(3, 0))
-    staged(tmp_path, "iris--v3")
+    state = routed_v3(tmp_path)
     endpoint = FakeEndpoint("t1:8000")
     endpoint.load_error = TransientFailure("Triton t1:8000 failed to load iris--v3: out of memory")
     fixer, metrics, _, clock = repairer(tmp_path, FakeFleet(endpoint), state)
@@ -267,9 +267,7 @@ async def test_a_failed_repair_is_retried_with_backoff_and_counted(tmp_path: Pat
 
 
 async def test_a_reloaded_model_that_fails_its_parity_proof_is_unloaded_again(tmp_path: Path) -> None:
-    state = ServingState()
-    state.apply(ready(3, 0))
-    staged(tmp_path, "iris--v3")
+    state = routed_v3(tmp_path)
     endpoint = FakeEndpoint("t1:8000")
     endpoint.answer = np.array([2, 2])
     fixer, metrics, _, _ = repairer(tmp_path, FakeFleet(endpoint), state)
@@ -298,9 +296,7 @@ async def test_a_model_whose_directory_is_gone_is_not_loaded(tmp_path: Path) -> 
 
 
 async def test_a_load_triton_refuses_is_counted_and_the_endpoint_stays_repairing(tmp_path: Path) -> None:
-    state = ServingState()
-    state.apply(ready(3, 0))
-    staged(tmp_path, "iris--v3")
+    state = routed_v3(tmp_path)
     endpoint = FakeEndpoint("t1:8000")
     endpoint.load_error = PermanentFailure(
         ReasonCode.TRITON_LOAD_FAILED, "Triton t1:8000 refused to load iris--v3: [400] load failed"
@@ -337,9 +333,7 @@ async def test_load_locks_serialise_and_are_dropped_when_free(users: int) -> Non
 
 
 async def test_an_endpoint_is_repairing_until_the_reloaded_model_is_proven(tmp_path: Path) -> None:
-    state = ServingState()
-    state.apply(ready(3, 0))
-    staged(tmp_path, "iris--v3")
+    state = routed_v3(tmp_path)
     endpoint = FakeEndpoint("t1:8000")
     endpoint.release_load = asyncio.Event()
     fixer, _, _, _ = repairer(tmp_path, FakeFleet(endpoint), state)
@@ -357,9 +351,7 @@ async def test_an_endpoint_is_repairing_until_the_reloaded_model_is_proven(tmp_p
 
 
 async def test_an_unexpected_error_is_counted_and_backed_off_not_retried_every_check(tmp_path: Path) -> None:
-    state = ServingState()
-    state.apply(ready(3, 0))
-    staged(tmp_path, "iris--v3")
+    state = routed_v3(tmp_path)
     endpoint = FakeEndpoint("t1:8000")
     endpoint.load_error = KeyError("models")
     fixer, metrics, _, _ = repairer(tmp_path, FakeFleet(endpoint), state)
