@@ -18,7 +18,9 @@ from promoter_cli.output import JsonOpt, render_table
 
 if TYPE_CHECKING:
     from promoter_cli.dead_letter_log import DeadLetter, LetterFilter
-    from promoter_cli.serving_status import AliasStatus
+    from promoter_cli.serving_status import AliasStatus, EndpointRow
+
+    StatusView = tuple[list[AliasStatus], list[EndpointRow]]  # what `status` prints: the aliases, the endpoints
 
 dlq = typer.Typer(help="Inspect and replay dead letters (failed promotion requests).", no_args_is_help=True)
 
@@ -211,13 +213,20 @@ def replay_letters(
         raise typer.Exit(1)
 
 
-def _print_status(rows: list[AliasStatus], as_json: bool) -> None:
+def _print_status(view: StatusView, as_json: bool) -> None:
+    rows, endpoints = view
     now = datetime.now(UTC)
     if as_json:
-        typer.echo(json.dumps({"time": now.isoformat(), "aliases": [asdict(row) for row in rows]}))
+        document = {
+            "time": now.isoformat(),
+            "aliases": [asdict(row) for row in rows],
+            "endpoints": [row.as_json() for row in endpoints],
+        }
+        typer.echo(json.dumps(document))
         return
     typer.echo(f"{now:%H:%M:%S}")
-    typer.echo("\n".join(row.line() for row in rows) if rows else "nothing is served yet")
+    served = [row.line() for row in rows] or ["nothing is served yet"]
+    typer.echo("\n".join(served + [row.line() for row in endpoints]))
 
 
 async def _status(watch: bool, as_json: bool) -> None:
@@ -230,11 +239,11 @@ async def _status(watch: bool, as_json: bool) -> None:
     topics = TopicSettings()
     state = ServingStatus()
     async with caught_up(KafkaSettings(), [topics.model_ready, topics.gateway_status], state.apply, STATUS_TIMEOUT_S):
-        shown = state.report()
+        shown = (state.report(), state.endpoints())
         _print_status(shown, as_json)
         while watch:
             await asyncio.sleep(1.0)  # poll: the re-render cadence; the data comes from the followed topics
-            current = state.report()
+            current = (state.report(), state.endpoints())
             if current != shown:
                 shown = current
                 _print_status(shown, as_json)

@@ -2,17 +2,21 @@
 
 Built only from the topics, never by asking a service. Which gateways are live comes from
 :class:`worker.gateway_view.GatewayView`; a live gateway routing another version of an alias is
-lagging, one no longer live is silent.
+lagging, one no longer live is silent. Each Triton endpoint's state (in sync, repairing, down)
+comes from the workers' fleet reports on ``gateway.status``: the freshest report of a live
+worker replica (silent for less than three of its intervals) wins.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import ConsumerRecord
 
 from schemas.catalog import InvalidEventError, parse_any_event
+from schemas.fleet_status import EndpointStatus, WorkerFleetStatus
 from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked
 from schemas.model_ready import ModelReady, ServingStopped
 from worker.gateway_view import GatewayView
@@ -40,15 +44,44 @@ class AliasStatus:
         return text
 
 
+LIVENESS_INTERVALS = 3
+STATE_WORDS = {"in_sync": "in sync", "repairing": "repairing", "down": "down"}
+
+
+@dataclass(frozen=True)
+class EndpointRow:
+    """One Triton endpoint as the freshest live worker report saw it."""
+
+    status: EndpointStatus
+    reported_by: str
+    reported_at: datetime
+
+    def line(self) -> str:
+        text = f"Triton {self.status.endpoint} — {STATE_WORDS[self.status.state]} since {self.status.since:%H:%M:%S}"
+        if self.status.missing:
+            text += f"; missing: {', '.join(self.status.missing)}"
+        if self.status.error:
+            text += f"; {self.status.error}"
+        return f"{text} (worker {self.reported_by})"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **self.status.model_dump(mode="json"),
+            "reported_by": self.reported_by,
+            "reported_at": self.reported_at.isoformat(),
+        }
+
+
 @dataclass
 class ServingStatus:
     desired: ServingState = field(default_factory=ServingState)  # what model.ready says should be served
     gateways: GatewayView = field(default_factory=GatewayView)
+    fleet_reports: dict[str, WorkerFleetStatus] = field(default_factory=dict)  # worker replica -> latest
 
     def apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:
             event = parse_any_event(
-                record.value or b"", (ModelReady, ServingStopped, GatewayHeartbeat, GatewaySwapAcked)
+                record.value or b"", (ModelReady, ServingStopped, GatewayHeartbeat, GatewaySwapAcked, WorkerFleetStatus)
             )
         except InvalidEventError:
             return
@@ -56,6 +89,32 @@ class ServingStatus:
             self.desired.apply(event.data)
         elif isinstance(event, GatewayHeartbeat | GatewaySwapAcked):
             self.gateways.apply_event(event)
+        elif isinstance(event, WorkerFleetStatus):
+            seen = self.fleet_reports.get(event.data.replica_id)
+            if seen is None or seen.time <= event.time:
+                self.fleet_reports[event.data.replica_id] = event
+
+    def endpoints(self, now: datetime | None = None) -> list[EndpointRow]:
+        """Each Triton endpoint a live worker replica reports, from its freshest report."""
+        now = now or datetime.now(UTC)
+        rows: dict[str, EndpointRow] = {}
+        for replica, report in self.fleet_reports.items():
+            if (now - report.time).total_seconds() > LIVENESS_INTERVALS * report.data.interval_s:
+                continue  # a silent replica's view is stale
+            for status in report.data.endpoints:
+                known = rows.get(status.endpoint)
+                if known is None or known.reported_at < report.time:
+                    rows[status.endpoint] = EndpointRow(status, replica, report.time)
+        return [rows[endpoint] for endpoint in sorted(rows)]
+
+    def endpoint_lines(self, now: datetime | None = None) -> list[str]:
+        """Text for ``promoter status``: one line per Triton endpoint, or why there is none."""
+        rows = self.endpoints(now)
+        if rows:
+            return [row.line() for row in rows]
+        if self.fleet_reports:
+            return ["Triton endpoints: no live worker has reported them lately"]
+        return ["Triton endpoints: no worker has reported them yet"]
 
     def report(self, now: datetime | None = None) -> list[AliasStatus]:
         now = now or datetime.now(UTC)

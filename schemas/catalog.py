@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from schemas.dead_letter_replayed import DeadLetterReplayed
 from schemas.envelope import CloudEvent
+from schemas.fleet_status import WorkerFleetStatus
 from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked
 from schemas.model_ready import ModelReady, ServingStopped
 from schemas.promotion_rejected import PromotionRejected
@@ -28,6 +29,7 @@ EVENT_CLASSES: tuple[type[CloudEvent], ...] = (
     GatewayHeartbeat,
     RoutingUpdated,
     DeadLetterReplayed,
+    WorkerFleetStatus,
 )
 EVENTS_BY_TYPE: dict[str, type[CloudEvent]] = {cls.event_type: cls for cls in EVENT_CLASSES}
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from schemas.dead_letter_replayed import DeadLetterReplayed
 from schemas.envelope import CloudEvent
+from schemas.fleet_status import WorkerFleetStatus
 from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked
 from schemas.model_ready import ModelReady, ServingStopped
 from schemas.promotion_rejected import PromotionRejected
@@ -78,12 +79,12 @@ PROMOTION_DLQ = TopicSpec(
 )
 GATEWAY_STATUS = TopicSpec(
     name="gateway.status",
-    key="gateway id",
-    purpose="swap acks and heartbeats from gateway replicas",
+    key="gateway id; worker/<replica id> for a worker's fleet status",
+    purpose="swap acks and heartbeats from gateway replicas; each worker's view of the Triton endpoints",
     partitions=3,
     compacted=False,
     retention_ms=SEVEN_DAYS_MS,
-    event_types=(GatewaySwapAcked, GatewayHeartbeat),
+    event_types=(GatewaySwapAcked, GatewayHeartbeat, WorkerFleetStatus),
 )
 ROUTING_UPDATED = TopicSpec(
     name="routing.updated",

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from schemas.dead_letter_replayed import DeadLetterReplayed, DeadLetterReplayedData
 from schemas.envelope import CloudEvent
+from schemas.fleet_status import EndpointStatus, WorkerFleetStatus, WorkerFleetStatusData
 from schemas.gateway_status import (
     GatewayHeartbeat,
     GatewayHeartbeatData,
@@ -131,6 +132,23 @@ def all_events() -> list[CloudEvent]:
                 shadow_alias="shadow",
                 shadow_sample_percent=5.0,
                 generation=2,
+            ),
+        ),
+        WorkerFleetStatus(
+            source=SOURCE,
+            data=WorkerFleetStatusData(
+                replica_id="worker-0",
+                interval_s=15.0,
+                expected_models=2,
+                endpoints=[
+                    EndpointStatus(endpoint="triton-0:8000", state="in_sync", since=datetime(2026, 11, 22, tzinfo=UTC)),
+                    EndpointStatus(
+                        endpoint="triton-1:8000",
+                        state="repairing",
+                        missing=["iris-clf--v3"],
+                        since=datetime(2026, 11, 22, 3, 0, tzinfo=UTC),
+                    ),
+                ],
             ),
         ),
     ]

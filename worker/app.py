@@ -4,6 +4,8 @@ Start-up order: remove staging directories an interrupted staging left in the mo
 create missing topics, rebuild the serving state by replaying ``model.ready``
 to its end, then join the consumer group on ``model.promotion.requested``. The replay keeps
 following the log afterwards, so promotions announced by other replicas are known here too.
+In the background: retirement of old versions, the fleet repair loop (every Triton endpoint
+holds what it should) with its status reports, and the registry reconcile loop.
 Run it with ``promoter-worker`` (uvicorn) or ``faststream run worker.app:app``.
 """
 
@@ -11,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.asgi.handlers import GetHandler
@@ -26,20 +30,24 @@ from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, render
 from runtime.settings import KafkaSettings, LogSettings, MLflowSettings, TopicSettings, TritonSettings
 from runtime.topic_replay import TopicReplayer
+from schemas.fleet_status import FLEET_STATUS_KEY_PREFIX, WorkerFleetStatus
 from schemas.model_ready import ModelReady
 from schemas.promotion_rejected import PromotionRejected
+from worker.fleet_repair import FleetRepairer
+from worker.fleet_report import FleetStatusReporter
 from worker.gateway_view import GatewayView
 from worker.metrics import WorkerMetrics
+from worker.model_loads import ModelLoads
 from worker.parity import warm_up_model_libraries
 from worker.promotion import Promoter
 from worker.registry import Registry
+from worker.registry_reconcile import RegistryReconciler
 from worker.retirement import RetirementPlanner, Retirer
-from worker.service import PromotionService
+from worker.service import PromotionService, Publisher
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
 from worker.staging import remove_abandoned_staging_dirs
 from worker.triton_fleet import TritonFleet
-from worker.triton_naming import is_triton_model_name
 
 log = get_logger(__name__)
 
@@ -80,6 +88,68 @@ def _health(broker: KafkaBroker) -> GetHandler:
     return health
 
 
+def _without_fleet_reports(
+    apply: Callable[[ConsumerRecord[bytes, bytes]], None],
+) -> Callable[[ConsumerRecord[bytes, bytes]], None]:
+    """``gateway.status`` also carries the workers' fleet reports (keyed ``worker/<id>``): skip those."""
+    prefix = FLEET_STATUS_KEY_PREFIX.encode()
+
+    def apply_gateway_record(record: ConsumerRecord[bytes, bytes]) -> None:
+        if not (record.key or b"").startswith(prefix):
+            apply(record)
+
+    return apply_gateway_record
+
+
+@dataclass
+class Upkeep:
+    """The loops that keep the fleet and the aliases right: fleet repair, its status reports, registry reconcile."""
+
+    settings: WorkerSettings
+    repairer: FleetRepairer
+    reporter: FleetStatusReporter
+    reconciler: RegistryReconciler
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        config: WorkerConfig,
+        promoter: Promoter,
+        publisher: Publisher,
+        metrics: WorkerMetrics,
+    ) -> Upkeep:
+        settings = config.worker
+        repairer = FleetRepairer(
+            promoter.fleet, promoter.state, promoter.loads, config.triton.model_repository, settings, metrics
+        )
+        reporter = FleetStatusReporter(
+            repairer, publisher, config.topics.gateway_status, settings.replica_id, settings.fleet_status_interval_s
+        )
+        repairer.on_change = reporter.changed
+        requests = config.topics.promotion_requested
+        reconciler = RegistryReconciler(
+            promoter.registry, promoter.state, publisher, requests, settings.replica_id, metrics
+        )
+        return cls(settings, repairer, reporter, reconciler)
+
+    async def start(self) -> None:
+        """Call once the broker is connected: these loops publish."""
+        await self.repairer.check_once()  # a Triton down at start-up is reported down, not fatal
+        self.tasks += [
+            asyncio.create_task(self.repairer.run_forever(self.settings.fleet_check_interval_s), name="fleet repair"),
+            asyncio.create_task(self.reporter.run_forever(), name="fleet status"),
+        ]
+        if self.settings.reconcile_interval_s > 0:
+            interval_s = self.settings.reconcile_interval_s
+            self.tasks.append(asyncio.create_task(self.reconciler.run_forever(interval_s), name="registry reconcile"))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await self.repairer.close()
+
+
 def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     config = config or WorkerConfig.from_env()
     kafka, topics = config.kafka, config.topics
@@ -87,15 +157,16 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     metrics = WorkerMetrics()
     state = ServingState()
     fleet = TritonFleet(config.triton)
-    promoter = Promoter(config.worker, config.triton, Registry(config.mlflow), fleet, state)
+    promoter = Promoter(config.worker, config.triton, Registry(config.mlflow), fleet, state, ModelLoads())
     service = PromotionService(config.worker, topics, promoter, state, broker, metrics)
     replayer = TopicReplayer(kafka, [topics.model_ready], service.apply_log_record)
     gateways = GatewayView()
-    gateway_status = TopicReplayer(kafka, [topics.gateway_status], gateways.apply)
+    gateway_status = TopicReplayer(kafka, [topics.gateway_status], _without_fleet_reports(gateways.apply))
     planner = RetirementPlanner(
         state, gateways, keep_loaded_versions=config.worker.keep_loaded_versions, grace_s=config.worker.retire_grace_s
     )
     retirer = Retirer(planner, fleet, config.triton.model_repository, metrics)
+    upkeep = Upkeep.build(config, promoter, broker, metrics)
     background: list[asyncio.Task[None]] = []
 
     @broker.subscriber(
@@ -130,6 +201,12 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         (topics.promotion_dlq, bytes, "DLQ: the original record plus x-dlq-* headers"),
     ):
         broker.publisher(topic, schema=schema, title=title, description="keyed by registered model name")
+    broker.publisher(
+        topics.gateway_status,
+        schema=WorkerFleetStatus,
+        title="gateway.status: this worker's view of every Triton endpoint",
+        description="keyed worker/<replica id>; on change and every PROMOTER_WORKER_FLEET_STATUS_INTERVAL_S",
+    )
 
     async def start_state() -> None:
         created = await ensure_project_topics(kafka, topics)
@@ -141,19 +218,12 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         await replayer.wait_caught_up(REPLAY_TIMEOUT_S)
         await gateway_status.wait_caught_up(REPLAY_TIMEOUT_S)
         background.append(asyncio.create_task(retirer.run_forever(RETIREMENT_SWEEP_S), name="retirement"))
-        endpoint = fleet.endpoints[0]
-        try:
-            loaded = await endpoint.loaded_models()
-        except Exception as error:  # Triton down at start-up is not fatal: promotions will retry
-            log.warning("Triton repository index unavailable at start-up", endpoint=endpoint.url, error=str(error))
-        else:
-            ours = [name for name, status in loaded.items() if is_triton_model_name(name) and status == "READY"]
-            metrics.loaded_models.set(len(ours))
         log.info("worker ready", served_aliases=len(state.routes), log_records=replayer.records_seen)
 
     async def stop_state() -> None:
         for task in background:
             task.cancel()
+        await upkeep.stop()
         await gateway_status.stop()
         await replayer.stop()
         await fleet.close()
@@ -178,6 +248,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         # Before the broker consumes anything. FastStream runs a sync hook in a thread; a lambda, as it
         # validates a hook's annotated return value.
         on_startup=[lambda: remove_abandoned_staging_dirs(config.triton.model_repository), start_state],
+        after_startup=[upkeep.start],
         on_shutdown=[stop_state],
         asyncapi_path="/docs/asyncapi",
         logger=logging.getLogger("faststream.app"),

@@ -7,6 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from runtime.metrics import LATENCY_BUCKETS_S, new_registry
 
 OUTCOMES = ("served", "rejected", "dead_lettered", "duplicate", "coalesced", "unserved")
+ENDPOINT_STATES = ("in_sync", "repairing", "down")
+REPAIR_OUTCOMES = ("repaired", "failed")
 
 
 class WorkerMetrics:
@@ -47,7 +49,42 @@ class WorkerMetrics:
         )
         self.loaded_models = Gauge(
             "promoter_triton_loaded_models",
-            "Triton models of this system READY on the first endpoint.",
+            "Triton models of this system READY on the first endpoint (updated by every fleet check).",
+            registry=self.registry,
+        )
+        self.fleet_repairs = Counter(
+            "promoter_fleet_repairs_total",
+            "Models reloaded on a Triton endpoint that restarted or lost them, by endpoint and outcome.",
+            ["endpoint", "outcome"],
+            registry=self.registry,
+        )
+        self.fleet_repair_seconds = Histogram(
+            "promoter_fleet_repair_seconds",
+            "Time to reload and prove one model on one endpoint.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.endpoint_state = Gauge(
+            "promoter_fleet_endpoint_state",
+            "1 for the state each Triton endpoint is in (in_sync, repairing, down), 0 for the others.",
+            ["endpoint", "state"],
+            registry=self.registry,
+        )
+        self.endpoint_missing_models = Gauge(
+            "promoter_fleet_endpoint_missing_models",
+            "Triton models an endpoint should hold and does not.",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.registry_corrections = Counter(
+            "promoter_registry_corrections_total",
+            "Promotion requests sent because an MLflow registry alias differs from what is served.",
+            registry=self.registry,
+        )
+        self.registry_reconciles = Counter(
+            "promoter_registry_reconciles_total",
+            "Comparisons of the served aliases with the MLflow registry, by outcome (ok, failed).",
+            ["outcome"],
             registry=self.registry,
         )
         self.log_records = Gauge(

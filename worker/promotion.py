@@ -23,7 +23,9 @@ from schemas.promotion_rejected import ReasonCode
 from schemas.promotion_requested import PromotionRequestedData
 from worker.artifact_check import ArtifactRejectedError, inspect_tree
 from worker.errors import PermanentFailure
-from worker.parity import ParityCase, check_parity, prepare_case
+from worker.model_loads import ModelLoads
+from worker.parity import ParityCase, prepare_case
+from worker.proof import prove_on
 from worker.registry import Registry, ResolvedVersion
 from worker.serving_plan import check_metrics, check_required_tag, metric_thresholds, plan_serving
 from worker.serving_state import ServingState
@@ -64,12 +66,14 @@ class Promoter:
         registry: Registry,
         fleet: TritonFleet,
         state: ServingState,
+        loads: ModelLoads | None = None,
     ) -> None:
         self.settings = settings
         self.repository = triton.model_repository
         self.registry = registry
         self.fleet = fleet
         self.state = state
+        self.loads = loads or ModelLoads()  # shared with the fleet repairer: one load of a model at a time
 
     async def promote(
         self, request: PromotionRequestedData, request_event_id: str, clock: StageClock
@@ -85,9 +89,9 @@ class Promoter:
             await self._check_policy(resolved)
         known = self.state.known_model(name)
         if known is not None and recorded_digest(self.repository / name) == known.artifact_sha256:
-            with clock.stage("load"):
+            with clock.stage("load"), self.loads.promoting(name):
                 if not await self.fleet.ready_everywhere(name):
-                    await self.fleet.load_everywhere(name)
+                    await self._load_everywhere(name)
             log.info("reusing staged model", triton_model=name)
             return self._ready(resolved, known, request_event_id, clock)
         return await self._promote_new(resolved, name, request_event_id, clock)
@@ -146,10 +150,11 @@ class Promoter:
                 asyncio.to_thread(prepare_case, staged.path / VERSION_DIR / MODEL_SUBDIR, plan.signature)
             )
             try:
-                with clock.stage("load"):
-                    await self.fleet.load_everywhere(name)
-                with clock.stage("prove"):
-                    await self._prove(name, await reference, plan.signature)
+                with self.loads.promoting(name):
+                    with clock.stage("load"):
+                        await self._load_everywhere(name)
+                    with clock.stage("prove"):
+                        await self._prove(name, await reference, plan.signature)
             except BaseException:
                 reference.cancel()
                 await self._unload_unless_routed(name)
@@ -170,17 +175,15 @@ class Promoter:
         )
         return self._ready(resolved, known, request_event_id, clock)
 
+    async def _load_everywhere(self, name: str) -> None:
+        async with self.loads.exclusive(name):
+            await self.fleet.load_everywhere(name)
+
     async def _prove(self, name: str, case: ParityCase, signature: SignatureSummary) -> None:
         """Run the parity case through every Triton endpoint."""
-        spec_in, spec_out = signature.inputs[0], signature.outputs[0]
         for endpoint in self.fleet.endpoints:
-            actual = await endpoint.infer(name, spec_in.name, case.tensor, spec_in.datatype, spec_out.name)
-            check_parity(
-                case,
-                actual,
-                where=f"Triton {endpoint.url} ({name})",
-                rtol=self.settings.parity_rtol,
-                atol=self.settings.parity_atol,
+            await prove_on(
+                endpoint, name, case, signature, rtol=self.settings.parity_rtol, atol=self.settings.parity_atol
             )
 
     async def _unload_unless_routed(self, name: str) -> None:

@@ -144,6 +144,16 @@ class Registry:
         )
         return Path(path)
 
+    async def aliases(self, name: str) -> dict[str, int] | None:
+        """Alias -> version of registered model ``name`` as the registry says now; None once it is deleted."""
+        try:
+            registered = await self._run(f"get model {name!r}", lambda: self._client.get_registered_model(name))
+        except MlflowException as error:
+            if error.error_code == _NOT_FOUND:
+                return None
+            raise TransientFailure(f"MLflow refused to read model {name!r}: {error.message}") from None
+        return {alias: int(version) for alias, version in (registered.aliases or {}).items()}
+
     async def run_metrics(self, run_id: str) -> dict[str, float]:
         run = await self._run(f"get run {run_id}", lambda: self._client.get_run(run_id))
         return dict(run.data.metrics)

@@ -19,7 +19,7 @@ from aiokafka import ConsumerRecord
 from runtime.logging import bind_event, get_logger
 from runtime.settings import TopicSettings
 from schemas.catalog import InvalidEventError, parse_any_event, parse_event
-from schemas.envelope import CONTENT_TYPE
+from schemas.envelope import CONTENT_TYPE, CloudEvent
 from schemas.model_ready import ModelReady, ModelReadyData, ServingStopped, ServingStoppedData
 from schemas.promotion_rejected import PromotionRejected, PromotionRejectedData, ReasonCode
 from schemas.promotion_requested import PromotionRequested
@@ -48,6 +48,11 @@ class Publisher(Protocol):
 
 class PromotionRunner(Protocol):
     async def promote(self, request: Any, request_event_id: str, clock: StageClock) -> ModelReadyData: ...
+
+
+async def publish_event(publisher: Publisher, event: CloudEvent, topic: str, key: str) -> None:
+    """Publish one event (CloudEvents structured mode) keyed ``key``, and wait for the broker's confirmation."""
+    await publisher.publish(event.to_json_bytes(), topic, key=key.encode(), headers={"content-type": CONTENT_TYPE})
 
 
 def _source(record: ConsumerRecord[bytes, bytes]) -> SourceRecord:

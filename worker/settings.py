@@ -41,6 +41,15 @@ class WorkerSettings(PromoterSettings):
     onnx_backend: bool = Field(False, description="Every Triton endpoint has the onnxruntime backend.")
     keep_loaded_versions: int = Field(2, ge=1, description="Versions per model kept loaded for instant rollback.")
     retire_grace_s: float = Field(300.0, ge=0, description="Unload an unacked old version after this long.")
+    fleet_check_interval_s: float = Field(
+        1.0, gt=0, description="How often each Triton endpoint is checked for a restart or a lost model."
+    )
+    fleet_status_interval_s: float = Field(
+        15.0, gt=0, description="How often the fleet view is published for `promoter status` (also on change)."
+    )
+    reconcile_interval_s: float = Field(
+        300.0, ge=0, description="How often served aliases are compared with the MLflow registry; 0 turns it off."
+    )
     health_host: str = Field("127.0.0.1", description="Bind address of /health, /ready and /metrics.")
     health_port: int = Field(8081, ge=0, le=65535, description="Port of /health, /ready and /metrics.")
 

@@ -91,5 +91,8 @@ async def test_retirement_waits_for_the_gateways_to_ack(local_stack: LocalStack,
         )
 
         assert triton.is_model_ready(v2_model)
-        assert worker.metric("promoter_retirements_total") == 1
+        # counted once the directory's contents are deleted, a moment after it left the repository
+        await wait_for(
+            lambda: worker.metric("promoter_retirements_total") == 1, timeout_s=10, what="the retirement counted"
+        )
     triton.close()

@@ -17,5 +17,13 @@ def test_asyncapi_lists_every_topic_the_worker_reads_and_writes() -> None:
 
     addresses = {channel["address"] for channel in document["channels"].values()}
     topics = TopicSettings()
-    assert addresses == {topics.promotion_requested, topics.model_ready, topics.model_rejected, topics.promotion_dlq}
-    assert {"ModelReady", "PromotionRejected", "SignatureSummary"} <= set(document["components"]["schemas"])
+    assert addresses == {
+        topics.promotion_requested,
+        topics.model_ready,
+        topics.model_rejected,
+        topics.promotion_dlq,
+        topics.gateway_status,
+    }
+    assert {"ModelReady", "PromotionRejected", "SignatureSummary", "WorkerFleetStatus"} <= set(
+        document["components"]["schemas"]
+    )
