@@ -31,7 +31,7 @@ NEXT_STEPS: dict[str, str] = {
     "version_not_found": "No such version in MLflow: request an existing one with `promoter promote --version`.",
     "alias_not_found": "Set the alias in MLflow (set_registered_model_alias); the webhook promotes it.",
     "version_not_ready": "The MLflow version failed to register: register it again.",
-    "unsupported_flavor": "Log the model with the sklearn or pyfunc flavor (or ONNX where Triton has onnxruntime).",
+    "unsupported_flavor": "Log the model with a flavor the worker serves (the reason lists them, with their backend).",
     "missing_signature": "Log the model again with a signature or an input_example, register, promote.",
     "unsupported_signature": "Use required numeric/boolean columns, or a tensor signature with a batch dimension.",
     "artifact_too_large": "Shrink the model or raise PROMOTER_WORKER_MAX_ARTIFACT_BYTES.",
