@@ -7,13 +7,10 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-#: Every registry event the ingress policy can act on (the others are not subscribed to).
-WEBHOOK_EVENTS: list[Any] = [
-    "model_version.created",
-    "model_version_tag.set",
-    "model_version_alias.created",
-    "model_version_alias.deleted",
-]
+from ingress.policy import RULES
+
+#: Every registry event the ingress policy has a rule for (the others are not subscribed to).
+WEBHOOK_EVENTS: list[Any] = list(RULES)
 DEFAULT_WEBHOOK_NAME = "model-promoter"
 
 
