@@ -30,8 +30,6 @@ ONNX_MODEL_FILE = "model.onnx"
 class DigestConflictError(Exception):
     """The Triton model directory exists with a different artifact digest."""
 
-    reason_code = "digest_conflict"
-
 
 @dataclass(frozen=True, slots=True)
 class StagedModel:
