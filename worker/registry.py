@@ -85,7 +85,9 @@ def is_transient(error: Exception) -> bool:
 
 
 def _mlflow_message(error: Exception) -> str:
-    return error.message if isinstance(error, MlflowException) else str(error)
+    if isinstance(error, MlflowException):
+        return error.message.removeprefix(f"{error.error_code}: ")  # a RestException repeats its code
+    return str(error)
 
 
 def _error_code(error: Exception) -> str:

@@ -128,7 +128,7 @@ async def test_an_unreachable_mlflow_is_a_transient_failure() -> None:
         (
             FailingClient(rest("PERMISSION_DENIED", "user bob cannot read")),
             ReasonCode.REGISTRY_REFUSED,
-            "MLflow refused to get model 'iris' (PERMISSION_DENIED): PERMISSION_DENIED: user bob cannot read; "
+            "MLflow refused to get model 'iris' (PERMISSION_DENIED): user bob cannot read; "
             "check that the worker's MLflow credentials",
         ),
         (
