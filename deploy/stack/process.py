@@ -3,6 +3,8 @@
 Waiting is always "poll a condition every ~50 ms until a deadline": nothing sleeps a fixed time.
 Every service starts a new session (``start_new_session=True``), so its process group holds the
 workers and stubs it spawns, and teardown signals the whole group: SIGTERM, then SIGKILL.
+Process facts come straight from ``/proc`` (Linux, like the stack's binaries): psutil gave the
+same answers at the same speed in as many lines, plus a compiled dependency (issue 11).
 """
 
 from __future__ import annotations
