@@ -33,6 +33,7 @@ from runtime.kafka_topics import ensure_topics
 from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, render
 from runtime.settings import KafkaSettings, LogSettings, TopicSettings, TritonSettings
+from schemas.field_problems import describe, field_problems
 
 log = get_logger(__name__)
 
@@ -149,10 +150,8 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        parts = [
-            f"{'.'.join(str(p) for p in item.get('loc', ()))}: {item.get('msg', 'invalid')}" for item in error.errors()
-        ]
-        return JSONResponse({"error": "; ".join(parts)[:2000]}, status_code=422)
+        problems = field_problems(error.errors(), root="request")
+        return JSONResponse({"error": describe(problems)[:2000]}, status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> JSONResponse:

@@ -4,10 +4,10 @@
 changed); :class:`RoutingState` swaps its ``table`` attribute in one assignment, so a request that
 resolved its route from one snapshot finishes on that version whatever arrives meanwhile.
 
-Ordering: a ``model.ready`` or ``serving.stopped`` is applied only when its generation is greater
-than the one held for that (model, alias), a ``routing.updated`` only when its generation is greater
-than the model's policy generation. A stopped alias keeps its generation as a tombstone, so a stale
-``model.ready`` arriving after the stop cannot resurrect it.
+Ordering: a ``model.ready`` or ``serving.stopped`` follows the rule of :mod:`schemas.generations`
+(the worker keeps the same): applied only when its generation is greater than the one held for that
+(model, alias), a stopped alias keeping its generation as a tombstone. A ``routing.updated`` is
+applied only when its generation is greater than the model's policy generation.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from schemas.generations import AliasGenerations
 from schemas.model_ready import ModelReadyData, ServingStoppedData
 from schemas.routing_updated import RoutingUpdatedData
-
-_EMPTY: Mapping[str, int] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +51,7 @@ class ModelRoutes:
 
     name: str
     routes: Mapping[str, Route] = field(default_factory=lambda: MappingProxyType({}))
-    generations: Mapping[str, int] = field(default_factory=lambda: _EMPTY)  # per alias, incl. stopped ones
+    generations: AliasGenerations = field(default_factory=AliasGenerations)
     policy: Policy | None = None
 
     def by_version(self, version: int) -> Route | None:
@@ -98,9 +97,9 @@ class RoutingTable:
                 generation=data.generation,
             )
             return self._with(replace(model, policy=policy)), Change("policy", data.model_name)
-        if data.generation <= model.generations.get(data.alias, -1):
+        generations = model.generations.apply(data.alias, data.generation)
+        if generations is None:
             return self, None
-        generations = MappingProxyType({**model.generations, data.alias: data.generation})
         previous = model.routes.get(data.alias)
         previous_version = previous.version if previous else None
         if isinstance(data, ServingStoppedData):

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ingress.settings import IngressSettings
+from schemas.field_problems import describe, field_problems
 from schemas.mlflow_webhook import MLflowWebhookPayload
 from schemas.promotion_requested import PromotionRequestedData
 
@@ -39,8 +40,7 @@ def _request(**fields: Any) -> PromotionRequestedData:
     try:
         return PromotionRequestedData.model_validate(fields, strict=False)
     except ValidationError as error:
-        details = "; ".join(f"data.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise UnusableEventError(details) from None
+        raise UnusableEventError(describe(field_problems(error.errors(), root="data", prefix="data"))) from None
 
 
 def _alias_created(data: dict[str, Any], common: dict[str, Any], _: IngressSettings) -> Outcome:

@@ -21,6 +21,7 @@ from ingress.policy import Ignored, UnusableEventError, to_request
 from ingress.settings import IngressSettings
 from runtime.http_errors import error_body
 from runtime.logging import bind_event, get_logger
+from schemas.field_problems import describe, field_problems
 from schemas.mlflow_webhook import (
     DELIVERY_ID_HEADER,
     SIGNATURE_HEADER,
@@ -100,9 +101,7 @@ class WebhookReceiver:
             payload = MLflowWebhookPayload.model_validate_json(body)
             outcome = to_request(payload, delivery_id, self._settings)
         except ValidationError as error:
-            return self._invalid(
-                "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors())
-            )
+            return self._invalid(describe(field_problems(error.errors(), root="body")))
         except UnusableEventError as error:
             return self._invalid(str(error))
         if isinstance(outcome, Ignored):

@@ -30,6 +30,7 @@ NEXT_STEPS: dict[str, str] = {
     "model_not_found": "Check the model name in MLflow; register the model, then `promoter promote` it.",
     "version_not_found": "No such version in MLflow: request an existing one with `promoter promote --version`.",
     "alias_not_found": "Set the alias in MLflow (set_registered_model_alias); the webhook promotes it.",
+    "registry_refused": "MLflow refused the worker (the reason has its answer): fix its credentials, then replay.",
     "version_not_ready": "The MLflow version failed to register: register it again.",
     "unsupported_flavor": "Log the model with a flavor the worker serves (the reason lists them, with their backend).",
     "missing_signature": "Log the model again with a signature or an input_example, register, promote.",

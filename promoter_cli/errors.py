@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from runtime.settings import KafkaSettings
 from runtime.topic_reading import MissingTopicError
+from schemas.field_problems import field_problems
 
 EXIT_REJECTED = 1
 EXIT_TIMEOUT = 2
@@ -44,9 +45,8 @@ def explained_failures() -> Iterator[None]:
     try:
         yield
     except ValidationError as error:
-        for problem in error.errors():
-            field = ".".join(map(str, problem["loc"])) or "input"
-            typer.echo(f"{field}: {problem['msg'].removeprefix('Value error, ')}", err=True)
+        for problem in field_problems(error.errors(), root="input"):
+            typer.echo(str(problem), err=True)
         raise typer.Exit(EXIT_INVALID) from None
     except MissingTopicError as error:
         typer.echo(str(error), err=True)

@@ -8,13 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-#: Every registry event the ingress policy can act on (the others are not subscribed to).
-WEBHOOK_EVENTS: list[Any] = [
-    "model_version.created",
-    "model_version_tag.set",
-    "model_version_alias.created",
-    "model_version_alias.deleted",
-]
+
+def webhook_events() -> list[Any]:
+    """Every registry event the ingress policy has a rule for (the others are not subscribed to)."""
+    from ingress.policy import RULES
+
+    return list(RULES)
+
+
 DEFAULT_WEBHOOK_NAME = "model-promoter"
 
 
@@ -36,12 +37,12 @@ def register_webhook(tracking_uri: str, url: str, secret: str, *, name: str = DE
         for webhook in page:
             if webhook.name == name:
                 client.update_webhook(
-                    webhook.webhook_id, url=url, events=WEBHOOK_EVENTS, secret=secret, status="ACTIVE",
+                    webhook.webhook_id, url=url, events=webhook_events(), secret=secret, status="ACTIVE",
                     description=description,
                 )  # fmt: skip
                 return Registration(webhook.webhook_id, created=False)
         page_token = page.token
         if not page_token:
             break
-    created = client.create_webhook(name=name, url=url, events=WEBHOOK_EVENTS, secret=secret, description=description)
+    created = client.create_webhook(name=name, url=url, events=webhook_events(), secret=secret, description=description)
     return Registration(created.webhook_id, created=True)

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from schemas.dead_letter_replayed import DeadLetterReplayed
 from schemas.envelope import CloudEvent
+from schemas.field_problems import describe, field_problems
 from schemas.fleet_status import WorkerFleetStatus
 from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked
 from schemas.model_ready import ModelReady, ServingStopped
@@ -48,17 +49,10 @@ class InvalidEventError(ValueError):
 
 
 def _describe(error: ValidationError) -> InvalidEventError:
-    parts: list[str] = []
-    fields: list[str] = []
-    for item in error.errors(include_url=False):
-        field = ".".join(str(part) for part in item["loc"]) or "(event)"
-        fields.append(field)
-        message = item["msg"].removeprefix("Value error, ")
-        parts.append(f"{field}: {message}")
-    shown = "; ".join(parts[:_MAX_ERRORS_IN_MESSAGE])
-    if len(parts) > _MAX_ERRORS_IN_MESSAGE:
-        shown += f"; and {len(parts) - _MAX_ERRORS_IN_MESSAGE} more"
-    return InvalidEventError(shown, tuple(fields))
+    problems = field_problems(error.errors(include_url=False), root="(event)")
+    return InvalidEventError(
+        describe(problems, limit=_MAX_ERRORS_IN_MESSAGE), tuple(problem.field for problem in problems)
+    )
 
 
 def _event_class(raw: bytes | str, allowed: tuple[type[CloudEvent], ...]) -> type[CloudEvent]:

@@ -15,7 +15,6 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.names import NonEmptyStr
 
-EVENT_TYPE_PREFIX = "io.modelpromoter."
 #: The ``content-type`` header of a record holding one event (CloudEvents structured mode).
 CONTENT_TYPE = "application/cloudevents+json"
 KAFKA_HEADERS: list[tuple[str, bytes]] = [("content-type", CONTENT_TYPE.encode())]

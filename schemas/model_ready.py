@@ -74,8 +74,9 @@ class ModelReadyData(EventData):
     generation: int = Field(
         ge=0,
         description=(
-            "Strictly increasing per registered model. A reader ignores an event whose generation is "
-            "not greater than the one it applied for the same model and alias."
+            "Drawn from one counter per registered model: every decision about any alias of the model "
+            "(promotion, rollback, unserve) gets a greater one. A reader applies the event only when its "
+            "generation is greater than the one it applied for the same model and alias."
         ),
     )
     stage_seconds: dict[str, float] = Field(
@@ -95,7 +96,13 @@ class ServingStoppedData(EventData):
 
     model_name: RegisteredModelName
     alias: Alias
-    generation: int = Field(ge=0, description="Same ordering as ModelReadyData.generation.")
+    generation: int = Field(
+        ge=0,
+        description=(
+            "Same counter and ordering as ModelReadyData.generation; the stopped alias keeps it, so an "
+            "older model.ready cannot serve the alias again."
+        ),
+    )
     reason: str | None = Field(None, max_length=2000)
     request_event_id: str | None = None
 

@@ -23,6 +23,7 @@ class ReasonCode(StrEnum):
     MODEL_NOT_FOUND = "model_not_found"
     VERSION_NOT_FOUND = "version_not_found"
     ALIAS_NOT_FOUND = "alias_not_found"
+    REGISTRY_REFUSED = "registry_refused"
     VERSION_NOT_READY = "version_not_ready"
     UNSUPPORTED_FLAVOR = "unsupported_flavor"
     MISSING_SIGNATURE = "missing_signature"

@@ -8,7 +8,7 @@ carried over from a replayed letter. The record's own headers are kept as they w
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -61,7 +61,3 @@ def dead_letter_headers(
     headers = {**original, **{HEADER_PREFIX + name: value for name, value in ours.items()}}
     headers.setdefault(REPLAY_COUNT_HEADER, "0")
     return headers
-
-
-def header_map(headers: Sequence[tuple[str, bytes]]) -> Mapping[str, str]:
-    return {name: value.decode(errors="replace") for name, value in headers}

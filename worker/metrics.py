@@ -47,6 +47,12 @@ class WorkerMetrics:
             "Old Triton models unloaded and removed after no gateway routed to them.",
             registry=self.registry,
         )
+        self.retirement_errors = Counter(
+            "promoter_retirement_errors_total",
+            "Retirements or retirement sweeps that failed unexpectedly (a bug, a broken model repository); "
+            "the worker log has the traceback. Retried at the next sweep.",
+            registry=self.registry,
+        )
         self.loaded_models = Gauge(
             "promoter_triton_loaded_models",
             "Triton models of this system READY on the first endpoint (updated by every fleet check).",

@@ -37,8 +37,6 @@ from worker.triton_naming import triton_model_name
 
 log = get_logger(__name__)
 
-STAGES = ("resolve", "policy", "download", "check", "stage", "load", "prove")
-
 
 class StageClock:
     """Seconds spent per stage; also tells the log which stage a failure happened in."""

@@ -1,7 +1,15 @@
 """Resolve a promotion request against the MLflow registry: the registry is the truth, the event a hint.
 
-An alias is re-read when the request is handled (webhooks arrive out of order). Missing models,
-versions and aliases are permanent rejections; an unreachable or failing server is transient.
+An alias is re-read when the request is handled (webhooks arrive out of order). How a failed call
+ends is decided by what MLflow answered, never by a catch-all:
+
+- unreachable, timed out, 429 or 5xx (MLflow turns connection errors into an ``INTERNAL_ERROR``
+  :class:`MlflowException`, a 5xx): :class:`TransientFailure`, retried with backoff;
+- a 4xx answer: :class:`PermanentFailure`, ``model_not_found`` / ``version_not_found`` /
+  ``alias_not_found`` when the registry has no such thing, ``registry_refused`` when it refused
+  the worker (credentials, permissions) or the call;
+- any other exception is a bug: it propagates unchanged and the pipeline reports ``internal_error``.
+
 MLflow's own HTTP retries are turned down (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``) so the worker's
 backoff is the only retry loop and a dead server is noticed in seconds, not minutes. Every call
 is blocking, so each runs in a thread.
@@ -17,9 +25,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import mlflow.artifacts
+import requests
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import ERROR_CODE_TO_HTTP_STATUS, MlflowException
 
 from runtime.settings import MLflowSettings
 from schemas.promotion_rejected import ReasonCode
@@ -28,13 +37,13 @@ from worker.errors import PermanentFailure, TransientFailure
 
 T = TypeVar("T")
 
-_NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
-_CLIENT_ERRORS = {
-    "INVALID_PARAMETER_VALUE",
-    "RESOURCE_DOES_NOT_EXIST",
-    "PERMISSION_DENIED",
-    "UNAUTHENTICATED",
-}
+#: MLflow answers an alias that is not set with INVALID_PARAMETER_VALUE, a missing model or version
+#: with RESOURCE_DOES_NOT_EXIST.
+_NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST"})
+_ALIAS_NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+_TOO_MANY_REQUESTS = 429
+_ACCESS_DENIED = frozenset({401, 403})
+_SERVER_ERROR = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,59 +67,106 @@ def configure_mlflow_client(settings: MLflowSettings) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, round(settings.request_timeout_s)))
 
 
-def _classify(error: Exception, what: str) -> Exception:
-    if isinstance(error, MlflowException) and error.error_code in _CLIENT_ERRORS:
-        return error
-    return TransientFailure(f"MLflow registry call failed ({what}): {error}")
+def http_status(error: Exception) -> int | None:
+    """The HTTP status of MLflow's answer in ``error``; None when the error is not an MLflow answer."""
+    if isinstance(error, MlflowException):
+        return ERROR_CODE_TO_HTTP_STATUS.get(error.error_code, _SERVER_ERROR)
+    if isinstance(error, requests.HTTPError) and error.response is not None:  # artifact listing
+        return error.response.status_code
+    return None
+
+
+def is_transient(error: Exception) -> bool:
+    """True for what retrying can fix: MLflow unreachable, slow, overloaded or failing."""
+    if isinstance(error, requests.ConnectionError | requests.Timeout | ConnectionError | TimeoutError):
+        return True
+    status = http_status(error)
+    return status is not None and (status >= _SERVER_ERROR or status == _TOO_MANY_REQUESTS)
+
+
+def _mlflow_message(error: Exception) -> str:
+    if isinstance(error, MlflowException):
+        return error.message.removeprefix(f"{error.error_code}: ")  # a RestException repeats its code
+    return str(error)
+
+
+def _error_code(error: Exception) -> str:
+    return error.error_code if isinstance(error, MlflowException) else f"HTTP {http_status(error)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """What a 4xx answer to one call means when MLflow says the thing does not exist."""
+
+    codes: frozenset[str]
+    reason: ReasonCode
+    message: Callable[[str], str]  # MLflow's message -> ours
+
+
+def refusal(error: Exception, what: str, missing: Missing | None) -> PermanentFailure:
+    """The permanent failure for MLflow's 4xx answer ``error`` to the call ``what``."""
+    if missing is not None and isinstance(error, MlflowException) and error.error_code in missing.codes:
+        return PermanentFailure(missing.reason, missing.message(error.message))
+    message = f"MLflow refused to {what} ({_error_code(error)}): {_mlflow_message(error)}"
+    if http_status(error) in _ACCESS_DENIED:
+        message += (
+            "; check that the worker's MLflow credentials (MLFLOW_TRACKING_TOKEN or "
+            "MLFLOW_TRACKING_USERNAME/PASSWORD) may read this model"
+        )
+    return PermanentFailure(ReasonCode.REGISTRY_REFUSED, message)
 
 
 class Registry:
     """The MLflow model registry, as the worker uses it."""
 
-    def __init__(self, settings: MLflowSettings) -> None:
+    def __init__(self, settings: MLflowSettings, client: MlflowClient | None = None) -> None:
         configure_mlflow_client(settings)
         self.tracking_uri = settings.tracking_uri
-        self._client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+        self._client = client or MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
-    async def _run(self, what: str, call: Callable[[], T]) -> T:
+    async def _run(self, what: str, call: Callable[[], T], missing: Missing | None = None) -> T:
+        """``call()`` in a thread; MLflow's failures become Transient/PermanentFailure, bugs propagate."""
         try:
             return await asyncio.to_thread(call)
         except Exception as error:
-            raise _classify(error, what) from None
+            if is_transient(error):
+                raise TransientFailure(f"MLflow registry call failed ({what}): {error}") from error
+            if http_status(error) is not None:
+                raise refusal(error, what, missing) from error
+            raise
 
     async def resolve(self, request: PromotionRequestedData) -> ResolvedVersion:
         """The version to serve for ``request``, as the registry says now."""
         name = request.model_name
-        try:
-            registered = await self._run(f"get model {name!r}", lambda: self._client.get_registered_model(name))
-        except MlflowException as error:
-            if error.error_code == _NOT_FOUND:
-                raise PermanentFailure(
-                    ReasonCode.MODEL_NOT_FOUND, f"registered model {name!r} does not exist in MLflow"
-                ) from None
-            raise PermanentFailure(
-                ReasonCode.INVALID_EVENT, f"MLflow refused model {name!r}: {error.message}"
-            ) from None
-        try:
-            if request.version is not None:
-                version = await self._run(
-                    f"get {name} v{request.version}",
-                    lambda: self._client.get_model_version(name, str(request.version)),
-                )
-            else:
-                version = await self._run(
-                    f"get {name}@{request.alias}",
-                    lambda: self._client.get_model_version_by_alias(name, request.alias),
-                )
-        except MlflowException as error:
-            if request.version is not None:
-                raise PermanentFailure(
-                    ReasonCode.VERSION_NOT_FOUND, f"model {name!r} has no version {request.version} in MLflow"
-                ) from None
-            raise PermanentFailure(
-                ReasonCode.ALIAS_NOT_FOUND,
-                f"model {name!r} has no alias {request.alias!r} in MLflow (deleted or never set): {error.message}",
-            ) from None
+        registered = await self._run(
+            f"get model {name!r}",
+            lambda: self._client.get_registered_model(name),
+            Missing(
+                _NOT_FOUND, ReasonCode.MODEL_NOT_FOUND, lambda _: f"registered model {name!r} does not exist in MLflow"
+            ),
+        )
+        if request.version is not None:
+            number = request.version
+            version = await self._run(
+                f"get {name} v{number}",
+                lambda: self._client.get_model_version(name, str(number)),
+                Missing(
+                    _NOT_FOUND,
+                    ReasonCode.VERSION_NOT_FOUND,
+                    lambda _: f"model {name!r} has no version {number} in MLflow",
+                ),
+            )
+        else:
+            alias = request.alias
+            version = await self._run(
+                f"get {name}@{alias}",
+                lambda: self._client.get_model_version_by_alias(name, alias),
+                Missing(
+                    _ALIAS_NOT_FOUND,
+                    ReasonCode.ALIAS_NOT_FOUND,
+                    lambda said: f"model {name!r} has no alias {alias!r} in MLflow (deleted or never set): {said}",
+                ),
+            )
         self._check_status(version)
         return ResolvedVersion(
             model_name=name,

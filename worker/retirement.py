@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from pathlib import Path
 
 from runtime.logging import get_logger
@@ -85,23 +84,37 @@ class Retirer:
         self._lock = asyncio.Lock()
 
     async def run_once(self) -> list[str]:
+        """Retire every model due now; one model's failure neither stops the others nor raises."""
         retired: list[str] = []
         async with self._lock:
             for triton_model in self.planner.due():
                 try:
-                    await self.fleet.unload_everywhere(triton_model)
-                except TransientFailure as error:
-                    log.warning("retirement postponed: unload failed", triton_model=triton_model, error=error.message)
-                    continue
-                removed = await asyncio.to_thread(remove_staged_model, self.repository, triton_model)
-                self.planner.mark_retired(triton_model)
-                self.metrics.retirements.inc()
-                retired.append(triton_model)
-                log.info("retired old version", triton_model=triton_model, directory_removed=removed)
+                    if await self._retire(triton_model):
+                        retired.append(triton_model)
+                except Exception:  # a bug or a broken repository: counted, logged, retried next sweep
+                    self._unexpected("retirement failed; retried at the next sweep", triton_model=triton_model)
         return retired
+
+    async def _retire(self, triton_model: str) -> bool:
+        try:
+            await self.fleet.unload_everywhere(triton_model)
+        except TransientFailure as error:
+            log.warning("retirement postponed: unload failed", triton_model=triton_model, error=error.message)
+            return False
+        removed = await asyncio.to_thread(remove_staged_model, self.repository, triton_model)
+        self.planner.mark_retired(triton_model)
+        self.metrics.retirements.inc()
+        log.info("retired old version", triton_model=triton_model, directory_removed=removed)
+        return True
+
+    def _unexpected(self, event: str, **context: str) -> None:
+        self.metrics.retirement_errors.inc()
+        log.exception(event, **context)
 
     async def run_forever(self, interval_s: float) -> None:
         while True:
-            with suppress(Exception):  # logged per model; a sweep must never kill the loop
+            try:
                 await self.run_once()
+            except Exception:  # the planner itself failed; a sweep must never kill the loop
+                self._unexpected("retirement sweep failed; retried at the next sweep")
             await asyncio.sleep(interval_s)  # periodic sweep for grace periods and gateway silence

@@ -1,8 +1,9 @@
 """What the worker knows is served, rebuilt from the ``model.ready`` log (never from a local file).
 
-Per (model, alias): the record currently served. Per model: the highest generation announced,
-so the next decision gets a strictly greater one. Per request event id: the record that answered
-it, so a redelivered request is re-announced without a second copy or load.
+Per (model, alias): the record currently served, and the generation applied (the ordering rule of
+:mod:`schemas.generations`, the same the gateways apply), so the next decision of a model gets a
+generation above all of its aliases'. Per request event id: the record that answered it, so a
+redelivered request is re-announced without a second copy or load.
 Per Triton model: the latest announced record (digest, signature), for reuse and retirement.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from schemas.generations import AliasGenerations
 from schemas.model_ready import ModelReadyData, ServingStoppedData
 
 MAX_REMEMBERED_REQUESTS = 100_000
@@ -19,17 +21,18 @@ MAX_REMEMBERED_REQUESTS = 100_000
 @dataclass
 class ServingState:
     routes: dict[tuple[str, str], ModelReadyData] = field(default_factory=dict)
-    generations: dict[str, int] = field(default_factory=dict)
+    generations: dict[str, AliasGenerations] = field(default_factory=dict)  # per registered model
     answered: OrderedDict[str, ModelReadyData] = field(default_factory=OrderedDict)
     by_triton_model: dict[str, ModelReadyData] = field(default_factory=dict)  # latest announced, per Triton model
 
     def apply(self, record: ModelReadyData | ServingStoppedData) -> bool:
-        """Apply one record of the log; False when it is stale (generation not above the model's)."""
+        """Apply one record of the log; False when it is stale (generation not above its alias')."""
         if isinstance(record, ModelReadyData):
             self._note(record)
-        if record.generation <= self.generations.get(record.model_name, -1):
+        applied = self._generations(record.model_name).apply(record.alias, record.generation)
+        if applied is None:
             return False
-        self.generations[record.model_name] = record.generation
+        self.generations[record.model_name] = applied
         key = (record.model_name, record.alias)
         if isinstance(record, ModelReadyData):
             self.routes[key] = record
@@ -53,8 +56,11 @@ class ServingState:
         self.by_triton_model[record.triton_model_name] = record
         self._answer(event_id, record)
 
+    def _generations(self, model_name: str) -> AliasGenerations:
+        return self.generations.get(model_name) or AliasGenerations()
+
     def next_generation(self, model_name: str) -> int:
-        return self.generations.get(model_name, -1) + 1
+        return self._generations(model_name).next_generation()
 
     def served(self, model_name: str, alias: str) -> ModelReadyData | None:
         return self.routes.get((model_name, alias))

@@ -39,8 +39,6 @@ StageFiles = Callable[[ServingSpec, Path, Path], None]
 class DigestConflictError(Exception):
     """The Triton model directory exists with a different artifact digest."""
 
-    reason_code = "digest_conflict"
-
 
 @dataclass(frozen=True, slots=True)
 class StagedModel:

@@ -162,10 +162,6 @@ class LocalStack:
         """Stop every process this stack started: SIGTERM the groups, SIGKILL after a deadline. Idempotent."""
         stop_all(self.processes)
 
-    def leftover_pids(self) -> dict[str, list[int]]:
-        """Processes of this stack's groups still alive (empty after a clean :meth:`stop`)."""
-        return {p.name: pids for p in self.processes if (pids := p.group_pids())}
-
     def __enter__(self) -> LocalStack:
         self.start()
         return self

@@ -3,6 +3,8 @@
 Waiting is always "poll a condition every ~50 ms until a deadline": nothing sleeps a fixed time.
 Every service starts a new session (``start_new_session=True``), so its process group holds the
 workers and stubs it spawns, and teardown signals the whole group: SIGTERM, then SIGKILL.
+Process facts come straight from ``/proc`` (Linux, like the stack's binaries): psutil gave the
+same answers at the same speed in as many lines, plus a compiled dependency (issue 11).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def poll_until(condition: Callable[[], bool], timeout_s: float | None, interval_
 
 def _stat_fields(pid: int) -> list[str] | None:
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        raw = Path(f"/proc/{pid}/stat").read_bytes().decode(errors="replace")
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
@@ -51,14 +53,23 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 
 def group_members(pgid: int) -> list[int]:
-    """Pids of the live (non-zombie) processes in process group ``pgid``, from ``/proc``."""
+    """Pids of the live (non-zombie) processes in process group ``pgid``, from ``/proc``.
+
+    The kernel is asked each pid's group (a system call) and only members' stat files are read:
+    reading every process's stat file made one call take ~20 times longer on a busy machine.
+    """
     members: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
-        stat = _stat_fields(int(entry.name))
-        if stat is not None and stat[0] != "Z" and int(stat[2]) == pgid:
-            members.append(int(entry.name))
+        pid = int(entry)
+        try:
+            if os.getpgid(pid) != pgid:
+                continue
+        except (ProcessLookupError, PermissionError):
+            continue
+        if pid_alive(pid):
+            members.append(pid)
     return sorted(members)
 
 

@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
-from runtime.settings import TopicSettings
+from runtime.settings import MLflowSettings, TopicSettings
 from schemas.model_ready import ModelReadyData
 from schemas.promotion_rejected import ReasonCode
 from tests.event_samples import all_events, promotion_requested
 from worker.errors import PermanentFailure, TransientFailure
 from worker.metrics import WorkerMetrics
 from worker.promotion import StageClock
+from worker.registry import Registry
 from worker.service import PromotionService
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
@@ -143,6 +144,50 @@ async def test_a_transient_failure_that_recovers_is_served() -> None:
 
     assert len(publisher.on(TOPICS.model_ready)) == 1
     assert publisher.on(TOPICS.promotion_dlq) == []
+
+
+class BuggyMlflowClient:
+    """An MlflowClient call that hits a bug in our code (or MLflow's) instead of answering."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def get_registered_model(self, name: str) -> Any:
+        self.calls += 1
+        return name + 1  # type: ignore[operator]
+
+
+class ResolvingPromoter(FakePromoter):
+    """Runs the real registry stage before promoting."""
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    async def promote(self, request: Any, request_event_id: str, clock: StageClock) -> ModelReadyData:
+        with clock.stage("resolve"):
+            await self.registry.resolve(request)
+        return await super().promote(request, request_event_id, clock)
+
+
+@pytest.mark.usefixtures("mlflow_client_env")
+async def test_a_bug_in_a_stage_is_rejected_at_once_as_internal_error_not_retried() -> None:
+    client = BuggyMlflowClient()
+    registry = Registry(MLflowSettings(tracking_uri="http://127.0.0.1:9"), client=client)  # type: ignore[arg-type]
+    svc, publisher = service(ResolvingPromoter(registry), max_attempts=5)
+
+    await svc.handle_batch([Rec(promotion_requested(version=1).to_json_bytes(), 0)])
+
+    assert client.calls == 1, "a bug is not retried"
+    assert publisher.on(TOPICS.model_ready) == []
+    ((_, _, rejected, _),) = publisher.on(TOPICS.model_rejected)
+    assert json.loads(rejected)["data"]["reason_code"] == "internal_error"
+    ((_, _, _, headers),) = publisher.on(TOPICS.promotion_dlq)
+    assert headers["x-dlq-reason-code"] == "internal_error"
+    assert headers["x-dlq-attempts"] == "1"
+    assert headers["x-dlq-reason"] == (
+        'internal error at stage resolve: TypeError: can only concatenate str (not "int") to str'
+    )
 
 
 @pytest.mark.parametrize("raw", [b"{", b'{"type": "io.modelpromoter.promotion.requested.v1"}'])

@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import asyncio
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+from structlog.testing import capture_logs
 
 from schemas.gateway_status import (
     GatewayHeartbeat,
@@ -13,7 +18,8 @@ from schemas.gateway_status import (
 from schemas.model_ready import ModelReadyData
 from tests.event_samples import all_events
 from worker.gateway_view import GatewayView
-from worker.retirement import RetirementPlanner
+from worker.metrics import WorkerMetrics
+from worker.retirement import RetirementPlanner, Retirer
 from worker.serving_state import ServingState
 
 SAMPLE = next(e for e in all_events() if e.type == "io.modelpromoter.model.ready.v1").data
@@ -138,3 +144,62 @@ def test_unreadable_status_records_are_ignored() -> None:
     _, gateways, _, _ = planner()
     gateways.apply(Record(b"garbage"))
     assert gateways.gateways == {}
+
+
+class FakeFleet:
+    """Unloads succeed, except for the models in ``broken`` (an unexpected error, not a Triton answer)."""
+
+    def __init__(self, *broken: str) -> None:
+        self.broken = set(broken)
+        self.unloaded: list[str] = []
+
+    async def unload_everywhere(self, model: str) -> None:
+        if model in self.broken:
+            raise RuntimeError(f"bug while unloading {model}")
+        self.unloaded.append(model)
+
+
+def retirer(plan: RetirementPlanner, fleet: FakeFleet, repository: Path) -> tuple[Retirer, WorkerMetrics]:
+    metrics = WorkerMetrics()
+    return Retirer(plan, fleet, repository, metrics), metrics  # type: ignore[arg-type]
+
+
+async def test_an_unexpected_error_is_logged_and_counted_and_the_other_models_still_retire(tmp_path: Path) -> None:
+    plan, _, state, _ = planner()
+    for generation, version in enumerate((1, 2, 3)):
+        state.apply(ready(version, generation))
+    fleet = FakeFleet("iris--v1")
+    sweep, metrics = retirer(plan, fleet, tmp_path)
+
+    with capture_logs() as logs:
+        retired = await sweep.run_once()
+
+    assert retired == ["iris--v2"]
+    assert fleet.unloaded == ["iris--v2"]
+    assert metrics.retirement_errors._value.get() == 1
+    assert metrics.retirements._value.get() == 1
+    (failure,) = [line for line in logs if line["log_level"] == "error"]
+    assert failure["triton_model"] == "iris--v1"
+    assert failure["exc_info"] is True, "logged with the exception"
+    assert "iris--v1" in plan.due(), "not marked retired: the next sweep tries again"
+
+
+async def test_a_failing_sweep_never_stops_the_loop(tmp_path: Path) -> None:
+    plan, _, _, _ = planner()
+
+    def broken_plan() -> list[str]:
+        raise KeyError("iris--v9")
+
+    plan.due = broken_plan  # type: ignore[method-assign]
+    sweep, metrics = retirer(plan, FakeFleet(), tmp_path)
+    loop = asyncio.create_task(sweep.run_forever(interval_s=0.01))
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while metrics.retirement_errors._value.get() < 3:
+            assert not loop.done(), "the sweep loop died"
+            assert asyncio.get_running_loop().time() < deadline, "three sweeps did not run within 10 s"
+            await asyncio.sleep(0.01)  # poll
+    finally:
+        loop.cancel()
+        with suppress(asyncio.CancelledError):
+            await loop

@@ -1,0 +1,179 @@
+"""What a failed MLflow call becomes: transient (retry), permanent with a reason, or a bug left to surface.
+
+The exceptions are MLflow's and requests' own classes, built the way the MLflow client raises them.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+from mlflow.exceptions import MlflowException, RestException
+
+from runtime.settings import MLflowSettings
+from schemas.promotion_rejected import ReasonCode
+from schemas.promotion_requested import PromotionRequestedData
+from worker.errors import PermanentFailure, TransientFailure
+from worker.registry import Registry, ResolvedVersion, http_status, is_transient
+
+pytestmark = pytest.mark.usefixtures("mlflow_client_env")
+
+
+def rest(error_code: str, message: str) -> MlflowException:
+    """What the MLflow client raises for a JSON error answer of the server."""
+    return RestException({"error_code": error_code, "message": message})  # type: ignore[no-untyped-call]
+
+
+def _http_error(status: int) -> requests.HTTPError:
+    response = requests.Response()
+    response.status_code = status
+    return requests.HTTPError(f"{status} Server Error", response=response)
+
+
+UNREACHABLE = MlflowException("API request to http://mlflow:5000/api/2.0/x failed with exception Connection refused")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        UNREACHABLE,  # MLflow wraps connection errors in an INTERNAL_ERROR MlflowException
+        rest("TEMPORARILY_UNAVAILABLE", "try later"),
+        rest("REQUEST_LIMIT_EXCEEDED", "slow down"),
+        rest("DEADLINE_EXCEEDED", "took too long"),
+        requests.ConnectionError("connection reset"),
+        requests.Timeout("read timed out"),
+        _http_error(503),
+        TimeoutError(),
+    ],
+)
+def test_unreachable_overloaded_or_failing_mlflow_is_transient(error: Exception) -> None:
+    assert is_transient(error)
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (rest("RESOURCE_DOES_NOT_EXIST", "no such model"), 404),
+        (rest("PERMISSION_DENIED", "no"), 403),
+        (MlflowException.invalid_parameter_value("Registered model alias x not found."), 400),
+        (_http_error(401), 401),
+    ],
+)
+def test_a_4xx_answer_is_not_transient(error: Exception, status: int) -> None:
+    assert not is_transient(error)
+    assert http_status(error) == status
+
+
+@pytest.mark.parametrize("error", [TypeError("unsupported operand"), KeyError("run_id"), ValueError("bad"), OSError()])
+def test_a_bug_is_neither_transient_nor_an_mlflow_answer(error: Exception) -> None:
+    assert not is_transient(error)
+    assert http_status(error) is None
+
+
+class FailingClient:
+    """Stands in for MlflowClient: every call raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            raise self.error
+
+        return call
+
+
+class AliasClient:
+    """The model exists; the alias lookup raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def get_registered_model(self, name: str) -> RegisteredModel:
+        return RegisteredModel(name)
+
+    def get_model_version_by_alias(self, name: str, alias: str) -> ModelVersion:
+        raise self.error
+
+
+def registry(client: Any) -> Registry:
+    return Registry(MLflowSettings(tracking_uri="http://127.0.0.1:9"), client=client)
+
+
+REQUEST = PromotionRequestedData(model_name="iris", alias="champion", requester="tests", origin="cli")
+
+
+async def test_a_bug_in_the_registry_stage_propagates_unchanged() -> None:
+    with pytest.raises(TypeError, match="unsupported operand"):
+        await registry(FailingClient(TypeError("unsupported operand"))).resolve(REQUEST)
+
+
+async def test_an_unreachable_mlflow_is_a_transient_failure() -> None:
+    with pytest.raises(TransientFailure, match=r"MLflow registry call failed \(get model 'iris'\)"):
+        await registry(FailingClient(UNREACHABLE)).resolve(REQUEST)
+
+
+@pytest.mark.parametrize(
+    ("client", "reason", "words"),
+    [
+        (
+            FailingClient(rest("RESOURCE_DOES_NOT_EXIST", "x")),
+            ReasonCode.MODEL_NOT_FOUND,
+            "registered model 'iris' does not exist in MLflow",
+        ),
+        (
+            FailingClient(rest("PERMISSION_DENIED", "user bob cannot read")),
+            ReasonCode.REGISTRY_REFUSED,
+            "MLflow refused to get model 'iris' (PERMISSION_DENIED): user bob cannot read; "
+            "check that the worker's MLflow credentials",
+        ),
+        (
+            AliasClient(MlflowException.invalid_parameter_value("Registered model alias champion not found.")),
+            ReasonCode.ALIAS_NOT_FOUND,
+            "model 'iris' has no alias 'champion' in MLflow (deleted or never set): Registered model alias",
+        ),
+        (
+            AliasClient(rest("UNAUTHENTICATED", "token expired")),
+            ReasonCode.REGISTRY_REFUSED,
+            "MLflow refused to get iris@champion (UNAUTHENTICATED)",
+        ),
+    ],
+)
+async def test_a_4xx_answer_is_permanent_with_its_own_reason(client: Any, reason: ReasonCode, words: str) -> None:
+    with pytest.raises(PermanentFailure) as caught:
+        await registry(client).resolve(REQUEST)
+    assert caught.value.reason == reason
+    assert words in caught.value.message
+
+
+async def test_a_4xx_artifact_download_is_refused_and_a_5xx_retried(tmp_path: Path) -> None:
+    resolved = ResolvedVersion(model_name="iris", alias="champion", version=1, run_id=None, source="")
+
+    def download(status: int) -> Any:
+        def failing(**_: Any) -> str:
+            raise _http_error(status)
+
+        return failing
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("mlflow.artifacts.download_artifacts", download(403))
+        with pytest.raises(PermanentFailure) as refused:
+            await registry(FailingClient(TypeError())).download(resolved, tmp_path)
+        patch.setattr("mlflow.artifacts.download_artifacts", download(502))
+        with pytest.raises(TransientFailure):
+            await registry(FailingClient(TypeError())).download(resolved, tmp_path)
+    assert refused.value.reason == ReasonCode.REGISTRY_REFUSED
+    assert "(HTTP 403)" in refused.value.message
+
+
+async def test_a_real_client_against_a_closed_port_is_transient() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed once the block ends: nothing listens there
+    real = Registry(MLflowSettings(tracking_uri=f"http://127.0.0.1:{port}", request_timeout_s=2))
+    with pytest.raises(TransientFailure, match="MLflow registry call failed"):
+        await real.resolve(REQUEST)
