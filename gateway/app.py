@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
@@ -29,11 +28,11 @@ from gateway.routing_table import RoutingState
 from gateway.settings import GatewaySettings
 from gateway.upstream import TritonUpstream
 from gateway.v2_api import InferFastPath, build_v2_router
+from runtime.http_errors import answer_errors_in_one_shape
 from runtime.kafka_topics import ensure_topics
 from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, render
 from runtime.settings import KafkaSettings, LogSettings, TopicSettings, TritonSettings
-from schemas.field_problems import describe, field_problems
 
 log = get_logger(__name__)
 
@@ -148,15 +147,7 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
         max_body_size=settings.max_request_bytes,
     )
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        problems = field_problems(error.errors(), root="request")
-        return JSONResponse({"error": describe(problems)[:2000]}, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, error: Exception) -> JSONResponse:
-        log.exception("unexpected error answering a request")
-        return JSONResponse({"error": f"internal error: {type(error).__name__}"}, status_code=500)
+    answer_errors_in_one_shape(app)
 
     app.include_router(build_v2_router(service, follower.healthy))
     app.include_router(build_predict_router(service))

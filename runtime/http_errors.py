@@ -3,7 +3,7 @@
 It is the Open Inference Protocol's error shape (tritonclient reads it from the gateway); the
 ingress and the worker's probes answer the same, so a client or a probe reads one key everywhere.
 :func:`answer_errors_in_one_shape` makes FastAPI's own answers (unknown path, wrong method,
-invalid request) take it too.
+invalid request, an unexpected error: logged, answered without a trace) take it too.
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+
+from runtime.logging import get_logger
+from schemas.field_problems import describe, field_problems
+
+log = get_logger(__name__)
 
 JSON_CONTENT_TYPE = "application/json"
 MAX_MESSAGE_CHARS = 2000
@@ -36,12 +41,11 @@ def error_response(status: int, message: str, headers: Mapping[str, str] | None 
 
 def invalid_fields(errors: Sequence[Mapping[str, Any]]) -> str:
     """``body.alias: Field required; query.n: ...``: every invalid field and what is wrong with it."""
-    parts = (f"{'.'.join(map(str, e.get('loc', ()))) or 'request'}: {e.get('msg', 'invalid')}" for e in errors)
-    return "; ".join(parts)[:MAX_MESSAGE_CHARS]
+    return describe(field_problems(errors, root="request"))[:MAX_MESSAGE_CHARS]
 
 
 def answer_errors_in_one_shape(app: FastAPI) -> None:
-    """FastAPI's own answers (404 unknown path, 405 wrong method, 422 invalid request) as ``{"error": ...}``."""
+    """FastAPI's own answers (404 unknown path, 405 wrong method, 422 invalid request, 500) as ``{"error": ...}``."""
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
@@ -50,3 +54,8 @@ def answer_errors_in_one_shape(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
         return error_response(422, invalid_fields(error.errors()))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error answering a request")
+        return error_response(500, f"internal error: {type(error).__name__}")
