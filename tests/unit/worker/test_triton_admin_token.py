@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from pydantic import SecretStr
@@ -23,10 +23,15 @@ GRPC_REFUSAL = InferenceServerException(
 )  # ... and over gRPC: UNAVAILABLE, not PERMISSION_DENIED
 
 
-def settings(protocol: str = "http", token: str | None = TOKEN, header: str = "x-promoter-admin") -> TritonSettings:
+Protocol = Literal["http", "grpc"]
+
+
+def settings(
+    protocol: Protocol = "http", token: str | None = TOKEN, header: str = "x-promoter-admin"
+) -> TritonSettings:
     return TritonSettings(
         endpoints=["t0:8000"],
-        protocol=protocol,  # type: ignore[arg-type]
+        protocol=protocol,
         admin_header=header,
         admin_token=SecretStr(token) if token is not None else None,
     )
@@ -86,7 +91,7 @@ def test_refusals_of_both_protocols_are_recognised_and_other_errors_are_not() ->
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-async def test_only_model_repository_calls_carry_the_token(protocol: str) -> None:
+async def test_only_model_repository_calls_carry_the_token(protocol: Protocol) -> None:
     config = settings(protocol)
     client = RecordingClient()
     endpoint = endpoint_with(client, config)
@@ -114,7 +119,7 @@ async def test_without_a_token_no_header_is_sent() -> None:
 
 @pytest.mark.parametrize(("protocol", "refusal"), [("http", HTTP_REFUSAL), ("grpc", GRPC_REFUSAL)])
 async def test_a_refused_load_is_permanent_names_the_setting_and_hides_the_token(
-    protocol: str, refusal: InferenceServerException
+    protocol: Protocol, refusal: InferenceServerException
 ) -> None:
     endpoint = endpoint_with(RecordingClient(refusal), settings(protocol))
 
