@@ -112,6 +112,14 @@ class TritonSettings(PromoterSettings):
     model_repository: Path = Field(Path("./model-repository"), description="Triton --model-repository.")
     load_timeout_s: float = Field(120.0, gt=0, description="Deadline for one explicit model load.")
     request_timeout_s: float = Field(10.0, gt=0, description="Deadline for one inference or API call.")
+    admin_header: str = Field(
+        "x-promoter-admin",
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="Header name of Triton's --http-restricted-api / --grpc-restricted-protocol (lower case).",
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="Value of that header; unset: no header is sent (for a Triton without the restriction)."
+    )
 
     @field_validator("endpoints", mode="before")
     @classmethod

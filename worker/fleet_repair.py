@@ -4,7 +4,8 @@ What every endpoint should hold: each routed version (the serving state rebuilt 
 ``model.ready``), the newest ``keep_loaded_versions`` versions of each model (what retirement
 keeps for instant rollback), and whatever a promotion of this process is loading right now.
 Triton cannot push, so each endpoint's repository index is read every check interval (one
-request per endpoint): no answer means the endpoint is **down**; a model it should hold that
+request per endpoint): no answer, or a refusal of the worker's admin token, means the endpoint is
+**down** (the error names the setting to fix); a model it should hold that
 is not READY (or LOADING) means it restarted or lost it, and the endpoint is **repairing**
 until the model is loaded again from its staged directory (immutable, still in the repository)
 with the load deadline and the parity proof of a promotion. Otherwise it is **in sync**.
@@ -128,7 +129,8 @@ class FleetRepairer:
         )
         for endpoint, index in zip(self.fleet.endpoints, indexes, strict=True):
             if isinstance(index, BaseException):
-                error = index.message if isinstance(index, TransientFailure) else f"{type(index).__name__}: {index}"
+                # PromotionFailure: unreachable (transient), or refused for a missing admin token (permanent)
+                error = index.message if isinstance(index, PromotionFailure) else f"{type(index).__name__}: {index}"
                 self._set(endpoint.url, "down", set(), error)
                 continue
             if endpoint is self.fleet.endpoints[0]:

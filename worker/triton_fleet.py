@@ -5,6 +5,12 @@ served only once every one reports it READY. Connection failures, 5xx answers an
 health calls are transient; a load that Triton refuses (``[400] load failed ...``) is permanent,
 and so is a load that does not finish by the deadline (this Triton build can hang forever on a
 broken model folder, which the worker validates against before loading).
+
+Triton may restrict its model-repository API (load, unload, repository index) to requests carrying
+an admin header (``--http-restricted-api`` / ``--grpc-restricted-protocol``). Only those calls carry
+``PROMOTER_TRITON_ADMIN_TOKEN``; liveness, readiness and inference never do. Over gRPC Triton
+expects the header name prefixed with ``triton-grpc-protocol-`` and refuses a missing or wrong one
+with UNAVAILABLE (HTTP: 403); either refusal is a permanent failure naming the setting to fix.
 """
 
 from __future__ import annotations
@@ -26,6 +32,24 @@ from worker.errors import PermanentFailure, TransientFailure
 
 T = TypeVar("T")
 
+GRPC_RESTRICTED_HEADER_PREFIX = "triton-grpc-protocol-"  # Triton prefixes --grpc-restricted-protocol keys
+RESTRICTED_API_REFUSAL = "is restricted, expecting header"  # both protocols: "This API/protocol is restricted, ..."
+
+
+def admin_headers(settings: TritonSettings) -> dict[str, str] | None:
+    """The header model-repository calls carry, named as Triton expects it on the configured protocol."""
+    if settings.admin_token is None:
+        return None
+    name = settings.admin_header
+    if settings.protocol == "grpc":
+        name = GRPC_RESTRICTED_HEADER_PREFIX + name
+    return {name: settings.admin_token.get_secret_value()}
+
+
+def is_access_refusal(error: InferenceServerException) -> bool:
+    """Triton refused a restricted model-repository call: no admin header, or the wrong token."""
+    return str(error.status() or "") == "403" or RESTRICTED_API_REFUSAL in (error.message() or "")
+
 
 def _is_client_error(error: InferenceServerException) -> bool:
     status = str(error.status() or "")
@@ -40,6 +64,8 @@ class TritonEndpoint:
         self.protocol = settings.protocol
         self._load_timeout_s = settings.load_timeout_s
         self._request_timeout_s = settings.request_timeout_s
+        self._admin_header = settings.admin_header
+        self._admin_headers = admin_headers(settings)  # holds the token: never log or format it
         self._lazy_client: Any = None
 
     @property
@@ -53,12 +79,25 @@ class TritonEndpoint:
             )
         return self._lazy_client
 
+    def _access_refused(self, what: str) -> PermanentFailure:
+        sent = "an admin header Triton does not accept" if self._admin_headers else "no admin header"
+        return PermanentFailure(
+            ReasonCode.TRITON_LOAD_FAILED,
+            f"Triton {self.url} refused a model-repository call ({what}): that API is restricted and this worker sent "
+            f"{sent}. PROMOTER_TRITON_ADMIN_TOKEN must match the token of Triton's "
+            f"--http-restricted-api / --grpc-restricted-protocol flag "
+            f"(model-repository:{self._admin_header}=<token>; in Kubernetes Secret triton-admin, key token), "
+            "and PROMOTER_TRITON_ADMIN_HEADER its header name.",
+        )
+
     async def _call(self, what: str, call: Callable[[], Awaitable[T]], timeout_s: float) -> T:
         try:
             return await asyncio.wait_for(call(), timeout_s)
         except TimeoutError:
             raise TransientFailure(f"Triton {self.url} did not answer {what} within {timeout_s:g} s") from None
         except InferenceServerException as error:
+            if is_access_refusal(error):
+                raise self._access_refused(what) from None
             if _is_client_error(error):
                 raise
             raise TransientFailure(f"Triton {self.url} failed {what}: {error.message()}") from None
@@ -77,7 +116,7 @@ class TritonEndpoint:
         """Load ``model`` and confirm it is READY, or raise a failure naming the cause."""
         await self.is_live()  # an unreachable server is transient; find out before the long call
         try:
-            await asyncio.wait_for(self._client.load_model(model), self._load_timeout_s)
+            await asyncio.wait_for(self._client.load_model(model, headers=self._admin_headers), self._load_timeout_s)
         except TimeoutError:
             raise PermanentFailure(
                 ReasonCode.TRITON_LOAD_TIMEOUT,
@@ -86,6 +125,8 @@ class TritonEndpoint:
                 "(PROMOTER_TRITON_LOAD_TIMEOUT_S sets the deadline).",
             ) from None
         except InferenceServerException as error:
+            if is_access_refusal(error):
+                raise self._access_refused(f"load of {model}") from None
             if not _is_client_error(error):
                 raise TransientFailure(f"Triton {self.url} failed to load {model}: {error.message()}") from None
             raise PermanentFailure(
@@ -110,10 +151,17 @@ class TritonEndpoint:
         return ready
 
     async def unload(self, model: str) -> None:
+        """Unload ``model``; every failure is transient, so retirement tries again once Triton accepts it."""
         try:
-            await self._call(f"unload of {model}", lambda: self._client.unload_model(model), self._request_timeout_s)
+            await self._call(
+                f"unload of {model}",
+                lambda: self._client.unload_model(model, headers=self._admin_headers),
+                self._request_timeout_s,
+            )
         except InferenceServerException as error:
             raise TransientFailure(f"Triton {self.url} failed to unload {model}: {error.message()}") from None
+        except PermanentFailure as refused:
+            raise TransientFailure(refused.message) from None
 
     async def infer(
         self, model: str, input_name: str, batch: np.ndarray[Any, Any], datatype: str, output_name: str
@@ -140,13 +188,15 @@ class TritonEndpoint:
         """Model name -> state, from Triton's repository index."""
         if self.protocol == "http":
             index = await self._call(
-                "repository index", self._client.get_model_repository_index, self._request_timeout_s
+                "repository index",
+                lambda: self._client.get_model_repository_index(headers=self._admin_headers),
+                self._request_timeout_s,
             )
             entries = index
         else:
             index = await self._call(
                 "repository index",
-                lambda: self._client.get_model_repository_index(as_json=True),
+                lambda: self._client.get_model_repository_index(headers=self._admin_headers, as_json=True),
                 self._request_timeout_s,
             )
             entries = index.get("models", [])

@@ -99,8 +99,15 @@ def _ready(http_port: int) -> ReadyCheck:
 
 
 def triton_spec(
-    *, http_port: int, grpc_port: int, metrics_port: int, run_dir: Path, model_repository: Path
+    *,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    run_dir: Path,
+    model_repository: Path,
+    extra_args: Sequence[str] = (),
 ) -> ServiceSpec:
+    """A ``tritonserver`` in explicit model-control mode; ``extra_args`` go last (e.g. the restricted-API flags)."""
     home = triton_home()
     backends = make_backend_dir(home, run_dir / "triton" / "backends")
     model_repository.mkdir(parents=True, exist_ok=True)
@@ -122,6 +129,7 @@ def triton_spec(
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
             "--disable-auto-complete-config",
             "--strict-readiness=false",
+            *extra_args,
         ],
         env=server_env(),
         cwd=run_dir / "triton",

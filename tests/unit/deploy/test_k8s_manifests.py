@@ -139,6 +139,20 @@ def test_triton_restricts_model_control_to_the_admin_header() -> None:
     assert container["image"].startswith("ghcr.io/model-promoter/tritonserver:24.10-py3"), "deploy/triton/Dockerfile"
 
 
+def test_only_the_worker_holds_the_token_triton_expects() -> None:
+    triton = _env(_container(find(OBJECTS, "StatefulSet", "triton")))
+    worker = _env(_container(find(OBJECTS, "Deployment", "promotion-worker")))
+    expected = triton["ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert worker["PROMOTER_TRITON_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == expected
+    assert "PROMOTER_TRITON_ADMIN_HEADER" not in worker, "the default header is the one triton.yaml restricts to"
+    holders = [
+        o["metadata"]["name"]
+        for o in OBJECTS
+        if o["kind"] in {"Deployment", "StatefulSet", "Job"} and "triton-admin" in json.dumps(pod_spec(o))
+    ]
+    assert sorted(holders) == ["promotion-worker", "triton"], "gateways, ingress and jobs never get the token"
+
+
 def test_gateways_scale_and_keep_serving_through_disruptions() -> None:
     hpa = find(OBJECTS, "HorizontalPodAutoscaler", "gateway")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "gateway"
@@ -230,6 +244,31 @@ async def exported_metric_names() -> set[str]:
 def _alert_expressions() -> list[str]:
     rules = yaml.safe_load((K8S / "alerts.yaml").read_text())["spec"]["groups"][0]["rules"]
     return [str(rule["expr"]) for rule in rules]
+
+
+def test_every_alert_names_its_runbook_row_and_the_row_exists() -> None:
+    rules = yaml.safe_load((K8S / "alerts.yaml").read_text())["spec"]["groups"][0]["rules"]
+    runbook = (REPO / "README.md").read_text().split("## On call: runbook", 1)[1].split("\n## ", 1)[0]
+    rows = set(re.findall(r"^\| `(\w+)` \|", runbook, flags=re.MULTILINE))
+    for rule in rules:
+        assert rule["annotations"]["runbook"] == f"README.md, On call: runbook, row {rule['alert']}"
+        assert rule["alert"] in rows, f"README's runbook has no row for {rule['alert']}"
+    alerts = {rule["alert"]: str(rule["expr"]) for rule in rules}
+    assert 'promoter_fleet_endpoint_state{state="down"}' in alerts["TritonEndpointDown"]
+    assert 'promoter_fleet_endpoint_state{state="repairing"}' in alerts["TritonEndpointRepairing"]
+    assert 'promoter_fleet_repairs_total{outcome="failed"}' in alerts["FleetRepairsFailing"]
+
+
+def test_alerts_match_only_label_values_the_worker_exports() -> None:
+    from worker.metrics import ENDPOINT_STATES, REPAIR_OUTCOMES
+
+    expressions = " ".join(_alert_expressions())
+    states = set(re.findall(r'promoter_fleet_endpoint_state\{state="(\w+)"\}', expressions))
+    outcomes = set(re.findall(r'promoter_fleet_repairs_total\{outcome="(\w+)"\}', expressions))
+    assert states
+    assert states <= set(ENDPOINT_STATES)
+    assert outcomes
+    assert outcomes <= set(REPAIR_OUTCOMES)
 
 
 def _dashboard_expressions() -> list[str]:

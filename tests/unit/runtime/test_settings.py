@@ -78,3 +78,20 @@ def test_topic_names_are_configurable_and_keep_the_contract(monkeypatch: pytest.
 def test_model_repository_is_a_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PROMOTER_TRITON_MODEL_REPOSITORY", str(tmp_path))
     assert TritonSettings().model_repository == tmp_path
+
+
+def test_triton_admin_token_is_read_from_the_environment_and_kept_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert TritonSettings().admin_token is None  # default: no header sent
+    monkeypatch.setenv("PROMOTER_TRITON_ADMIN_TOKEN", "tok-5ecret")
+    monkeypatch.setenv("PROMOTER_TRITON_ADMIN_HEADER", "x-ops-admin")
+
+    triton = TritonSettings()
+
+    assert triton.admin_header == "x-ops-admin"
+    assert triton.admin_token is not None
+    assert triton.admin_token.get_secret_value() == "tok-5ecret"
+    assert "tok-5ecret" not in repr(triton)
+    monkeypatch.setenv("PROMOTER_TRITON_ADMIN_HEADER", "X Admin")
+    with pytest.raises(ValidationError, match="admin_header") as raised:
+        TritonSettings()
+    assert "tok-5ecret" not in str(raised.value)

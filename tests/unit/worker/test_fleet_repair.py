@@ -42,6 +42,7 @@ class FakeEndpoint:
         self.up = True
         self.loads: list[str] = []
         self.load_error: Exception | None = None
+        self.index_error: Exception | None = None  # e.g. Triton refusing the worker's admin token
         self.answer = ANSWER
         self.load_started = asyncio.Event()
         self.release_load: asyncio.Event | None = None
@@ -52,6 +53,8 @@ class FakeEndpoint:
 
     async def loaded_models(self) -> dict[str, str]:
         self._check_up()
+        if self.index_error is not None:
+            raise self.index_error
         return dict.fromkeys(self.loaded, "READY")
 
     async def is_ready(self, model: str) -> bool:
@@ -205,6 +208,35 @@ async def test_a_down_endpoint_is_marked_down_then_repaired_when_it_answers(tmp_
     await fixer.check_once()
     assert state_of(fixer, "t1:8000") == "in_sync"
     assert fixer.views["t1:8000"].error is None
+
+
+async def test_an_endpoint_refusing_the_admin_token_is_down_with_the_reason_and_nothing_is_loaded(
+    tmp_path: Path,
+) -> None:
+    state = routed_v3(tmp_path)
+    endpoint = FakeEndpoint("t1:8000")
+    refusal = (
+        "Triton t1:8000 refused a model-repository call (repository index): that API is restricted and this "
+        "worker sent no admin header. PROMOTER_TRITON_ADMIN_TOKEN must match ..."
+    )
+    endpoint.index_error = PermanentFailure(ReasonCode.TRITON_LOAD_FAILED, refusal)
+    fixer, metrics, changes, _ = repairer(tmp_path, FakeFleet(endpoint), state)
+
+    for _ in range(3):
+        await fixer.check_once()
+        await settled(fixer)
+    view = fixer.views["t1:8000"]
+    assert view.state == "down"
+    assert view.error == refusal
+    assert state_gauge(metrics, "t1:8000", "down") == 1
+    assert endpoint.loads == []  # no load attempted against a Triton that refuses them
+    assert repairs(metrics, "t1:8000", "failed") == 0
+    assert changes[0] == 1  # reported once, not on every check
+
+    endpoint.index_error = None  # the token fixed: the endpoint is repaired like one that came back
+    await fixer.check_once()
+    await settled(fixer)
+    assert endpoint.loads == ["iris--v3"]
 
 
 async def test_a_repair_waits_for_a_promotion_loading_the_same_model_and_does_not_load_it_again(
