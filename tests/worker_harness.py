@@ -21,6 +21,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from deploy.stack.app_processes import worker_spec
+from deploy.stack.kafka_broker import local_client_settings
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
@@ -75,7 +76,7 @@ def request_bytes(
 
 
 async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all")
+    producer = AIOKafkaProducer(**local_client_settings(bootstrap).producer_kwargs())
     await producer.start()
     try:
         for key, value in messages:

@@ -32,7 +32,7 @@ async def test_produce_and_consume_keys_headers_and_per_key_order(local_stack: L
     keys = [f"model-{i}".encode() for i in range(4)]
     sent: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
     partition_of: dict[bytes, int] = {}
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all")
+    producer = AIOKafkaProducer(**local_stack.kafka_settings().producer_kwargs())
     await producer.start()
     try:
         for seq in range(5):
