@@ -105,7 +105,7 @@ def resolve(maven_repo: Path | None = None) -> str:
 def main() -> int:
     """Resolve when the cache does not match the pom; print what was done on stderr."""
     if StackSettings().kafka_broker != "kafka":
-        print("deploy.kafka: the local stack runs tansu (PROMOTER_STACK_KAFKA_BROKER): nothing to resolve", file=sys.stderr)
+        print("deploy.kafka: PROMOTER_STACK_KAFKA_BROKER is tansu: nothing to resolve", file=sys.stderr)
         return 0
     try:
         if cached_classpath() is not None:
