@@ -83,6 +83,17 @@ def _ready(port: int) -> ReadyCheck:
     return check
 
 
+def jvm_command(args_file: Path) -> list[str]:
+    """``java @args_file``: Kafka's classpath, heap and logging set; append a main class and its arguments.
+
+    The classpath (~50 jars) goes into the JVM argument file so ``ps`` stays readable.
+    """
+    java = java_binary()
+    options = [*JVM_OPTIONS, f"-Dlog4j2.configurationFile={LOG_CONFIG}", "-cp", f'"{kafka_classpath()}"']
+    args_file.write_text("\n".join(options) + "\n")
+    return [java, f"@{args_file}"]
+
+
 def data_dir(run_dir: Path) -> Path:
     """The broker's log dir: the stack removes it once the broker has stopped."""
     return run_dir / "kafka" / "data"
@@ -90,19 +101,12 @@ def data_dir(run_dir: Path) -> Path:
 
 def apache_kafka_spec(port: int, run_dir: Path) -> ServiceSpec:
     """Format a fresh log dir under ``run_dir/kafka`` and run the broker on ``port`` (controller: a free port)."""
-    java = java_binary()
-    classpath = kafka_classpath()
     home = run_dir / "kafka"
     home.mkdir(parents=True, exist_ok=True)
     controller_port = next(p for p in free_ports(2) if p != port)
     properties = home / "server.properties"
     _write_properties(properties, broker_properties(port, controller_port, data_dir(run_dir)))
-    # The classpath (~50 jars) goes into a JVM argument file: `ps` stays readable.
-    jvm_args = home / "jvm.args"
-    jvm_args.write_text(
-        "\n".join([*JVM_OPTIONS, f"-Dlog4j2.configurationFile={LOG_CONFIG}", "-cp", f'"{classpath}"']) + "\n"
-    )
-    jvm = [java, f"@{jvm_args}"]
+    jvm = jvm_command(home / "jvm.args")
     format_storage = [
         *jvm,
         "kafka.tools.StorageTool",
