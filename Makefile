@@ -15,11 +15,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) kafka
 
-# Apache Kafka's jars for the local stack, from Maven Central (needs Java 17+ and Maven): resolved
-# once per version of deploy/kafka/pom.xml, cached in .cache/kafka/; skipped when
-# PROMOTER_STACK_KAFKA_BROKER=tansu.
+# Apache Kafka's jars for the local stack, from Maven Central (needs Java 17+ and Maven), and the
+# JVM's class-data archive of a broker start: made once per version of deploy/kafka/pom.xml, cached
+# in .cache/kafka/; skipped when PROMOTER_STACK_KAFKA_BROKER=tansu.
 kafka: $(STAMP)
-	$(BIN)/python -m deploy.kafka.classpath
+	$(BIN)/python -m deploy.kafka
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

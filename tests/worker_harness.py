@@ -109,20 +109,28 @@ async def read_until(
     return records
 
 
-async def snapshot(bootstrap: str, topic: str) -> list[Record]:
-    """Every record of ``topic`` right now (read until a fetch comes back empty)."""
+async def snapshot(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[Record]:
+    """Every record of ``topic`` right now: read until each partition reached the end offset seen at
+    the start and a fetch came back empty (tansu under-reports end offsets after batches)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=50)
     await consumer.start()
     records: list[Record] = []
     try:
-        if not await assign_from_start(consumer, [topic]):
+        partitions = await assign_from_start(consumer, [topic])
+        if not partitions:
             return records  # the topic does not exist (yet): nothing on it
-        while batches := await consumer.getmany(timeout_ms=200):
+        ends = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            batches = await consumer.getmany(timeout_ms=200)
             for batch in batches.values():
                 records.extend(batch)
+            if not batches and all([await consumer.position(p) >= end for p, end in ends.items()]):
+                return records
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: not read to its end within {timeout_s} s; got {len(records)} records")
     finally:
         await consumer.stop()
-    return records
 
 
 def events(records: list[Record]) -> list[dict[str, Any]]:

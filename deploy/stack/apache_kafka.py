@@ -13,7 +13,7 @@ import shlex
 import uuid
 from pathlib import Path
 
-from deploy.kafka.classpath import LOG_CONFIG, java_binary, kafka_classpath
+from deploy.stack.kafka_jvm import jvm_command
 from deploy.stack.ports import LOOPBACK, free_ports
 from deploy.stack.probes import kafka_metadata_answers
 from deploy.stack.process import ManagedProcess, ReadyCheck, ServiceSpec
@@ -22,8 +22,6 @@ NAME = "kafka"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
 NODE_ID = 1
-# Measured: ~300 MB resident after start with these; the heap limit holds under the test suite.
-JVM_OPTIONS = ("-Xms128m", "-Xmx384m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true")
 
 # Production-like where clients can tell (acks=all, idempotence, topic configs as declared), sized
 # for one node on a small machine, and quick where only waiting would differ.
@@ -83,30 +81,27 @@ def _ready(port: int) -> ReadyCheck:
     return check
 
 
-def jvm_command(args_file: Path) -> list[str]:
-    """``java @args_file``: Kafka's classpath, heap and logging set; append a main class and its arguments.
-
-    The classpath (~50 jars) goes into the JVM argument file so ``ps`` stays readable.
-    """
-    java = java_binary()
-    options = [*JVM_OPTIONS, f"-Dlog4j2.configurationFile={LOG_CONFIG}", "-cp", f'"{kafka_classpath()}"']
-    args_file.write_text("\n".join(options) + "\n")
-    return [java, f"@{args_file}"]
-
-
 def data_dir(run_dir: Path) -> Path:
     """The broker's log dir: the stack removes it once the broker has stopped."""
     return run_dir / "kafka" / "data"
 
 
-def apache_kafka_spec(port: int, run_dir: Path) -> ServiceSpec:
-    """Format a fresh log dir under ``run_dir/kafka`` and run the broker on ``port`` (controller: a free port)."""
+def apache_kafka_spec(port: int, run_dir: Path, *, dump_class_archive: Path | None = None) -> ServiceSpec:
+    """Format a fresh log dir under ``run_dir/kafka`` and run the broker on ``port`` (controller: a free port).
+
+    ``dump_class_archive``: the broker writes the classes it loaded there when it exits (``python -m deploy.kafka``).
+    """
     home = run_dir / "kafka"
     home.mkdir(parents=True, exist_ok=True)
     controller_port = next(p for p in free_ports(2) if p != port)
     properties = home / "server.properties"
     _write_properties(properties, broker_properties(port, controller_port, data_dir(run_dir)))
     jvm = jvm_command(home / "jvm.args")
+    broker_jvm = (
+        jvm
+        if dump_class_archive is None
+        else jvm_command(home / "jvm-dump.args", dump_class_archive=dump_class_archive)
+    )
     format_storage = [
         *jvm,
         "kafka.tools.StorageTool",
@@ -114,7 +109,7 @@ def apache_kafka_spec(port: int, run_dir: Path) -> ServiceSpec:
         f"--cluster-id={new_cluster_id()}",
         f"--config={properties}",
     ]
-    run_broker = [*jvm, "kafka.Kafka", str(properties)]
+    run_broker = [*broker_jvm, "kafka.Kafka", str(properties)]
     return ServiceSpec(
         name=NAME,
         argv=["/bin/sh", "-c", f"{shlex.join(format_storage)} && exec {shlex.join(run_broker)}"],

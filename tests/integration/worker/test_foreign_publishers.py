@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaException, Producer
 
-from deploy.stack.apache_kafka import jvm_command
+from deploy.stack.kafka_jvm import jvm_command
 from deploy.stack.local_stack import LocalStack
 from tests.worker_harness import WorkerHandle, events_about, register_iris, request_bytes, set_alias
 

@@ -1,8 +1,8 @@
 """The classpath of the Apache Kafka broker, resolved from Maven Central by ``deploy/kafka/pom.xml``.
 
-``python -m deploy.kafka.classpath`` (run by the Makefile) resolves it once per version of the pom:
-the result is cached in ``.cache/kafka/classpath-<pom digest>.txt`` (git-ignored), and the jars stay
-in Maven's local repository (``~/.m2``). :func:`kafka_classpath` reads that cache for the stack.
+``python -m deploy.kafka`` (run by the Makefile) resolves it once per version of the pom: the result
+is cached in ``.cache/kafka/classpath-<pom digest>.txt`` (git-ignored), and the jars stay in Maven's
+local repository (``~/.m2``). :func:`kafka_classpath` reads that cache for the stack.
 """
 
 from __future__ import annotations
@@ -12,19 +12,16 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 from deploy.stack.errors import StackError
-from deploy.stack.settings import StackSettings
 
-KAFKA_DIR = Path(__file__).resolve().parent
+KAFKA_DIR = Path(__file__).resolve().parents[1] / "kafka"
 POM = KAFKA_DIR / "pom.xml"
 LOG_CONFIG = KAFKA_DIR / "log4j2.properties"
 CACHE_DIR = KAFKA_DIR.parents[1] / ".cache" / "kafka"
 MIN_JAVA = 17
-RESOLVE_COMMAND = "make install (or: python -m deploy.kafka.classpath)"
+RESOLVE_COMMAND = "make kafka (or: python -m deploy.kafka)"
 
 
 def pom_digest() -> str:
@@ -100,25 +97,3 @@ def resolve(maven_repo: Path | None = None) -> str:
         raise StackError("Maven could not resolve Apache Kafka's jars:\n" + "\n".join(output))
     partial.replace(target)
     return target.read_text().strip()
-
-
-def main() -> int:
-    """Resolve when the cache does not match the pom; print what was done on stderr."""
-    if StackSettings().kafka_broker != "kafka":
-        print("deploy.kafka: PROMOTER_STACK_KAFKA_BROKER is tansu: nothing to resolve", file=sys.stderr)
-        return 0
-    try:
-        if cached_classpath() is not None:
-            return 0
-        began = time.monotonic()
-        classpath = resolve()
-    except StackError as error:
-        print(f"deploy.kafka: error: {error}", file=sys.stderr)
-        return 1
-    jars = len(classpath.split(os.pathsep))
-    print(f"deploy.kafka: resolved {jars} jars in {time.monotonic() - began:.1f} s", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
