@@ -19,7 +19,8 @@ from deploy.stack.probes import kafka_metadata_answers
 from deploy.stack.process import ManagedProcess, ReadyCheck, ServiceSpec
 
 NAME = "kafka"
-READY_TIMEOUT_S = 90.0
+# Counted from the stack's start, and the broker starts once mlflow answers (within its 60 s).
+READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
 NODE_ID = 1
 
