@@ -1,8 +1,8 @@
 """Apache Kafka in the local stack: one KRaft node (broker and controller), jars from ``deploy/kafka/pom.xml``.
 
 The process is ``sh -c "java ... kafka.tools.StorageTool format ... && exec java ... kafka.Kafka ..."``:
-formatting the fresh data dir and running the broker are one managed process, started beside
-mlflow and tritonserver. Ready once a Metadata request names a broker and a controller.
+formatting the fresh data dir and running the broker are one managed process (the stack starts it
+once mlflow answers). Ready once a Metadata request names a broker and a controller.
 """
 
 from __future__ import annotations
@@ -97,19 +97,14 @@ def apache_kafka_spec(port: int, run_dir: Path, *, dump_class_archive: Path | No
     controller_port = next(p for p in free_ports(2) if p != port)
     properties = home / "server.properties"
     _write_properties(properties, broker_properties(port, controller_port, data_dir(run_dir)))
-    jvm = jvm_command(home / "jvm.args")
-    broker_jvm = (
-        jvm
-        if dump_class_archive is None
-        else jvm_command(home / "jvm-dump.args", dump_class_archive=dump_class_archive)
-    )
     format_storage = [
-        *jvm,
+        *jvm_command(home / "format-jvm.args"),
         "kafka.tools.StorageTool",
         "format",
         f"--cluster-id={new_cluster_id()}",
         f"--config={properties}",
     ]
+    broker_jvm = jvm_command(home / "broker-jvm.args", dump_class_archive=dump_class_archive)
     run_broker = [*broker_jvm, "kafka.Kafka", str(properties)]
     return ServiceSpec(
         name=NAME,

@@ -131,9 +131,9 @@ class LocalStack:
     def start(self) -> None:
         """Start the three and wait until each is ready; on any failure stop what started.
 
-        mlflow and tritonserver start at once; the broker once mlflow answers: a Kafka JVM's start
-        (~4 CPU-seconds) next to mlflow's import burst pushed mlflow past its 60 s deadline on a
-        loaded 2-core machine (measured: mlflow ready in 49 s beside tansu, not within 60 s beside Kafka).
+        mlflow and tritonserver start at once; the broker once mlflow answers. On a loaded 2-core
+        machine mlflow's start took 49 s to over its 60 s deadline (measured); a Kafka JVM's start
+        (~4 CPU-seconds) beside it made the misses more frequent.
         """
         if self.processes:
             raise RuntimeError("this LocalStack was already started")
@@ -149,8 +149,8 @@ class LocalStack:
             model_repository=self.model_repository,
         )
         try:
-            self._start_processes([mlflow, triton])
-            wait_all_ready(self.processes[:1], started_at=began)
+            mlflow_process, _ = self._start_processes([mlflow, triton])
+            wait_all_ready([mlflow_process], started_at=began)
             self._start_processes([broker])
             wait_all_ready(self.processes, started_at=began)
         except BaseException:
@@ -158,12 +158,15 @@ class LocalStack:
             raise
         self.startup_s = time.monotonic() - began
 
-    def _start_processes(self, specs: list[ServiceSpec]) -> None:
+    def _start_processes(self, specs: list[ServiceSpec]) -> list[ManagedProcess]:
+        started: list[ManagedProcess] = []
         for spec in specs:
             process = ManagedProcess(spec, self.logs_dir / f"{spec.name}.log")
             process.start()
             self.processes.append(process)
+            started.append(process)
         self._write_pids()
+        return started
 
     def _write_pids(self) -> None:
         path = self.run_dir / PIDS_FILE
