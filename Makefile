@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo lint typecheck unit integration bench chaos schemas stack clean
+.PHONY: install kafka test demo lint typecheck unit integration bench chaos schemas stack clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11" >&2; exit 1; }
@@ -13,7 +13,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,local]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) kafka
+
+# Apache Kafka's jars for the local stack, from Maven Central (needs Java 17+ and Maven), and the
+# JVM's class-data archive of a broker start: made once per version of deploy/kafka/pom.xml, cached
+# in .cache/kafka/; skipped when PROMOTER_STACK_KAFKA_BROKER=tansu.
+kafka: $(STAMP)
+	$(BIN)/python -m deploy.kafka
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -22,21 +28,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck kafka
 	$(BIN)/pytest -q
 
 # The main job on the local stack: MLflow alias -> webhook -> worker -> Triton -> two gateways.
-demo: $(STAMP)
+demo: $(STAMP) kafka
 	$(BIN)/python -m deploy.demo
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) kafka
 	$(BIN)/pytest -q tests/integration
 
 # Benchmarks on the real local stack: print the figures, write .bench/<name>.json.
-bench: $(STAMP)
+bench: $(STAMP) kafka
 	$(BIN)/python -m tests.benchmarks.promotion
 	$(BIN)/python -m tests.benchmarks.oncall
 	$(BIN)/python -m tests.benchmarks.gateway
@@ -46,12 +52,12 @@ schemas: $(STAMP)
 	$(BIN)/promoter-schemas --write
 
 # Start the real local stack in the foreground (Ctrl-C stops everything).
-stack: $(STAMP)
+stack: $(STAMP) kafka
 	$(BIN)/promoter-stack up
 
 clean:
-	rm -rf $(VENV) .bench .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) .cache .bench .mypy_cache .ruff_cache .pytest_cache build *.egg-info
 
 # The fault suite on the real local stack: break it on purpose, print the figures, write .bench/chaos.json.
-chaos: $(STAMP)
+chaos: $(STAMP) kafka
 	$(BIN)/python -m tests.chaos

@@ -37,9 +37,14 @@ async def publish_event(kafka: KafkaSettings, topic: str, event: CloudEvent, *, 
 
 
 async def assign_from_start(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
-    """Assign every partition of ``topics`` (no consumer group) from offset 0; ``[]`` when none exist yet."""
-    await consumer.topics()  # refreshes the cluster metadata
-    partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+    """Assign every partition of ``topics`` (no consumer group) from offset 0; ``[]`` when none exist yet.
+
+    The partitions come from a fresh metadata answer for all topics: a group-less consumer's own
+    metadata holds no topic on Apache Kafka (its bootstrap asks for none), so
+    ``consumer.partitions_for_topic`` would say the topic does not exist.
+    """
+    cluster = await consumer._client.fetch_all_metadata()  # the metadata AIOKafkaConsumer.topics() reads
+    partitions = [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
     if partitions:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)

@@ -21,6 +21,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from deploy.stack.app_processes import worker_spec
+from deploy.stack.kafka_broker import local_client_settings
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
@@ -75,7 +76,7 @@ def request_bytes(
 
 
 async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all")
+    producer = AIOKafkaProducer(**local_client_settings(bootstrap).producer_kwargs())
     await producer.start()
     try:
         for key, value in messages:
@@ -108,20 +109,28 @@ async def read_until(
     return records
 
 
-async def snapshot(bootstrap: str, topic: str) -> list[Record]:
-    """Every record of ``topic`` right now (read until a fetch comes back empty)."""
+async def snapshot(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[Record]:
+    """Every record of ``topic`` right now: read until each partition reached the end offset seen at
+    the start and a fetch came back empty (tansu under-reports end offsets after batches)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=50)
     await consumer.start()
     records: list[Record] = []
     try:
-        if not await assign_from_start(consumer, [topic]):
+        partitions = await assign_from_start(consumer, [topic])
+        if not partitions:
             return records  # the topic does not exist (yet): nothing on it
-        while batches := await consumer.getmany(timeout_ms=200):
+        ends = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            batches = await consumer.getmany(timeout_ms=200)
             for batch in batches.values():
                 records.extend(batch)
+            if not batches and all([await consumer.position(p) >= end for p, end in ends.items()]):
+                return records
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: not read to its end within {timeout_s} s; got {len(records)} records")
     finally:
         await consumer.stop()
-    return records
 
 
 def events(records: list[Record]) -> list[dict[str, Any]]:

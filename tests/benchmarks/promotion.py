@@ -80,7 +80,7 @@ async def measure(stack: LocalStack, run_dir: Path, promotions: int, duplicates:
         requested = worker.topics["PROMOTER_TOPIC_PROMOTION_REQUESTED"]
         listener = ReadyListener(stack.kafka_bootstrap_servers, worker.topics["PROMOTER_TOPIC_MODEL_READY"])
         await listener.start()
-        producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap_servers, enable_idempotence=False)
+        producer = AIOKafkaProducer(**stack.kafka_settings().producer_kwargs())
         await producer.start()
         totals: list[float] = []
         stages: dict[str, list[float]] = {}

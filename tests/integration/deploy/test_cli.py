@@ -15,19 +15,20 @@ from pathlib import Path
 
 import pytest
 
+from deploy.stack.kafka_broker import client_env
 from deploy.stack.local_stack import PIDS_FILE
 from deploy.stack.ports import free_ports
 from deploy.stack.probes import http_ok, tcp_accepts
 from deploy.stack.process import group_members, poll_until
+from deploy.stack.settings import StackSettings
 
 pytestmark = pytest.mark.integration
 
+# The subprocess inherits this environment, so it runs the broker these tests expect.
+BROKER = StackSettings().kafka_broker
 ENV_NAMES = {
     "PROMOTER_KAFKA_BOOTSTRAP_SERVERS",
-    "PROMOTER_KAFKA_ENABLE_IDEMPOTENCE",
-    "PROMOTER_KAFKA_FETCH_MAX_WAIT_MS",
-    "PROMOTER_KAFKA_SESSION_TIMEOUT_MS",
-    "PROMOTER_KAFKA_HEARTBEAT_INTERVAL_MS",
+    *client_env(BROKER),
     "PROMOTER_MLFLOW_TRACKING_URI",
     "MLFLOW_TRACKING_URI",
     "PROMOTER_TRITON_ENDPOINTS",
@@ -125,14 +126,14 @@ def test_up_serves_prints_env_and_stops_everything_on_sigint(cli: list[CliRun], 
     assert http_ok(f"{env['MLFLOW_TRACKING_URI']}/health")
     assert http_ok(f"http://{env['PROMOTER_TRITON_ENDPOINTS']}/v2/health/ready")
     assert Path(env["PROMOTER_TRITON_MODEL_REPOSITORY"]).is_dir()
-    assert env["PROMOTER_KAFKA_ENABLE_IDEMPOTENCE"] == "false"
+    assert env["PROMOTER_KAFKA_ENABLE_IDEMPOTENCE"] == ("true" if BROKER == "kafka" else "false")
     assert "stack ready in" in run.err()
     assert "ENCRYPTION_KEY" not in run.out() + run.err()
-    for service in ("tansu", "mlflow", "tritonserver"):
+    for service in (BROKER, "mlflow", "tritonserver"):
         assert (run.run_dir / "logs" / f"{service}.log").stat().st_size > 0
 
     pgids = run.pgids()
-    assert pgids.keys() == {"tansu", "mlflow", "tritonserver"}
+    assert pgids.keys() == {BROKER, "mlflow", "tritonserver"}
     assert all(group_members(pgid) for pgid in pgids.values())
     assert len(group_members(pgids["mlflow"])) >= 2, "mlflow server runs its workers in its group"
 
@@ -145,13 +146,14 @@ def test_up_serves_prints_env_and_stops_everything_on_sigint(cli: list[CliRun], 
 def test_up_exits_nonzero_when_a_service_dies(cli: list[CliRun], tmp_path: Path) -> None:
     run = _start(cli, tmp_path / "run")
     _wait_ready(run)
-    tansu = run.pgids()["tansu"]
+    broker = run.pgids()[BROKER]
 
-    os.killpg(tansu, signal.SIGKILL)
+    os.killpg(broker, signal.SIGKILL)
 
     assert run.process.wait(timeout=STOP_TIMEOUT_S) == 1
-    assert "error: tansu exited" in run.err()
-    assert "ready in" in run.err(), "the dead service's last log lines are shown"
+    assert f"error: {BROKER} exited" in run.err()
+    last_line = {"kafka": "Kafka Server started", "tansu": "ready in"}[BROKER]
+    assert last_line in run.err(), "the dead service's last log lines are shown"
     assert "Traceback" not in run.err()
     assert run.leftovers() == {}
 

