@@ -47,7 +47,7 @@ from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
 from promoter_cli.webhook_registration import register_webhook
 from promoter_client.routing import publish_routing
 from runtime.kafka_clients import assign_from_start, started
-from runtime.settings import KafkaSettings, TopicSettings
+from runtime.settings import TopicSettings
 from schemas.catalog import parse_event
 from schemas.promotion_rejected import PromotionRejected
 
@@ -268,9 +268,7 @@ class Story:
         say("\n[5/6] challenger -> v1, then a 90/10 A/B split")
         seconds = await self.timed_alias("challenger", challenger)
         say(f"      challenger v{challenger} served by both gateways {seconds:.2f} s after the alias was set")
-        await publish_routing(
-            MODEL, {"champion": 90, "challenger": 10}, kafka=KafkaSettings(**_kafka(self.services.env))
-        )
+        await publish_routing(MODEL, {"champion": 90, "challenger": 10}, kafka=self.services.stack.kafka_settings())
         split = await measure_split(self.http, self.gateways, records(self.x_test.head(1)))
         self.summary["ab_split_percent"] = split
         shares = " / ".join(f"{alias} {share:.1f}%" for alias, share in split.items())
@@ -280,10 +278,6 @@ class Story:
 async def story(services: Services, summary: dict[str, Any]) -> None:
     async with httpx.AsyncClient(timeout=10) as http:
         await Story(services, http, summary).run()
-
-
-def _kafka(env: dict[str, str]) -> dict[str, Any]:
-    return {"bootstrap_servers": env["PROMOTER_KAFKA_BOOTSTRAP_SERVERS"], "enable_idempotence": False}
 
 
 async def first_record(

@@ -18,7 +18,7 @@ import httpx
 from mlflow import MlflowClient
 
 from promoter_client.promotion import request_promotion_async
-from runtime.settings import KafkaSettings, TopicSettings
+from runtime.settings import TopicSettings
 from tests.chaos.load import ConstantLoad, TensorShape, failures, input_tensor, summary
 from tests.chaos.system import ChaosSystem, Service, until_holds, until_served
 from tests.worker_harness import register_iris, snapshot
@@ -250,7 +250,7 @@ async def mlflow_down(run: Run) -> dict[str, Any]:
     load = run.load()
     await load.until_flowing()
     began = time.monotonic()
-    kafka = KafkaSettings(bootstrap_servers=system.env["PROMOTER_KAFKA_BOOTSTRAP_SERVERS"])
+    kafka = system.stack.kafka_settings()
     outcome = await request_promotion_async(MODEL, alias=ALIAS, origin="cli", wait_s=DEADLINE_S, kafka=kafka)
     rejected_after_s = time.monotonic() - began
     await load.stop()
