@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import structlog
+
 from runtime.logging import get_logger
 from runtime.settings import TritonSettings
 from schemas.model_ready import ModelReadyData, SignatureSummary
@@ -79,6 +81,13 @@ class Promoter:
         """Make the requested version servable and return the ``model.ready`` payload to announce."""
         with clock.stage("resolve"):
             resolved = await self.registry.resolve(request)
+        # An alias request learns its version here: every later log line of this promotion names it.
+        with structlog.contextvars.bound_contextvars(version=resolved.version):
+            return await self._promote_resolved(resolved, request_event_id, clock)
+
+    async def _promote_resolved(
+        self, resolved: ResolvedVersion, request_event_id: str, clock: StageClock
+    ) -> ModelReadyData:
         name = triton_model_name(resolved.model_name, resolved.version)
         current = self.state.served(resolved.model_name, resolved.alias)
         if current is not None and current.triton_model_name == name and await self.fleet.ready_everywhere(name):
