@@ -161,7 +161,7 @@ class Registry:
     # -- write-back (worker/registry_writeback.py): needs EDIT on the registered model -------------
 
     async def write_version_tags(self, name: str, version: int, tags: Mapping[str, str], remove: Iterable[str]) -> None:
-        """Set ``tags`` on the version and delete ``remove`` where present; unchanged tags are not rewritten."""
+        """Delete ``remove`` where present, then set ``tags`` in their order; unchanged tags are not rewritten."""
 
         def write() -> None:
             current = self._client.get_model_version(name, str(version)).tags or {}

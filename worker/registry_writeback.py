@@ -66,7 +66,11 @@ class TagWriter(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class VersionTags:
-    """The ``promoter.*`` tags one version should carry now; ``version`` None: the one ``alias`` points at."""
+    """The ``promoter.*`` tags one version should carry now; ``version`` None: the one ``alias`` points at.
+
+    ``tags`` are written in order and ``promoter.status`` comes last (MLflow sets one tag per call), so
+    a reader who sees a status also sees the other tags of that decision.
+    """
 
     model_name: str
     version: int | None
@@ -101,15 +105,15 @@ def version_tags(state: ServingState, model_name: str, version: int, at: str) ->
     """The tags of ``version`` after the state changed: serving under its aliases, else retired."""
     routes = [r for (model, _), r in state.routes.items() if model == model_name and r.version == version]
     if not routes:
-        tags = {STATUS_TAG: "retired", SINCE_TAG: at}
+        tags = {SINCE_TAG: at, STATUS_TAG: "retired"}
         return VersionTags(model_name, version, None, tags, (ALIASES_TAG, *_REJECTION_ONLY))
     record = routes[0]
     tags = {
-        STATUS_TAG: "serving",
         ALIASES_TAG: ",".join(sorted(r.alias for r in routes)),
         SINCE_TAG: at,
         TRITON_MODEL_TAG: record.triton_model_name,
         DIGEST_TAG: record.artifact_sha256,
+        STATUS_TAG: "serving",
     }
     return VersionTags(model_name, version, None, tags, _REJECTION_ONLY)
 
@@ -135,10 +139,10 @@ def rejection(state: ServingState, data: PromotionRejectedData) -> list[Decision
     if data.version is not None and data.version in serving:
         return []  # the version serves under another alias: that stays its status
     tags = {
-        STATUS_TAG: "rejected",
         SINCE_TAG: now_iso(),
         REASON_CODE_TAG: data.reason_code,
         MESSAGE_TAG: data.message[:MAX_MESSAGE_CHARS],
+        STATUS_TAG: "rejected",
     }
     return [VersionTags(data.model_name, data.version, data.alias, tags, (ALIASES_TAG, *_SERVING_ONLY), serving)]
 
