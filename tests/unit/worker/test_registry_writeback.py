@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -113,6 +114,15 @@ async def until(condition: Callable[[], bool], what: str, timeout_s: float = 10.
         await asyncio.sleep(0.01)  # poll
 
 
+@asynccontextmanager
+async def running(wb: RegistryWriteback) -> AsyncIterator[None]:
+    task = asyncio.create_task(wb.run_forever())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
 async def drained(wb: RegistryWriteback, timeout_s: float = 10.0) -> None:
     await asyncio.wait_for(wb.wait_idle(), timeout_s)
 
@@ -120,9 +130,8 @@ async def drained(wb: RegistryWriteback, timeout_s: float = 10.0) -> None:
 async def test_serve_reject_and_roll_back_leave_the_tags_that_were_decided() -> None:
     registry = FakeRegistry()
     wb, metrics = writeback(registry)
-    task = asyncio.create_task(wb.run_forever())
     state = ServingState()
-    try:
+    async with running(wb):
         wb.submit(serve(state, ready(1, generation=0)))
         wb.submit(rejection(state, rejected(2)))
         await drained(wb)
@@ -157,8 +166,6 @@ async def test_serve_reject_and_roll_back_leave_the_tags_that_were_decided() -> 
             ("champion", 1, False),
         ]
         assert count(metrics, "written") >= 7
-    finally:
-        task.cancel()
 
 
 async def test_a_rejection_by_alias_tags_the_version_the_alias_points_at_unless_it_serves() -> None:
@@ -166,15 +173,12 @@ async def test_a_rejection_by_alias_tags_the_version_the_alias_points_at_unless_
     registry.aliases[("m", "champion")] = 5
     registry.aliases[("m", "challenger")] = 1
     wb, _ = writeback(registry)
-    task = asyncio.create_task(wb.run_forever())
     state = ServingState()
-    try:
+    async with running(wb):
         wb.submit(serve(state, ready(1, generation=0)))
         wb.submit(rejection(state, rejected(None)))
         wb.submit(rejection(state, rejected(None, alias="challenger")))  # v1 serves as champion: untouched
         await drained(wb)
-    finally:
-        task.cancel()
     assert registry.version_tags[("m", 5)]["promoter.status"] == "rejected"
     assert registry.version_tags[("m", 1)]["promoter.status"] == "serving"
 
@@ -187,9 +191,8 @@ async def test_while_mlflow_is_down_the_newest_decision_per_version_is_kept_and_
     (dead_port,) = free_ports(1)
     dead = Registry(MLflowSettings(tracking_uri=f"http://127.0.0.1:{dead_port}"))
     wb, metrics = writeback(dead)
-    task = asyncio.create_task(wb.run_forever())
     state = ServingState()
-    try:
+    async with running(wb):
         wb.submit(serve(state, ready(1, generation=0)))
         wb.submit(rejection(state, rejected(2)))
         await until(lambda: count(metrics, "failed") >= 3, "write-back retried against the dead MLflow")
@@ -197,8 +200,6 @@ async def test_while_mlflow_is_down_the_newest_decision_per_version_is_kept_and_
         working = FakeRegistry()
         wb.writer = working  # MLflow answers again
         await drained(wb)
-    finally:
-        task.cancel()
     assert working.version_tags[("m", 2)]["promoter.status"] == "serving"
     assert working.version_tags[("m", 1)]["promoter.status"] == "retired"
     history = json.loads(working.model_tags[("m", "promoter.alias_history")])
