@@ -24,7 +24,7 @@ from mlflow.utils.validation import MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH
 
 from runtime.logging import get_logger
 from schemas.model_ready import ModelReadyData
-from schemas.promotion_rejected import PromotionRejectedData
+from schemas.promotion_rejected import PromotionRejectedData, ReasonCode
 from worker.metrics import WorkerMetrics
 from worker.retry import backoff_delay
 from worker.serving_state import ServingState
@@ -48,6 +48,13 @@ MAX_PENDING = 1000
 _FORBIDDEN = {"PERMISSION_DENIED", "UNAUTHENTICATED"}
 _SERVING_ONLY = (TRITON_MODEL_TAG, DIGEST_TAG)
 _REJECTION_ONLY = (REASON_CODE_TAG, MESSAGE_TAG)
+#: Rejections about a model, version or alias the registry does not have: there is no version to tag.
+_NO_VERSION_TO_TAG = {
+    ReasonCode.INVALID_EVENT.value,
+    ReasonCode.MODEL_NOT_FOUND.value,
+    ReasonCode.VERSION_NOT_FOUND.value,
+    ReasonCode.ALIAS_NOT_FOUND.value,
+}
 
 
 class TagWriter(Protocol):
@@ -133,7 +140,7 @@ def alias_moved(
 
 def rejection(state: ServingState, data: PromotionRejectedData) -> list[Decision]:
     """The tags of a rejected version (the alias's version at write time when the request named none)."""
-    if data.version is None and data.alias is None:
+    if data.reason_code in _NO_VERSION_TO_TAG or (data.version is None and data.alias is None):
         return []
     serving = frozenset(r.version for (model, _), r in state.routes.items() if model == data.model_name)
     if data.version is not None and data.version in serving:

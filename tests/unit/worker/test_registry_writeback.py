@@ -181,6 +181,8 @@ async def test_a_rejection_by_alias_tags_the_version_the_alias_points_at_unless_
         await drained(wb)
     assert registry.version_tags[("m", 5)]["promoter.status"] == "rejected"
     assert registry.version_tags[("m", 1)]["promoter.status"] == "serving"
+    missing = PromotionRejectedData(model_name="m", alias="gone", reason_code="alias_not_found", message="no alias")
+    assert rejection(state, missing) == []  # nothing in the registry to tag
 
 
 async def test_while_mlflow_is_down_the_newest_decision_per_version_is_kept_and_catches_up(
