@@ -61,6 +61,13 @@ async def _until_tags(uri: str, name: str, version: int, wanted: dict[str, str],
     return dict(seen)
 
 
+async def _until_history(uri: str, name: str, entries: int) -> None:
+    async def complete() -> bool:
+        return len(await asyncio.to_thread(_history, uri, name)) >= entries
+
+    await until(complete, timeout_s=60, what=f"{entries} alias changes in the history of {name}")
+
+
 async def _promote(stack: LocalStack, worker: WorkerHandle, name: str, alias: str, version: int, seen: int) -> None:
     """Point ``alias`` at ``version`` in MLflow, request it, and wait for its model.ready (the ``seen``+1-th)."""
     set_alias(stack.mlflow_tracking_uri, name, alias, version)
@@ -106,10 +113,7 @@ async def test_tags_follow_serve_reject_and_rollback(local_stack: LocalStack, wo
     await _until_tags(uri, name, v1, {"promoter.status": "serving", "promoter.aliases": "champion"}, "v1 back")
     await _until_tags(uri, name, v3, {"promoter.status": "retired"}, "v3 retired after the rollback")
 
-    async def history_complete() -> bool:
-        return len(await asyncio.to_thread(_history, uri, name)) == 3
-
-    await until(history_complete, timeout_s=30, what="three alias changes in the history")
+    await _until_history(uri, name, 3)
     history = await asyncio.to_thread(_history, uri, name)
     assert [(e["alias"], e["version"]) for e in history] == [("champion", v1), ("champion", v3), ("champion", v1)]
     assert history[0]["to"] is None
@@ -198,6 +202,7 @@ async def test_failing_write_back_never_fails_serving_and_catches_up(local_stack
             proxy.failing.clear()  # MLflow takes writes again
             await _until_tags(uri, name, v2, {"promoter.status": "serving", "promoter.aliases": "champion"}, "v2")
             await _until_tags(uri, name, v1, {"promoter.status": "retired"}, "v1 retired after the catch-up")
+            await _until_history(uri, name, 2)
             history = await asyncio.to_thread(_history, uri, name)
             assert [(e["version"], e["to"] is None) for e in history] == [(v2, True), (v1, False)]
     assert proxy.refused >= 2
