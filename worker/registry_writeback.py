@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -102,6 +102,7 @@ class AliasChange:
 
 
 Decision = VersionTags | AliasChange
+_Item = VersionTags | tuple[str, list[AliasChange]]  # one pending write: a version's tags, or a model's history
 
 
 def now_iso() -> str:
@@ -281,7 +282,9 @@ class RegistryWriteback:
         model, changes = self.pending.history.popitem(last=False)
         return await self._attempt(model, None, lambda: self._write_history(model, changes), (model, changes))
 
-    async def _attempt(self, model: str, version: int | None, write: Any, item: Any) -> bool:
+    async def _attempt(
+        self, model: str, version: int | None, write: Callable[[], Awaitable[None]], item: _Item
+    ) -> bool:
         try:
             await write()
         except MlflowException as error:
@@ -305,7 +308,7 @@ class RegistryWriteback:
         self.metrics.registry_writebacks.labels("written").inc()
         return True
 
-    def _requeue(self, item: VersionTags | tuple[str, list[AliasChange]]) -> None:
+    def _requeue(self, item: _Item) -> None:
         if isinstance(item, VersionTags):
             if item.key not in self.pending.versions:  # a newer decision for it wins
                 self.pending.versions[item.key] = item
