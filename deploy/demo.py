@@ -8,7 +8,8 @@ gateway replicas, then:
 2. checks predictions through a gateway against scikit-learn's own on the iris test split;
 3. registers v2 and moves ``champion`` while traffic flows: no failed request;
 4. registers a broken model (no signature), points ``champion`` at it: rejected with its reason,
-   dead-lettered, and v2 keeps serving;
+   dead-lettered, and v2 keeps serving; the ``promoter.*`` tags the worker wrote back on both
+   versions are printed as MLflow shows them;
 5. points ``challenger`` at v1 and sets a 90/10 A/B split, and measures it;
 6. prints the timings, writes ``.bench/demo.json`` and stops every process (also on Ctrl-C).
 """
@@ -262,6 +263,10 @@ class Story:
         self.summary["broken_model_rejected"] = rejection.data.reason_code
         if answered != str(serving):
             raise RuntimeError("the old version stopped serving")
+        say("      what MLflow shows now (tags the worker wrote back on the versions):")
+        for version, status in ((serving, "serving"), (broken, "rejected")):
+            tags = await promoter_tags_once(self.client, version, status)
+            say(f"        v{version}: " + "  ".join(f"{key}={value}" for key, value in sorted(tags.items())))
         self.client.set_registered_model_alias(MODEL, "champion", str(serving))  # the registry agrees again
 
     async def ab_split(self, challenger: int) -> None:
@@ -278,6 +283,19 @@ class Story:
 async def story(services: Services, summary: dict[str, Any]) -> None:
     async with httpx.AsyncClient(timeout=10) as http:
         await Story(services, http, summary).run()
+
+
+async def promoter_tags_once(client: MlflowClient, version: int, status: str) -> dict[str, str]:
+    """The ``promoter.*`` tags of a version once the worker wrote ``status`` (it writes in the background)."""
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        found = await asyncio.to_thread(client.get_model_version, MODEL, str(version))
+        tags = {key: value for key, value in (found.tags or {}).items() if key.startswith("promoter.")}
+        if tags.get("promoter.status") == status:
+            return tags
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"v{version} was not tagged promoter.status={status} within {DEADLINE_S:g} s: {tags}")
+        await asyncio.sleep(POLL_S)  # poll: the registry has no push for tags
 
 
 async def first_record(

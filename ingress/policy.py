@@ -6,6 +6,8 @@
   serve the new version under that alias.
 - ``model_version_tag.set``: only when it sets ``PROMOTER_INGRESS_PROMOTE_ON_TAG`` (``key=value``),
   serve the version under ``PROMOTER_INGRESS_PROMOTE_ON_TAG_ALIAS``.
+  Tags in the ``promoter.`` namespace are the worker's own write-back and never promote, whatever
+  that setting says (no loop).
 - anything else: acknowledged, logged and counted as ignored.
 """
 
@@ -58,7 +60,13 @@ def _version_created(data: dict[str, Any], common: dict[str, Any], settings: Ing
     return _request(**common, alias=alias, version=data.get("version"), reason="new model version")
 
 
+#: Tags the worker writes back onto versions (worker/registry_writeback.py): never a promotion.
+WORKER_TAG_PREFIX = "promoter."
+
+
 def _tag_set(data: dict[str, Any], common: dict[str, Any], settings: IngressSettings) -> Outcome:
+    if str(data.get("key", "")).startswith(WORKER_TAG_PREFIX):
+        return Ignored(f"tag {data.get('key')} is written back by the promoter worker itself and never promotes")
     wanted = settings.promote_on_tag
     key, _, value = (wanted or "").partition("=")
     if wanted is None or data.get("key") != key or data.get("value") != value:

@@ -42,6 +42,7 @@ from worker.parity import warm_up_model_libraries
 from worker.promotion import Promoter
 from worker.registry import Registry
 from worker.registry_reconcile import RegistryReconciler
+from worker.registry_writeback import RegistryWriteback
 from worker.retirement import RetirementPlanner, Retirer
 from worker.service import PromotionService, Publisher
 from worker.serving_state import ServingState
@@ -150,6 +151,19 @@ class Upkeep:
         await self.repairer.close()
 
 
+def _writeback(settings: WorkerSettings, registry: Registry, metrics: WorkerMetrics) -> RegistryWriteback | None:
+    if not settings.registry_writeback:
+        log.info("registry write-back is off (PROMOTER_WORKER_REGISTRY_WRITEBACK=false)")
+        return None
+    return RegistryWriteback(
+        registry,
+        metrics,
+        history_size=settings.alias_history_size,
+        backoff_initial_s=settings.backoff_initial_s,
+        backoff_max_s=settings.backoff_max_s,
+    )
+
+
 def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     config = config or WorkerConfig.from_env()
     kafka, topics = config.kafka, config.topics
@@ -157,8 +171,10 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     metrics = WorkerMetrics()
     state = ServingState()
     fleet = TritonFleet(config.triton)
-    promoter = Promoter(config.worker, config.triton, Registry(config.mlflow), fleet, state, ModelLoads())
-    service = PromotionService(config.worker, topics, promoter, state, broker, metrics)
+    registry = Registry(config.mlflow)
+    promoter = Promoter(config.worker, config.triton, registry, fleet, state, ModelLoads())
+    writeback = _writeback(config.worker, registry, metrics)
+    service = PromotionService(config.worker, topics, promoter, state, broker, metrics, writeback)
     replayer = TopicReplayer(kafka, [topics.model_ready], service.apply_log_record)
     gateways = GatewayView()
     gateway_status = TopicReplayer(kafka, [topics.gateway_status], _without_fleet_reports(gateways.apply))
@@ -218,6 +234,8 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         await replayer.wait_caught_up(REPLAY_TIMEOUT_S)
         await gateway_status.wait_caught_up(REPLAY_TIMEOUT_S)
         background.append(asyncio.create_task(retirer.run_forever(RETIREMENT_SWEEP_S), name="retirement"))
+        if writeback is not None:
+            background.append(asyncio.create_task(writeback.run_forever(), name="registry write-back"))
         log.info("worker ready", served_aliases=len(state.routes), log_records=replayer.records_seen)
 
     async def stop_state() -> None:

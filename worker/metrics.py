@@ -9,6 +9,7 @@ from runtime.metrics import LATENCY_BUCKETS_S, new_registry
 OUTCOMES = ("served", "rejected", "dead_lettered", "duplicate", "coalesced", "unserved")
 ENDPOINT_STATES = ("in_sync", "repairing", "down")
 REPAIR_OUTCOMES = ("repaired", "failed")
+WRITEBACK_OUTCOMES = ("written", "failed", "dropped", "forbidden")
 
 
 class WorkerMetrics:
@@ -90,6 +91,12 @@ class WorkerMetrics:
         self.registry_reconciles = Counter(
             "promoter_registry_reconciles_total",
             "Comparisons of the served aliases with the MLflow registry, by outcome (ok, failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.registry_writebacks = Counter(
+            "promoter_registry_writebacks_total",
+            "Decisions written back to MLflow registry tags, by outcome (written, failed, dropped, forbidden).",
             ["outcome"],
             registry=self.registry,
         )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -213,3 +213,30 @@ class Registry:
     async def run_metrics(self, run_id: str) -> dict[str, float]:
         run = await self._run(f"get run {run_id}", lambda: self._client.get_run(run_id))
         return dict(run.data.metrics)
+
+    # -- write-back (worker/registry_writeback.py): needs EDIT on the registered model -------------
+
+    async def write_version_tags(self, name: str, version: int, tags: Mapping[str, str], remove: Iterable[str]) -> None:
+        """Delete ``remove`` where present, then set ``tags`` in their order; unchanged tags are not rewritten."""
+
+        def write() -> None:
+            current = self._client.get_model_version(name, str(version)).tags or {}
+            for key in remove:
+                if key in current:
+                    self._client.delete_model_version_tag(name, str(version), key)
+            for key, value in tags.items():
+                if current.get(key) != value:
+                    self._client.set_model_version_tag(name, str(version), key, value)
+
+        await self._run(f"write tags of {name} v{version}", write)
+
+    async def alias_version(self, name: str, alias: str) -> int:
+        version = await self._run(f"get {name}@{alias}", lambda: self._client.get_model_version_by_alias(name, alias))
+        return int(version.version)
+
+    async def model_tag(self, name: str, key: str) -> str | None:
+        registered = await self._run(f"get model {name!r}", lambda: self._client.get_registered_model(name))
+        return (registered.tags or {}).get(key)
+
+    async def set_model_tag(self, name: str, key: str, value: str) -> None:
+        await self._run(f"tag model {name!r}", lambda: self._client.set_registered_model_tag(name, key, value))

@@ -27,6 +27,7 @@ from worker.dead_letters import ErrorType, SourceRecord, dead_letter_headers
 from worker.errors import PermanentFailure, TransientFailure
 from worker.metrics import WorkerMetrics
 from worker.promotion import StageClock
+from worker.registry_writeback import Decision, RegistryWriteback, alias_moved, rejection
 from worker.retry import RetriesExhaustedError, retry_transient
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
@@ -75,6 +76,7 @@ class PromotionService:
         state: ServingState,
         publisher: Publisher,
         metrics: WorkerMetrics,
+        writeback: RegistryWriteback | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
@@ -84,6 +86,8 @@ class PromotionService:
         self.metrics = metrics
         self.source = f"/model-promoter/worker/{settings.replica_id}"
         self._unconfirmed: list[Awaitable[Any]] = []
+        self.writeback = writeback
+        self._decided: list[Decision] = []  # written back to MLflow once their outcomes are confirmed
 
     # -- the serving-state log ---------------------------------------------------------------------
 
@@ -123,6 +127,9 @@ class PromotionService:
                 continue
             await self.handle_request(record, event)
         await self.confirm_published()
+        decided, self._decided = self._decided, []
+        if self.writeback is not None:
+            self.writeback.submit(decided)  # queued only: MLflow is written in the background
 
     async def confirm_published(self) -> None:
         """Wait until the broker acknowledged every outcome published so far (before committing offsets)."""
@@ -186,12 +193,16 @@ class PromotionService:
             await self._reject(record, event, ReasonCode.INTERNAL_ERROR, message, "permanent", attempts, first_failure)
             return
         await self._announce(ready)
+        before = self.state.served(ready.model_name, ready.alias)
         already_served = not self.state.apply(ready)
         self.state.remember(event.id, ready)
         if already_served:
             self.metrics.promotions.labels("duplicate", "").inc()
             log.info("version already served under this alias: re-announced", triton_model=ready.triton_model_name)
             return
+        self._decided += alias_moved(
+            self.state, ready.model_name, ready.alias, ready, before.version if before else None
+        )
         for stage, seconds in clock.seconds.items():
             self.metrics.stage_seconds.labels(stage).observe(seconds)
         self.metrics.promotion_seconds.observe(time.perf_counter() - began)
@@ -207,7 +218,8 @@ class PromotionService:
 
     async def _unserve(self, event: PromotionRequested) -> None:
         data = event.data
-        if self.state.served(data.model_name, data.alias) is None:
+        before = self.state.served(data.model_name, data.alias)
+        if before is None:
             # Still announced: the requester gets its answer, and gateways ignore a stop of nothing.
             log.info("alias was not served; stop announced anyway")
         stopped = ServingStoppedData(
@@ -219,7 +231,8 @@ class PromotionService:
         )
         envelope = ServingStopped(source=self.source, subject=data.model_name, data=stopped)
         await self._publish(self.topics.model_ready, data.model_name, envelope.to_json_bytes())
-        self.state.apply(stopped)
+        if self.state.apply(stopped) and before is not None:
+            self._decided += alias_moved(self.state, data.model_name, data.alias, None, before.version)
         self.metrics.promotions.labels("unserved", "").inc()
         log.info("alias no longer served", generation=stopped.generation)
 
@@ -260,6 +273,7 @@ class PromotionService:
             ),
         )
         await self._publish(self.topics.model_rejected, data.model_name, rejected.to_json_bytes())
+        self._decided += rejection(self.state, rejected.data)
         await self._dead_letter(
             record,
             reason_code=reason,

@@ -50,6 +50,12 @@ class WorkerSettings(PromoterSettings):
     reconcile_interval_s: float = Field(
         300.0, ge=0, description="How often served aliases are compared with the MLflow registry; 0 turns it off."
     )
+    registry_writeback: bool = Field(
+        True, description="Write each decision back onto the MLflow model version as `promoter.*` tags."
+    )
+    alias_history_size: int = Field(
+        20, ge=1, le=100, description="Entries kept in the registered model's `promoter.alias_history` tag."
+    )
     health_host: str = Field("127.0.0.1", description="Bind address of /health, /ready and /metrics.")
     health_port: int = Field(8081, ge=0, le=65535, description="Port of /health, /ready and /metrics.")
 

@@ -227,3 +227,21 @@ async def test_version_created_and_approval_tag_promote_only_when_configured() -
 def test_the_ingress_refuses_to_run_without_a_secret() -> None:
     with pytest.raises(ValueError, match="PROMOTER_INGRESS_WEBHOOK_SECRETS is required"):
         WebhookReceiver(IngressSettings(), FakeKafka().publish, new_registry(process_metrics=False))
+
+
+async def test_the_workers_own_promoter_tags_never_promote_whatever_the_tag_policy_says() -> None:
+    kafka = FakeKafka()
+    written_back = {
+        "entity": "model_version_tag",
+        "action": "set",
+        "timestamp": "t",
+        "data": {"name": "m", "version": "4", "key": "promoter.status", "value": "serving"},
+    }
+    policy = {"promote_on_tag": "promoter.status=serving", "promote_on_tag_alias": "prod"}
+
+    answer = await receiver(kafka, 5, **policy).receive(*_signed(written_back, "d-8", 5))
+
+    assert answer.status == 200
+    assert answer.body["status"] == "ignored"
+    assert "written back by the promoter worker" in answer.body["reason"]
+    assert kafka.events == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -12,10 +13,12 @@ from runtime.settings import MLflowSettings, TopicSettings
 from schemas.model_ready import ModelReadyData
 from schemas.promotion_rejected import ReasonCode
 from tests.event_samples import all_events, promotion_requested
+from tests.unit.worker.test_registry_writeback import FakeRegistry
 from worker.errors import PermanentFailure, TransientFailure
 from worker.metrics import WorkerMetrics
 from worker.promotion import StageClock
 from worker.registry import Registry
+from worker.registry_writeback import Decision, RegistryWriteback
 from worker.service import PromotionService
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
@@ -224,3 +227,32 @@ async def test_unserving_an_alias_that_is_not_served_still_answers() -> None:
     (stopped,) = (json.loads(m[2]) for m in publisher.on(TOPICS.model_ready))
     assert stopped["type"] == "io.modelpromoter.serving.stopped.v1"
     assert stopped["data"]["alias"] == "ghost"
+
+
+class RecordingWriteback(RegistryWriteback):
+    """Counts what the publisher had sent whenever decisions are handed over."""
+
+    def __init__(self, publisher: FakePublisher) -> None:
+        super().__init__(FakeRegistry(), WorkerMetrics())
+        self.publisher = publisher
+        self.sent_at_submit: list[int] = []
+
+    def submit(self, decisions: Iterable[Decision]) -> None:
+        self.sent_at_submit.append(len(self.publisher.sent))
+        super().submit(decisions)
+
+
+async def test_decisions_are_handed_to_the_write_back_after_the_batch_is_published() -> None:
+    promoter = FakePromoter([PermanentFailure(ReasonCode.MISSING_SIGNATURE, "no signature")])
+    svc, publisher = service(promoter)
+    wb = RecordingWriteback(publisher)
+    svc.writeback = wb
+
+    await svc.handle_batch([Rec(promotion_requested(version=2).to_json_bytes(), 0)])  # rejected
+    await svc.handle_batch([Rec(promotion_requested(version=1).to_json_bytes(), 1)])  # served
+    await svc.handle_batch([Rec(promotion_requested(action="unserve").to_json_bytes(), 2)])
+
+    assert wb.sent_at_submit == [2, 3, 4]  # rejection + DLQ, then model.ready, then the stop: all sent first
+    status = {key: tags.tags["promoter.status"] for key, tags in wb.pending.versions.items()}
+    assert status == {("iris-clf", "2"): "rejected", ("iris-clf", "1"): "retired"}
+    assert [(c.alias, c.version) for c in wb.pending.history["iris-clf"]] == [("champion", 1), ("champion", None)]
