@@ -232,7 +232,8 @@ async def lost_webhook(run: Run) -> dict[str, Any]:
 
 
 def _dlq_replay(env: dict[str, str], event_id: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "promoter_cli.main", "dlq", "replay", "--event-id", event_id, "--yes"]
+    promoter = Path(sys.executable).with_name("promoter")  # the console script, as on-call runs it
+    argv = [str(promoter), "dlq", "replay", "--event-id", event_id, "--yes"]
     return subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -258,6 +259,8 @@ async def mlflow_down(run: Run) -> dict[str, Any]:
     await asyncio.to_thread(mlflow.start)
     replayed_at = time.monotonic()
     replay = await asyncio.to_thread(_dlq_replay, system.env, outcome.event_id)
+    if replay.returncode != 0:
+        raise RuntimeError(f"promoter dlq replay exited {replay.returncode}: {replay.stderr or replay.stdout}")
     await until_served(run.http, system.gateway_urls, MODEL, version)
     run.served = version
     return {
