@@ -15,6 +15,10 @@ Measured side by side with the same client (aiohttp, asyncio) on the same machin
   (``cold_start_10k_replay_s``: the replay alone, from the replica's own log lines).
 * ``failed_requests_during_swaps``: failed requests of a steady ~200 requests/s open-loop load spread
   over the 4 replicas, across 10 real promotions (the alias flips between two registered versions).
+* gRPC, the same client (``grpc.aio`` stubs, raw tensors) both ways: ``grpc_overhead_ratio``, the sequential
+  1-row p50 through the gateway's gRPC API over direct Triton gRPC; ``grpc_throughput_ratio_16``, requests/s
+  at 16 concurrent clients, gateway over direct (median of interleaved pairs); ``grpc_failed_requests_during_swaps``,
+  failed requests of a steady ~50 requests/s gRPC load over the 4 replicas beside the HTTP one, same promotions.
 """
 
 from __future__ import annotations
@@ -33,8 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import httpx
+import numpy as np
 from aiokafka import AIOKafkaProducer
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from deploy.stack.app_processes import gateway_spec
 from deploy.stack.local_stack import LocalStack
@@ -51,6 +58,7 @@ TARGETS = {
     "swap_propagation_p99_ms": "<= 100",
     "cold_start_10k_s": "<= 2.0",
     "failed_requests_during_swaps": "== 0",
+    "grpc_failed_requests_during_swaps": "== 0",
 }
 
 
@@ -168,6 +176,108 @@ async def steady_load(
             task.add_done_callback(tasks.discard)
             sent += 1
         await asyncio.gather(*tasks)
+
+
+def grpc_request(model: str) -> Any:
+    """A 1-row ``ModelInferRequest`` with the tensor as raw_input_contents (what tritonclient.grpc sends)."""
+    rows = iris_frame()[0].head(1).to_numpy(dtype=np.float64)
+    request = service_pb2.ModelInferRequest(model_name=model)
+    tensor = request.inputs.add(name="input", datatype="FP64")
+    tensor.shape.extend(rows.shape)
+    request.raw_input_contents.append(rows.tobytes())
+    return request
+
+
+async def grpc_sequential_ms(stub: Any, request: Any, count: int) -> list[float]:
+    samples: list[float] = []
+    for _ in range(count):
+        began = time.perf_counter()
+        await stub.ModelInfer(request, timeout=10)
+        samples.append((time.perf_counter() - began) * 1000)
+    return samples
+
+
+async def grpc_throughput(stub: Any, request: Any, clients: int, seconds: float) -> float:
+    """Requests/s of ``clients`` closed-loop callers sharing one channel."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await stub.ModelInfer(request, timeout=10)
+            done += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return done / (time.perf_counter() - began)
+
+
+async def grpc_side_by_side(
+    stack: LocalStack, gateway: GatewayHandle, name: str, triton_model: str, sequential: int, seconds: float, pairs: int
+) -> dict[str, Any]:
+    """Direct Triton gRPC vs the gateway's gRPC API: sequential p50 ratio, then throughput at 16 clients."""
+    result: dict[str, Any] = {}
+    async with (
+        grpc.aio.insecure_channel(stack.triton_grpc) as direct_channel,
+        grpc.aio.insecure_channel(gateway.grpc_address) as gateway_channel,
+    ):
+        sides = {
+            "direct": (service_pb2_grpc.GRPCInferenceServiceStub(direct_channel), grpc_request(triton_model)),
+            "gateway": (service_pb2_grpc.GRPCInferenceServiceStub(gateway_channel), grpc_request(name)),
+        }
+        for stub, request in sides.values():
+            await grpc_sequential_ms(stub, request, 50)  # warm both paths
+        samples: dict[str, list[float]] = {"direct": [], "gateway": []}
+        for _ in range(sequential // 100):  # interleaved blocks: drift hits both sides alike
+            for side, (stub, request) in sides.items():
+                samples[side] += await grpc_sequential_ms(stub, request, 100)
+        direct_p50, gateway_p50 = (statistics.median(samples[side]) for side in ("direct", "gateway"))
+        result["grpc_direct_p50_ms"] = round(direct_p50, 3)
+        result["grpc_gateway_p50_ms"] = round(gateway_p50, 3)
+        result["grpc_overhead_ratio"] = round(gateway_p50 / direct_p50, 3)
+        print(f"gRPC sequential p50: direct {direct_p50:.3f} ms, gateway {gateway_p50:.3f} ms")
+        ratios = []
+        for index in range(pairs):  # in turn direct first and gateway first
+            order = ("direct", "gateway") if index % 2 == 0 else ("gateway", "direct")
+            rps = {side: await grpc_throughput(*sides[side], 16, seconds) for side in order}
+            ratios.append(rps["gateway"] / rps["direct"])
+            print(f"gRPC 16 clients: direct {rps['direct']:.0f}/s, gateway {rps['gateway']:.0f}/s")
+    result["grpc_throughput_ratio_16"] = round(statistics.median(ratios), 3)
+    result["grpc_throughput_ratio_16_runs"] = [round(ratio, 3) for ratio in sorted(ratios)]
+    return result
+
+
+async def steady_grpc_load(
+    gateways: list[GatewayHandle], model: str, rate: float, stop: asyncio.Event, results: dict[str, int]
+) -> None:
+    """Like ``steady_load``, over the gateways' gRPC APIs; outcomes by gRPC status."""
+    request = grpc_request(model)
+    channels = [grpc.aio.insecure_channel(gateway.grpc_address) for gateway in gateways]
+    stubs = [service_pb2_grpc.GRPCInferenceServiceStub(channel) for channel in channels]
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(index: int) -> None:
+        try:
+            await stubs[index % len(stubs)].ModelInfer(request, timeout=10)
+            key = "ok"
+        except grpc.aio.AioRpcError as error:
+            key = error.code().name
+        results[key] = results.get(key, 0) + 1
+
+    began = time.perf_counter()
+    sent = 0
+    try:
+        while not stop.is_set():
+            await asyncio.sleep(max(0.0, began + sent / rate - time.perf_counter()))  # open-loop pacing
+            task = asyncio.create_task(one(sent))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += 1
+        await asyncio.gather(*tasks)
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 @contextmanager
@@ -313,6 +423,7 @@ async def measure(
             triton = templates[-1]["data"]["triton_model_name"]
             direct_url = f"http://{stack.triton_http}/v2/models/{triton}/infer"
             result.update(await side_by_side(stack, alone, direct_url, name, sequential, seconds, throughput_pairs))
+            result.update(await grpc_side_by_side(stack, alone, name, triton, sequential, seconds, throughput_pairs))
         names = [f"gw-{i}" for i in range(4)]
         with running_gateways(stack, run_dir / "gateways", env, names) as gateways:
             samples = await propagation_ms(
@@ -325,8 +436,12 @@ async def measure(
             print(f"swap propagation to 4 replicas: p50 {p50} ms, p99 {p99} ms")
 
             outcomes: dict[str, int] = {}
+            grpc_outcomes: dict[str, int] = {}
             stop = asyncio.Event()
-            load = asyncio.create_task(steady_load(gateways, name, 200.0, stop, outcomes))
+            load = asyncio.gather(
+                steady_load(gateways, name, 200.0, stop, outcomes),
+                steady_grpc_load(gateways, name, 50.0, stop, grpc_outcomes),
+            )
             promotions = 10
             began = time.perf_counter()
             try:
@@ -345,6 +460,10 @@ async def measure(
             result["request_rate_during_swaps"] = round(total / elapsed, 1)
             result["failed_requests_during_swaps"] = total - outcomes.get("ok", 0)
             result["outcomes_during_swaps"] = outcomes
+            result["grpc_requests_during_swaps"] = sum(grpc_outcomes.values())
+            result["grpc_failed_requests_during_swaps"] = sum(grpc_outcomes.values()) - grpc_outcomes.get("ok", 0)
+            result["grpc_outcomes_during_swaps"] = grpc_outcomes
+            print(f"gRPC beside it: {grpc_outcomes}")
             print(f"{promotions} promotions under {total / elapsed:.0f} req/s: {outcomes}")
 
         cold_env = {**worker.env, "PROMOTER_LOG_LEVEL": "INFO"}  # its log lines time the replay
