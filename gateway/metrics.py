@@ -10,7 +10,6 @@ from runtime.metrics import LATENCY_BUCKETS_S, bounded_label, new_registry
 
 HTTP = "http"
 GRPC = "grpc"
-PROTOCOLS = (HTTP, GRPC)
 SHADOW_OUTCOMES = ("ok", "error", "timeout", "unavailable", "dropped")
 MERGE_OUTCOMES = ("merged", "retried_alone", "failed")
 UNKNOWN_MODEL = "unknown"
