@@ -20,7 +20,7 @@ class GatewaySettings(PromoterSettings):
     host: str = Field("127.0.0.1", description="Bind address of the HTTP API.")
     port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API.")
     grpc_port: int = Field(
-        8081, ge=0, le=65535, description="Port of the gRPC API (inference.GRPCInferenceService), on the same host."
+        8085, ge=0, le=65535, description="Port of the gRPC API (inference.GRPCInferenceService), on the same host."
     )
     triton_grpc_endpoints: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
