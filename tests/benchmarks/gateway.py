@@ -18,7 +18,8 @@ Measured side by side with the same client (aiohttp, asyncio) on the same machin
 * gRPC, the same client (``grpc.aio`` stubs, raw tensors) both ways: ``grpc_overhead_ratio``, the sequential
   1-row p50 through the gateway's gRPC API over direct Triton gRPC; ``grpc_throughput_ratio_16``, requests/s
   at 16 concurrent clients, gateway over direct (median of interleaved pairs); ``grpc_failed_requests_during_swaps``,
-  failed requests of a steady ~50 requests/s gRPC load over the 4 replicas beside the HTTP one, same promotions.
+  failed requests of the same steady ~200 requests/s load over the 4 replicas' gRPC APIs across 10 more
+  promotions (after the HTTP run, not beside it: one client process cannot drive both).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -49,7 +50,7 @@ from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, cpu_seconds, poll_until, stop_all, wait_all_ready
 from deploy.stack.triton_server import NAME as TRITON
 from tests.gateway_harness import GatewayHandle, promote, ready_bytes, running_gateways
-from tests.worker_harness import iris_frame, register_iris, running_worker, unique_topics
+from tests.worker_harness import WorkerHandle, iris_frame, register_iris, running_worker, unique_topics
 
 BENCH_DIR = Path(".bench")
 TARGETS = {
@@ -280,6 +281,35 @@ async def steady_grpc_load(
             await channel.close()
 
 
+Load = Callable[[list[GatewayHandle], str, float, asyncio.Event, dict[str, int]], Coroutine[Any, Any, None]]
+
+
+async def swaps_under_load(
+    stack: LocalStack,
+    worker: WorkerHandle,
+    gateways: list[GatewayHandle],
+    model: str,
+    load: Load,
+    versions: list[int],
+) -> tuple[dict[str, int], float]:
+    """Outcomes of a steady ~200 requests/s ``load`` while ``model`` is promoted to each of ``versions`` in turn,
+    and the request rate it kept."""
+    outcomes: dict[str, int] = {}
+    stop = asyncio.Event()
+    running = asyncio.create_task(load(gateways, model, 200.0, stop, outcomes))
+    began = time.perf_counter()
+    try:
+        await wait_until(lambda: sum(outcomes.values()) >= 200, 10.0)  # steady before the first swap
+        for version in versions:
+            await promote(stack, worker, model, version)
+        settled = sum(outcomes.values())
+        await wait_until(lambda: sum(outcomes.values()) >= settled + 200, 10.0)  # and after the last
+    finally:
+        stop.set()
+        await running
+    return outcomes, round(sum(outcomes.values()) / (time.perf_counter() - began), 1)
+
+
 @contextmanager
 def stopped(process: ManagedProcess) -> Iterator[None]:
     """``process`` stopped for the block and started again after it (same environment: same topics and group)."""
@@ -435,36 +465,17 @@ async def measure(
             p50, p99 = result["swap_propagation_p50_ms"], result["swap_propagation_p99_ms"]
             print(f"swap propagation to 4 replicas: p50 {p50} ms, p99 {p99} ms")
 
-            outcomes: dict[str, int] = {}
-            grpc_outcomes: dict[str, int] = {}
-            stop = asyncio.Event()
-            load = asyncio.gather(
-                steady_load(gateways, name, 200.0, stop, outcomes),
-                steady_grpc_load(gateways, name, 50.0, stop, grpc_outcomes),
-            )
             promotions = 10
-            began = time.perf_counter()
-            try:
-                await wait_until(lambda: sum(outcomes.values()) >= 200, 10.0)  # steady before the first swap
-                for index in range(promotions):
-                    await promote(stack, worker, name, versions[index % 2])
-                settled = sum(outcomes.values())
-                await wait_until(lambda: sum(outcomes.values()) >= settled + 200, 10.0)  # and after the last
-            finally:
-                stop.set()
-                await load
-            elapsed = time.perf_counter() - began
-            total = sum(outcomes.values())
+            alternate = [versions[index % 2] for index in range(promotions)]
+            for protocol, load in (("", steady_load), ("grpc_", steady_grpc_load)):  # one protocol at a time
+                outcomes, rate = await swaps_under_load(stack, worker, gateways, name, load, alternate)
+                total = sum(outcomes.values())
+                result[f"{protocol}requests_during_swaps"] = total
+                result[f"{protocol}request_rate_during_swaps"] = rate
+                result[f"{protocol}failed_requests_during_swaps"] = total - outcomes.get("ok", 0)
+                result[f"{protocol}outcomes_during_swaps"] = outcomes
+                print(f"{protocol or 'http_'}load: {promotions} promotions under {rate:.0f} req/s: {outcomes}")
             result["promotions_under_load"] = promotions
-            result["requests_during_swaps"] = total
-            result["request_rate_during_swaps"] = round(total / elapsed, 1)
-            result["failed_requests_during_swaps"] = total - outcomes.get("ok", 0)
-            result["outcomes_during_swaps"] = outcomes
-            result["grpc_requests_during_swaps"] = sum(grpc_outcomes.values())
-            result["grpc_failed_requests_during_swaps"] = sum(grpc_outcomes.values()) - grpc_outcomes.get("ok", 0)
-            result["grpc_outcomes_during_swaps"] = grpc_outcomes
-            print(f"gRPC beside it: {grpc_outcomes}")
-            print(f"{promotions} promotions under {total / elapsed:.0f} req/s: {outcomes}")
 
         cold_env = {**worker.env, "PROMOTER_LOG_LEVEL": "INFO"}  # its log lines time the replay
         result.update(await cold_start(stack, run_dir / "cold", cold_env, templates[0]))
