@@ -2,7 +2,8 @@
 
 Start-up: connect the status producer, start replaying ``model.ready`` + ``routing.updated`` in the
 background (``/health`` answers at once, ``/ready`` only once the replay caught up), heartbeat on
-``gateway.status``. The replica never asks MLflow or Triton what to serve: the log is the only source.
+``gateway.status``, open the gRPC API (``gateway.grpc_api``). The replica never asks MLflow or Triton what
+to serve: the log is the only source.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from starlette.types import ASGIApp
 
 from gateway.acks import StatusPublisher
 from gateway.endpoint_rotation import Backoff
+from gateway.grpc_api import GatewayServicer, GrpcServer
 from gateway.inference import InferenceService
 from gateway.log_follower import LogFollower
 from gateway.metrics import GatewayMetrics
 from gateway.predict_api import build_predict_router
 from gateway.routing_table import RoutingState
 from gateway.settings import GatewaySettings
+from gateway.triton_grpc import TritonGrpcUpstream
 from gateway.upstream import TritonUpstream
 from gateway.v2_api import InferFastPath, build_v2_router
 from runtime.http_errors import answer_errors_in_one_shape
@@ -105,7 +108,19 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
     follower = LogFollower(
         config.kafka, [config.topics.model_ready, config.topics.routing_updated], state, metrics, status
     )
-    service = InferenceService(settings, state, upstream, metrics)
+    grpc_upstream = TritonGrpcUpstream(
+        settings.triton_grpc_targets(config.triton.endpoints),
+        timeout_s=config.triton.request_timeout_s,
+        backoff=Backoff(settings.ejection_backoff_initial_s, settings.ejection_backoff_max_s),
+        metrics=metrics,
+    )
+    service = InferenceService(settings, state, upstream, metrics, grpc_upstream)
+    grpc_server = GrpcServer(
+        GatewayServicer(service, follower.healthy),
+        host=settings.host,
+        port=settings.grpc_port,
+        max_message_bytes=settings.max_request_bytes,
+    )
     background: list[asyncio.Task[None]] = []
 
     async def start_following() -> None:
@@ -120,13 +135,16 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await _ensure_log_topics(config.kafka, config.topics)
         await upstream.start()
+        await grpc_upstream.start()
         await status.start()
         background.append(asyncio.create_task(start_following(), name="follow the serving-state log"))
         status.start_heartbeats(state, follower.ready)
-        log.info("gateway started", gateway_id=settings.gateway_id, port=settings.port)
+        await grpc_server.start()
+        log.info("gateway started", gateway_id=settings.gateway_id, port=settings.port, grpc_port=grpc_server.port)
         try:
             yield
         finally:
+            await grpc_server.stop()
             for task in background:
                 task.cancel()
                 with suppress(asyncio.CancelledError, Exception):
@@ -135,6 +153,7 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
             await service.close()
             await status.stop()
             await upstream.close()
+            await grpc_upstream.close()
 
     app = FastAPI(
         title="model-promoter gateway",
@@ -151,6 +170,16 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
 
     app.include_router(build_v2_router(service, follower.healthy))
     app.include_router(build_predict_router(service))
+
+    _add_operation_routes(app, settings, state, follower, metrics)
+
+    return InferFastPath(app, service, max_body_bytes=settings.max_request_bytes)
+
+
+def _add_operation_routes(
+    app: FastAPI, settings: GatewaySettings, state: RoutingState, follower: LogFollower, metrics: GatewayMetrics
+) -> None:
+    """``/health``, ``/ready``, ``/models`` and ``/metrics``."""
 
     @app.get("/health", tags=["Operations"], summary="Liveness: the process answers")
     async def health() -> dict[str, str]:
@@ -173,8 +202,6 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
     @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics")
     async def prometheus() -> Response:
         return Response(render(metrics.registry), media_type=METRICS_CONTENT_TYPE)
-
-    return InferFastPath(app, service, max_body_bytes=settings.max_request_bytes)
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """Prometheus metrics of a gateway replica. Labels are bounded: models and aliases come from the log,
-an unknown model is counted as ``unknown``, Triton endpoints come from the settings, APIs, outcomes,
+an unknown model is counted as ``unknown``, Triton endpoints come from the settings, APIs, protocols, outcomes,
 retry reasons and ejection scopes (``gateway.endpoint_rotation``) are fixed sets."""
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from runtime.metrics import LATENCY_BUCKETS_S, bounded_label, new_registry
 
+HTTP = "http"
+GRPC = "grpc"
 SHADOW_OUTCOMES = ("ok", "error", "timeout", "unavailable", "dropped")
 MERGE_OUTCOMES = ("merged", "retried_alone", "failed")
 UNKNOWN_MODEL = "unknown"
@@ -22,8 +24,9 @@ class GatewayMetrics:
         self.registry = new_registry()
         self.requests = Counter(
             "gateway_requests_total",
-            "Inference requests answered, by model, alias, version, API and HTTP status.",
-            ["model", "alias", "version", "api", "code"],
+            "Inference requests answered, by model, alias, version, API, protocol (http, grpc) and HTTP status "
+            "(for gRPC the HTTP status its status code stands for, e.g. 404 for NOT_FOUND).",
+            ["model", "alias", "version", "api", "protocol", "code"],
             registry=self.registry,
         )
         self.errors = Counter(
@@ -34,8 +37,8 @@ class GatewayMetrics:
         )
         self.latency = Histogram(
             "gateway_request_duration_seconds",
-            "Time to answer one inference request, by model and API.",
-            ["model", "api"],
+            "Time to answer one inference request, by model, API and protocol (http, grpc).",
+            ["model", "api", "protocol"],
             buckets=REQUEST_BUCKETS_S,
             registry=self.registry,
         )

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.inference import InferenceService
+from gateway.metrics import HTTP
 from gateway.responses import UPSTREAM_ERROR_RESPONSES, error_response, route_headers
 from gateway.routing_policy import RouteError
 from gateway.upstream import UpstreamError
@@ -183,7 +184,7 @@ def build_predict_router(service: InferenceService) -> APIRouter:
         try:
             payload, rows = build_infer_request(route.ready.signature, body)
         except FeatureError as error:
-            service.metrics.requests.labels(route.model_name, route.alias, str(route.version), API, "422").inc()
+            service.metrics.requests.labels(route.model_name, route.alias, str(route.version), API, HTTP, "422").inc()
             return error_response(422, error.message, route)
         headers = {"content-type": "application/json"}
         parts = split_request(payload, rows, route.ready.max_batch_size)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
+from gateway.triton_connections import Endpoint
 from runtime.settings import PromoterSettings
 from schemas.names import Alias
 
@@ -17,6 +19,16 @@ class GatewaySettings(PromoterSettings):
     gateway_id: str = Field(default_factory=socket.gethostname, description="Names this replica in acks and logs.")
     host: str = Field("127.0.0.1", description="Bind address of the HTTP API.")
     port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API.")
+    grpc_port: int = Field(
+        8085, ge=0, le=65535, description="Port of the gRPC API (inference.GRPCInferenceService), on the same host."
+    )
+    triton_grpc_endpoints: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated host:port list of Triton's gRPC endpoints, in the order of PROMOTER_TRITON_ENDPOINTS "
+            "(empty: each HTTP endpoint's host with its port + 1, Triton's default 8000/8001 pairing)."
+        ),
+    )
     client_id_header: str = Field("X-Client-Id", description="Header naming the caller, for sticky A/B routing.")
     default_alias: Alias = Field("champion", description="Alias served when no A/B policy or pin applies.")
     shadow_max_in_flight: int = Field(64, ge=1, description="Shadow copies in flight at most; more are dropped.")
@@ -43,3 +55,21 @@ class GatewaySettings(PromoterSettings):
         64 * 1024 * 1024, ge=1, description="Largest request body accepted; larger ones get a 413."
     )
     replay_timeout_s: float = Field(120.0, gt=0, description="Deadline to replay the serving-state log at start.")
+
+    @field_validator("triton_grpc_endpoints", mode="before")
+    @classmethod
+    def _split_endpoints(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def triton_grpc_targets(self, http_endpoints: list[str]) -> list[str]:
+        """Triton's gRPC addresses: the configured ones, else derived from the HTTP endpoints (port + 1)."""
+        if self.triton_grpc_endpoints:
+            return list(self.triton_grpc_endpoints)
+        return [_next_port(endpoint) for endpoint in http_endpoints]
+
+
+def _next_port(endpoint: str) -> str:
+    parsed = Endpoint.parse(endpoint)
+    return Endpoint(parsed.host, parsed.port + 1, parsed.tls).authority

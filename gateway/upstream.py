@@ -33,7 +33,7 @@ INFER_HEADER_LENGTH = "inference-header-content-length"
 # without an error code (TritonError's default, INTERNAL) gets a 500 too, e.g. scikit-learn's "Input X contains
 # NaN." for a caller's NaN row: those are the caller's fault, not Triton's. Every such message seen names the
 # request's JSON, its parsing, or values no model accepts.
-_CALLER_FAULTS = (
+CALLER_FAULTS = (
     "json",
     "failed to parse",
     "unable to parse",
@@ -76,7 +76,7 @@ def _http_error(status: int, body: bytes) -> UpstreamError:
         )
     if status == 503:
         return UpstreamError(503, f"Triton is unavailable: {message}", "unavailable", retry_reason="unavailable")
-    if status < 500 or any(fault in lowered for fault in _CALLER_FAULTS):
+    if status < 500 or any(fault in lowered for fault in CALLER_FAULTS):
         return UpstreamError(400, message, "bad_request")
     return UpstreamError(502, f"Triton error: {message}", "triton_error")
 

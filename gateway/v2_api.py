@@ -71,12 +71,14 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     **UPSTREAM_ERROR_RESPONSES,
 }
 
+SERVER_NAME = "model-promoter-gateway"
+SERVER_VERSION = "1"
 ModelName = Path(..., description="Registered (MLflow) model name.")
 MAX_ALIAS_LENGTH = 255
 AliasPin = Query(None, description="Pin an alias (also the X-Model-Alias header).", max_length=MAX_ALIAS_LENGTH)
 
 
-def _metadata(model: ModelRoutes, version: int | None) -> dict[str, Any]:
+def metadata_document(model: ModelRoutes, version: int | None) -> dict[str, Any]:
     routes = list(model.routes.values())
     chosen = next((r for r in routes if r.version == version), None) if version else None
     source = chosen or (routes[0] if routes else None)
@@ -84,7 +86,7 @@ def _metadata(model: ModelRoutes, version: int | None) -> dict[str, Any]:
     document: dict[str, Any] = {
         "name": model.name,
         "versions": sorted({str(r.version) for r in routes}, key=int),
-        "platform": "model-promoter-gateway",
+        "platform": SERVER_NAME,
     }
     if signature is not None:
         document["inputs"] = [
@@ -191,7 +193,7 @@ def build_v2_router(service: InferenceService, is_ready: Callable[[], bool]) -> 
 
     @router.get("", summary="Server metadata")
     async def server_metadata() -> dict[str, Any]:
-        return {"name": "model-promoter-gateway", "version": "1", "extensions": []}
+        return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []}
 
     def _model(name: str) -> ModelRoutes | Response:
         model = service.state.table.model(name)
@@ -204,7 +206,7 @@ def build_v2_router(service: InferenceService, is_ready: Callable[[], bool]) -> 
         model = _model(name)
         if isinstance(model, Response):
             return model
-        return JSONResponse(_metadata(model, None))
+        return JSONResponse(metadata_document(model, None))
 
     @router.get("/models/{name}/versions/{version}", summary="Model version metadata", responses=INFER_RESPONSES)
     async def version_metadata(name: str = ModelName, version: int = Path(..., ge=1)) -> Response:
@@ -213,7 +215,7 @@ def build_v2_router(service: InferenceService, is_ready: Callable[[], bool]) -> 
             return model
         if model.by_version(version) is None:
             return error_response(404, f"version {version} of model {name!r} is not served")
-        return JSONResponse(_metadata(model, version))
+        return JSONResponse(metadata_document(model, version))
 
     async def _ready(request: Request, name: str, alias: str | None, version: int | None) -> Response:
         try:

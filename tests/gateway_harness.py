@@ -35,6 +35,7 @@ class GatewayHandle:
     name: str
     url: str
     process: ManagedProcess
+    grpc_address: str = ""  # host:port of its gRPC API
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.get(f"{self.url}{path}", timeout=10, **kwargs)
@@ -56,25 +57,42 @@ class GatewayHandle:
         return total
 
 
+def _triton_grpc_of(stack: LocalStack, env: dict[str, str]) -> dict[str, str]:
+    """The stack's Triton gRPC address when the gateways use the stack's Triton (tests with Tritons of their own
+    set their gRPC endpoints themselves)."""
+    if env.get("PROMOTER_TRITON_ENDPOINTS", stack.triton_http) != stack.triton_http:
+        return {}
+    return {"PROMOTER_GATEWAY_TRITON_GRPC_ENDPOINTS": stack.triton_grpc}
+
+
 @contextmanager
 def running_gateways(
     stack: LocalStack, run_dir: Path, env: dict[str, str], names: list[str], **settings: str
 ) -> Iterator[list[GatewayHandle]]:
     """Gateway processes reading the same topics as ``env`` (a worker's), all ready, stopped afterwards."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    ports = free_ports(len(names))
-    common = {"PROMOTER_GATEWAY_HEARTBEAT_INTERVAL_S": "1", "PROMOTER_LOG_LEVEL": "INFO", **env, **settings}
+    ports = free_ports(2 * len(names))
+    http_ports, grpc_ports = ports[: len(names)], ports[len(names) :]
+    common = {
+        "PROMOTER_GATEWAY_HEARTBEAT_INTERVAL_S": "1",
+        "PROMOTER_LOG_LEVEL": "INFO",
+        **_triton_grpc_of(stack, env),
+        **env,
+        **settings,
+    }
     processes = [
-        ManagedProcess(gateway_spec(common, port=port, run_dir=run_dir, name=name), run_dir / f"{name}.log")
-        for name, port in zip(names, ports, strict=True)
+        ManagedProcess(
+            gateway_spec(common, port=port, grpc_port=grpc_port, run_dir=run_dir, name=name), run_dir / f"{name}.log"
+        )
+        for name, port, grpc_port in zip(names, http_ports, grpc_ports, strict=True)
     ]
     for process in processes:
         process.start()
     try:
         wait_all_ready(processes)
         yield [
-            GatewayHandle(name, f"http://127.0.0.1:{port}", process)
-            for name, port, process in zip(names, ports, processes, strict=True)
+            GatewayHandle(name, f"http://127.0.0.1:{port}", process, f"127.0.0.1:{grpc_port}")
+            for name, port, grpc_port, process in zip(names, http_ports, grpc_ports, processes, strict=True)
         ]
     finally:
         stop_all(processes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from deploy.stack.ports import LOOPBACK
@@ -70,10 +71,19 @@ def worker_spec(env: Mapping[str, str], *, health_port: int, run_dir: Path, name
     )
 
 
-def gateway_spec(env: Mapping[str, str], *, port: int, run_dir: Path, name: str = "gateway") -> ServiceSpec:
-    """A gateway replica; ready once it has replayed the serving-state log (``/ready`` answers 200)."""
-    own = {"PROMOTER_GATEWAY_HOST": LOOPBACK, "PROMOTER_GATEWAY_PORT": str(port), "PROMOTER_GATEWAY_GATEWAY_ID": name}
-    return _http_service(
+def gateway_spec(
+    env: Mapping[str, str], *, port: int, run_dir: Path, name: str = "gateway", grpc_port: int = 0
+) -> ServiceSpec:
+    """A gateway replica (HTTP on ``port``, gRPC on ``grpc_port``: 0 lets the system pick a free one, so that
+    replicas side by side never collide); ready once it has replayed the serving-state log (``/ready`` answers
+    200)."""
+    own = {
+        "PROMOTER_GATEWAY_HOST": LOOPBACK,
+        "PROMOTER_GATEWAY_PORT": str(port),
+        "PROMOTER_GATEWAY_GRPC_PORT": str(grpc_port),
+        "PROMOTER_GATEWAY_GATEWAY_ID": name,
+    }
+    spec = _http_service(
         "gateway.app",
         {**env, **own},
         name=name,
@@ -82,6 +92,9 @@ def gateway_spec(env: Mapping[str, str], *, port: int, run_dir: Path, name: str 
         ready_path="/ready",
         ready_timeout_s=GATEWAY_READY_TIMEOUT_S,
     )
+    if not grpc_port:
+        return spec
+    return replace(spec, endpoints={**spec.endpoints, "grpc": f"{LOOPBACK}:{grpc_port}"})
 
 
 def ingress_spec(

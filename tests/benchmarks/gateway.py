@@ -15,6 +15,11 @@ Measured side by side with the same client (aiohttp, asyncio) on the same machin
   (``cold_start_10k_replay_s``: the replay alone, from the replica's own log lines).
 * ``failed_requests_during_swaps``: failed requests of a steady ~200 requests/s open-loop load spread
   over the 4 replicas, across 10 real promotions (the alias flips between two registered versions).
+* gRPC, the same client (``grpc.aio`` stubs, raw tensors) both ways: ``grpc_overhead_ratio``, the sequential
+  1-row p50 through the gateway's gRPC API over direct Triton gRPC; ``grpc_throughput_ratio_16``, requests/s
+  at 16 concurrent clients, gateway over direct (median of interleaved pairs); ``grpc_failed_requests_during_swaps``,
+  failed requests of the same steady ~200 requests/s load over the 4 replicas' gRPC APIs across 10 more
+  promotions (after the HTTP run, not beside it: one client process cannot drive both).
 """
 
 from __future__ import annotations
@@ -26,15 +31,18 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import httpx
+import numpy as np
 from aiokafka import AIOKafkaProducer
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from deploy.stack.app_processes import gateway_spec
 from deploy.stack.local_stack import LocalStack
@@ -42,7 +50,7 @@ from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, cpu_seconds, poll_until, stop_all, wait_all_ready
 from deploy.stack.triton_server import NAME as TRITON
 from tests.gateway_harness import GatewayHandle, promote, ready_bytes, running_gateways
-from tests.worker_harness import iris_frame, register_iris, running_worker, unique_topics
+from tests.worker_harness import WorkerHandle, iris_frame, register_iris, running_worker, unique_topics
 
 BENCH_DIR = Path(".bench")
 TARGETS = {
@@ -51,6 +59,7 @@ TARGETS = {
     "swap_propagation_p99_ms": "<= 100",
     "cold_start_10k_s": "<= 2.0",
     "failed_requests_during_swaps": "== 0",
+    "grpc_failed_requests_during_swaps": "== 0",
 }
 
 
@@ -168,6 +177,137 @@ async def steady_load(
             task.add_done_callback(tasks.discard)
             sent += 1
         await asyncio.gather(*tasks)
+
+
+def grpc_request(model: str) -> Any:
+    """A 1-row ``ModelInferRequest`` with the tensor as raw_input_contents (what tritonclient.grpc sends)."""
+    rows = iris_frame()[0].head(1).to_numpy(dtype=np.float64)
+    request = service_pb2.ModelInferRequest(model_name=model)
+    tensor = request.inputs.add(name="input", datatype="FP64")
+    tensor.shape.extend(rows.shape)
+    request.raw_input_contents.append(rows.tobytes())
+    return request
+
+
+async def grpc_sequential_ms(stub: Any, request: Any, count: int) -> list[float]:
+    samples: list[float] = []
+    for _ in range(count):
+        began = time.perf_counter()
+        await stub.ModelInfer(request, timeout=10)
+        samples.append((time.perf_counter() - began) * 1000)
+    return samples
+
+
+async def grpc_throughput(stub: Any, request: Any, clients: int, seconds: float) -> float:
+    """Requests/s of ``clients`` closed-loop callers sharing one channel."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await stub.ModelInfer(request, timeout=10)
+            done += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return done / (time.perf_counter() - began)
+
+
+async def grpc_side_by_side(
+    stack: LocalStack, gateway: GatewayHandle, name: str, triton_model: str, sequential: int, seconds: float, pairs: int
+) -> dict[str, Any]:
+    """Direct Triton gRPC vs the gateway's gRPC API: sequential p50 ratio, then throughput at 16 clients."""
+    result: dict[str, Any] = {}
+    async with (
+        grpc.aio.insecure_channel(stack.triton_grpc) as direct_channel,
+        grpc.aio.insecure_channel(gateway.grpc_address) as gateway_channel,
+    ):
+        sides = {
+            "direct": (service_pb2_grpc.GRPCInferenceServiceStub(direct_channel), grpc_request(triton_model)),
+            "gateway": (service_pb2_grpc.GRPCInferenceServiceStub(gateway_channel), grpc_request(name)),
+        }
+        for stub, request in sides.values():
+            await grpc_sequential_ms(stub, request, 50)  # warm both paths
+        samples: dict[str, list[float]] = {"direct": [], "gateway": []}
+        for _ in range(sequential // 100):  # interleaved blocks: drift hits both sides alike
+            for side, (stub, request) in sides.items():
+                samples[side] += await grpc_sequential_ms(stub, request, 100)
+        direct_p50, gateway_p50 = (statistics.median(samples[side]) for side in ("direct", "gateway"))
+        result["grpc_direct_p50_ms"] = round(direct_p50, 3)
+        result["grpc_gateway_p50_ms"] = round(gateway_p50, 3)
+        result["grpc_overhead_ratio"] = round(gateway_p50 / direct_p50, 3)
+        print(f"gRPC sequential p50: direct {direct_p50:.3f} ms, gateway {gateway_p50:.3f} ms")
+        ratios = []
+        for index in range(pairs):  # in turn direct first and gateway first
+            order = ("direct", "gateway") if index % 2 == 0 else ("gateway", "direct")
+            rps = {side: await grpc_throughput(*sides[side], 16, seconds) for side in order}
+            ratios.append(rps["gateway"] / rps["direct"])
+            print(f"gRPC 16 clients: direct {rps['direct']:.0f}/s, gateway {rps['gateway']:.0f}/s")
+    result["grpc_throughput_ratio_16"] = round(statistics.median(ratios), 3)
+    result["grpc_throughput_ratio_16_runs"] = [round(ratio, 3) for ratio in sorted(ratios)]
+    return result
+
+
+async def steady_grpc_load(
+    gateways: list[GatewayHandle], model: str, rate: float, stop: asyncio.Event, results: dict[str, int]
+) -> None:
+    """Like ``steady_load``, over the gateways' gRPC APIs; outcomes by gRPC status."""
+    request = grpc_request(model)
+    channels = [grpc.aio.insecure_channel(gateway.grpc_address) for gateway in gateways]
+    stubs = [service_pb2_grpc.GRPCInferenceServiceStub(channel) for channel in channels]
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(index: int) -> None:
+        try:
+            await stubs[index % len(stubs)].ModelInfer(request, timeout=10)
+            key = "ok"
+        except grpc.aio.AioRpcError as error:
+            key = error.code().name
+        results[key] = results.get(key, 0) + 1
+
+    began = time.perf_counter()
+    sent = 0
+    try:
+        while not stop.is_set():
+            await asyncio.sleep(max(0.0, began + sent / rate - time.perf_counter()))  # open-loop pacing
+            task = asyncio.create_task(one(sent))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += 1
+        await asyncio.gather(*tasks)
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+Load = Callable[[list[GatewayHandle], str, float, asyncio.Event, dict[str, int]], Coroutine[Any, Any, None]]
+
+
+async def swaps_under_load(
+    stack: LocalStack,
+    worker: WorkerHandle,
+    gateways: list[GatewayHandle],
+    model: str,
+    load: Load,
+    versions: list[int],
+) -> tuple[dict[str, int], float]:
+    """Outcomes of a steady ~200 requests/s ``load`` while ``model`` is promoted to each of ``versions`` in turn,
+    and the request rate it kept."""
+    outcomes: dict[str, int] = {}
+    stop = asyncio.Event()
+    running = asyncio.create_task(load(gateways, model, 200.0, stop, outcomes))
+    began = time.perf_counter()
+    try:
+        await wait_until(lambda: sum(outcomes.values()) >= 200, 10.0)  # steady before the first swap
+        for version in versions:
+            await promote(stack, worker, model, version)
+        settled = sum(outcomes.values())
+        await wait_until(lambda: sum(outcomes.values()) >= settled + 200, 10.0)  # and after the last
+    finally:
+        stop.set()
+        await running
+    return outcomes, round(sum(outcomes.values()) / (time.perf_counter() - began), 1)
 
 
 @contextmanager
@@ -313,6 +453,7 @@ async def measure(
             triton = templates[-1]["data"]["triton_model_name"]
             direct_url = f"http://{stack.triton_http}/v2/models/{triton}/infer"
             result.update(await side_by_side(stack, alone, direct_url, name, sequential, seconds, throughput_pairs))
+            result.update(await grpc_side_by_side(stack, alone, name, triton, sequential, seconds, throughput_pairs))
         names = [f"gw-{i}" for i in range(4)]
         with running_gateways(stack, run_dir / "gateways", env, names) as gateways:
             samples = await propagation_ms(
@@ -324,28 +465,17 @@ async def measure(
             p50, p99 = result["swap_propagation_p50_ms"], result["swap_propagation_p99_ms"]
             print(f"swap propagation to 4 replicas: p50 {p50} ms, p99 {p99} ms")
 
-            outcomes: dict[str, int] = {}
-            stop = asyncio.Event()
-            load = asyncio.create_task(steady_load(gateways, name, 200.0, stop, outcomes))
             promotions = 10
-            began = time.perf_counter()
-            try:
-                await wait_until(lambda: sum(outcomes.values()) >= 200, 10.0)  # steady before the first swap
-                for index in range(promotions):
-                    await promote(stack, worker, name, versions[index % 2])
-                settled = sum(outcomes.values())
-                await wait_until(lambda: sum(outcomes.values()) >= settled + 200, 10.0)  # and after the last
-            finally:
-                stop.set()
-                await load
-            elapsed = time.perf_counter() - began
-            total = sum(outcomes.values())
+            alternate = [versions[index % 2] for index in range(promotions)]
+            for protocol, load in (("", steady_load), ("grpc_", steady_grpc_load)):  # one protocol at a time
+                outcomes, rate = await swaps_under_load(stack, worker, gateways, name, load, alternate)
+                total = sum(outcomes.values())
+                result[f"{protocol}requests_during_swaps"] = total
+                result[f"{protocol}request_rate_during_swaps"] = rate
+                result[f"{protocol}failed_requests_during_swaps"] = total - outcomes.get("ok", 0)
+                result[f"{protocol}outcomes_during_swaps"] = outcomes
+                print(f"{protocol or 'http_'}load: {promotions} promotions under {rate:.0f} req/s: {outcomes}")
             result["promotions_under_load"] = promotions
-            result["requests_during_swaps"] = total
-            result["request_rate_during_swaps"] = round(total / elapsed, 1)
-            result["failed_requests_during_swaps"] = total - outcomes.get("ok", 0)
-            result["outcomes_during_swaps"] = outcomes
-            print(f"{promotions} promotions under {total / elapsed:.0f} req/s: {outcomes}")
 
         cold_env = {**worker.env, "PROMOTER_LOG_LEVEL": "INFO"}  # its log lines time the replay
         result.update(await cold_start(stack, run_dir / "cold", cold_env, templates[0]))

@@ -85,7 +85,12 @@ def test_services_are_probed_on_their_own_endpoints_behind_a_service() -> None:
         assert str(ports["http"]) == _env(container)[port_setting]["value"]
         service = find(OBJECTS, "Service", name)
         assert service["spec"]["selector"] == workload["spec"]["selector"]["matchLabels"]
-        assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http"}
+        assert {p["targetPort"] for p in service["spec"]["ports"]} == (
+            {"http", "grpc"} if name == "gateway" else {"http"}
+        )
+    gateway = _container(find(OBJECTS, "Deployment", "gateway"))
+    grpc_port = next(p["containerPort"] for p in gateway["ports"] if p["name"] == "grpc")
+    assert str(grpc_port) == _env(gateway)["PROMOTER_GATEWAY_GRPC_PORT"]["value"]
     assert _container(find(OBJECTS, "Deployment", "promoter-ingress"))["command"] == ["promoter-ingress"]
 
 
