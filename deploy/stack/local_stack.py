@@ -114,6 +114,7 @@ class LocalStack:
             "PROMOTER_MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
             "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
             "PROMOTER_TRITON_ENDPOINTS": self.triton_http,
+            "PROMOTER_GATEWAY_TRITON_GRPC_ENDPOINTS": self.triton_grpc,
             "PROMOTER_TRITON_PROTOCOL": "http",
             "PROMOTER_TRITON_MODEL_REPOSITORY": str(self.model_repository),
         }

@@ -127,10 +127,12 @@ def chaos_system(run_dir: Path, *, worker_env: dict[str, str]) -> Iterator[Chaos
         second.start()
         tritons = [_stack_triton(stack), second]
         triton_urls = [stack.triton_http, second.spec.endpoints["triton_http"]]
+        triton_grpc = [stack.triton_grpc, second.spec.endpoints["triton_grpc"]]
         secret = secrets.token_hex(24)
         env = {
             **stack.client_env(),
             "PROMOTER_TRITON_ENDPOINTS": ",".join(triton_urls),
+            "PROMOTER_GATEWAY_TRITON_GRPC_ENDPOINTS": ",".join(triton_grpc),
             "PROMOTER_LOG_LEVEL": "INFO",
         }
         worker_port, ingress_port, gw_a, gw_b = free_ports(4)
