@@ -90,6 +90,9 @@ async def run_all(run_dir: Path) -> dict[str, Any]:
                 figures.update(result)
                 print(f"  {json.dumps(result)} ({time.monotonic() - began:.0f} s)", flush=True)
     figures["goals"] = {key: {"goal": goal, "met": _met(figures, key)} for key, goal in GOALS}
+    for stage, kill in figures.get("worker_kill", {}).items():
+        met = kill["served_after_kill_s"] <= 30 and kill["model_ready_records"] == 1 and kill["stray_dirs"] == 0
+        figures["goals"][f"worker_kill_{stage}"] = {"goal": "served <= 30 s, one model.ready, no stray dir", "met": met}
     return figures
 
 
@@ -102,7 +105,7 @@ def main() -> int:
     print("\ngoal                               measured   goal")
     for key, verdict in figures["goals"].items():
         mark = {True: "met", False: "MISSED", None: "not measured"}[verdict["met"]]
-        print(f"{key:<34} {figures.get(key)!s:>9}   {verdict['goal']:<18} {mark}")
+        print(f"{key:<34} {figures.get(key, '')!s:>9}   {verdict['goal']:<18} {mark}")
     print(f"wrote {BENCH / 'chaos.json'}")
     return 1 if figures["errors"] else 0
 
