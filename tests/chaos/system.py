@@ -87,31 +87,23 @@ class ChaosSystem:
 
     def spare_triton(self) -> Service:
         """A Triton on the same repository that no service knows of: where a bare load is timed."""
-        run_dir = self.run_dir / "triton-spare"
-        http_port, grpc_port, metrics_port = free_ports(3)
-        spec = triton_spec(
-            http_port=http_port,
-            grpc_port=grpc_port,
-            metrics_port=metrics_port,
-            run_dir=run_dir,
-            model_repository=self.stack.model_repository,
-        )
-        service = Service(spec, run_dir / "tritonserver.log")
+        service = triton_on(self.stack, self.run_dir / "triton-spare")
         service.start()
         self.extra.append(service)
         return service
 
 
-def _second_triton(stack: LocalStack, run_dir: Path) -> Service:
+def triton_on(stack: LocalStack, run_dir: Path) -> Service:
+    """Another ``tritonserver`` on the stack's model repository, on free ports (not started)."""
     http_port, grpc_port, metrics_port = free_ports(3)
     spec = triton_spec(
         http_port=http_port,
         grpc_port=grpc_port,
         metrics_port=metrics_port,
-        run_dir=run_dir / "triton-b",
+        run_dir=run_dir,
         model_repository=stack.model_repository,
     )
-    return Service(spec, run_dir / "triton-b" / "tritonserver.log")
+    return Service(spec, run_dir / "tritonserver.log")
 
 
 def _stack_triton(stack: LocalStack) -> Service:
@@ -123,7 +115,7 @@ def _stack_triton(stack: LocalStack) -> Service:
 def chaos_system(run_dir: Path, *, worker_env: dict[str, str]) -> Iterator[ChaosSystem]:
     """Start everything; stop everything on the way out, whatever happened in between."""
     with LocalStack(run_dir / "stack") as stack:
-        second = _second_triton(stack, run_dir)
+        second = triton_on(stack, run_dir / "triton-b")
         second.start()
         tritons = [_stack_triton(stack), second]
         triton_urls = [stack.triton_http, second.spec.endpoints["triton_http"]]
