@@ -70,6 +70,7 @@ def test_client_env_names_and_values(tmp_path: Path) -> None:
         "PROMOTER_MLFLOW_TRACKING_URI": "http://127.0.0.1:15000",
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:15000",
         "PROMOTER_TRITON_ENDPOINTS": "127.0.0.1:18000",
+        "PROMOTER_GATEWAY_TRITON_GRPC_ENDPOINTS": "127.0.0.1:18001",
         "PROMOTER_TRITON_PROTOCOL": "http",
         "PROMOTER_TRITON_MODEL_REPOSITORY": str(tmp_path.resolve() / "triton" / "models"),
     }
