@@ -31,8 +31,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two pytest processes, each with its own local stack; a module's tests stay in one process (they share
+# its module-scoped worker and gateways). The integration tests mostly wait on processes, so two halve the time.
 test: lint typecheck kafka
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadscope
 
 # The main job on the local stack: MLflow alias -> webhook -> worker -> Triton -> two gateways.
 demo: $(STAMP) kafka

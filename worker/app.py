@@ -228,11 +228,13 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         created = await ensure_project_topics(kafka, topics)
         if created:
             log.info("created topics", topics=created)
-        await asyncio.to_thread(warm_up_model_libraries)  # the first promotion pays no import time
+        # The first promotion pays no import time; the imports run while the state topics are replayed.
+        warm_up = asyncio.create_task(asyncio.to_thread(warm_up_model_libraries), name="model libraries warm-up")
         await replayer.start()
         await gateway_status.start()
         await replayer.wait_caught_up(REPLAY_TIMEOUT_S)
         await gateway_status.wait_caught_up(REPLAY_TIMEOUT_S)
+        await warm_up
         background.append(asyncio.create_task(retirer.run_forever(RETIREMENT_SWEEP_S), name="retirement"))
         if writeback is not None:
             background.append(asyncio.create_task(writeback.run_forever(), name="registry write-back"))

@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import mlflow
-import mlflow.sklearn
 import pytest
 from mlflow import MlflowClient
 
@@ -23,6 +22,7 @@ from schemas.mlflow_webhook import (
     TIMESTAMP_HEADER,
     verify_signature,
 )
+from tests.worker_harness import register_iris
 
 pytestmark = pytest.mark.integration
 
@@ -107,17 +107,8 @@ def tracking_uri(local_stack: LocalStack) -> Iterator[str]:
 
 
 def _log_iris_model(name: str) -> str:
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    features, target = load_iris(return_X_y=True, as_frame=True)
-    model = LogisticRegression(max_iter=500).fit(features, target)
     mlflow.set_experiment(f"it-webhooks-{uuid.uuid4().hex[:8]}")
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(model, name="model", registered_model_name=name, input_example=features.head(3))
-    version = info.registered_model_version
-    assert version is not None
-    return str(version)
+    return str(register_iris(mlflow.get_tracking_uri(), name))
 
 
 @pytest.mark.filterwarnings("ignore:Hint. Inferred schema contains integer column:UserWarning")
