@@ -91,7 +91,9 @@ class Promoter:
         name = triton_model_name(resolved.model_name, resolved.version)
         current = self.state.served(resolved.model_name, resolved.alias)
         if current is not None and current.triton_model_name == name and await self.fleet.ready_everywhere(name):
-            return current  # already served under this alias: re-announce, nothing to do
+            # Already served under this alias: nothing to do. The served record (same generation),
+            # addressed to this request; the caller decides whether anybody needs it announced.
+            return current.model_copy(update={"request_event_id": request_event_id})
         with clock.stage("policy"):
             await self._check_policy(resolved)
         known = self.state.known_model(name)
