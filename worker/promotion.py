@@ -32,7 +32,14 @@ from worker.registry import Registry, ResolvedVersion
 from worker.serving_plan import check_metrics, check_required_tag, metric_thresholds, plan_serving
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
-from worker.staging import MODEL_SUBDIR, VERSION_DIR, DigestConflictError, recorded_digest, stage_model
+from worker.staging import (
+    MODEL_SUBDIR,
+    VERSION_DIR,
+    DigestConflictError,
+    StagingLease,
+    recorded_digest,
+    stage_model,
+)
 from worker.triton_config import BatchingOptions, InvalidModelTagError, render_config
 from worker.triton_fleet import TritonFleet
 from worker.triton_naming import triton_model_name
@@ -67,8 +74,10 @@ class Promoter:
         fleet: TritonFleet,
         state: ServingState,
         loads: ModelLoads | None = None,
+        lease: StagingLease | None = None,
     ) -> None:
         self.settings = settings
+        self.lease = lease  # names this process's scratch directories (worker/staging.py)
         self.repository = triton.model_repository
         self.registry = registry
         self.fleet = fleet
@@ -151,6 +160,7 @@ class Promoter:
                         serving_spec=plan.serving_spec,
                         stage_files=plan.served_by.stage_files,
                         metadata={"model_name": resolved.model_name, "version": resolved.version},
+                        lease=self.lease,
                     )
                 except DigestConflictError as error:
                     raise PermanentFailure(ReasonCode.DIGEST_CONFLICT, str(error)) from None

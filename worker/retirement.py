@@ -20,7 +20,7 @@ from worker.errors import TransientFailure
 from worker.gateway_view import GatewayView
 from worker.metrics import WorkerMetrics
 from worker.serving_state import ServingState
-from worker.staging import remove_staged_model
+from worker.staging import StagingLease, remove_staged_model
 from worker.triton_fleet import TritonFleet
 
 log = get_logger(__name__)
@@ -75,11 +75,17 @@ class Retirer:
     """Carries out the planner's decisions: unload on every Triton, then delete the directory."""
 
     def __init__(
-        self, planner: RetirementPlanner, fleet: TritonFleet, repository: Path, metrics: WorkerMetrics
+        self,
+        planner: RetirementPlanner,
+        fleet: TritonFleet,
+        repository: Path,
+        metrics: WorkerMetrics,
+        lease: StagingLease | None = None,
     ) -> None:
         self.planner = planner
         self.fleet = fleet
         self.repository = repository
+        self.lease = lease
         self.metrics = metrics
         self._lock = asyncio.Lock()
 
@@ -101,7 +107,7 @@ class Retirer:
         except TransientFailure as error:
             log.warning("retirement postponed: unload failed", triton_model=triton_model, error=error.message)
             return False
-        removed = await asyncio.to_thread(remove_staged_model, self.repository, triton_model)
+        removed = await asyncio.to_thread(remove_staged_model, self.repository, triton_model, self.lease)
         self.planner.mark_retired(triton_model)
         self.metrics.retirements.inc()
         log.info("retired old version", triton_model=triton_model, directory_removed=removed)
