@@ -225,5 +225,7 @@ class Promoter:
                 "generation": self.state.next_generation(resolved.model_name),
                 "stage_seconds": dict(clock.seconds),
                 "request_event_id": request_event_id,
+                "pinned": resolved.pinned,
+                "registry_version": resolved.registry_version,
             }
         )
