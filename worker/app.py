@@ -187,7 +187,11 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     gateways = GatewayView()
     gateway_status = TopicReplayer(kafka, [topics.gateway_status], _without_fleet_reports(gateways.apply))
     planner = RetirementPlanner(
-        state, gateways, keep_loaded_versions=config.worker.keep_loaded_versions, grace_s=config.worker.retire_grace_s
+        state,
+        gateways,
+        keep_loaded_versions=config.worker.keep_loaded_versions,
+        grace_s=config.worker.retire_grace_s,
+        loads=promoter.loads,
     )
     retirer = Retirer(planner, fleet, config.triton.model_repository, metrics, lease)
     upkeep = Upkeep.build(config, promoter, broker, metrics)
