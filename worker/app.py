@@ -217,7 +217,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         try:
             await service.handle_batch(list(msg.raw_message))
         except BaseException:
-            await msg.nack()  # redelivered: duplicates are re-announced, nothing is lost
+            await msg.nack()  # redelivered: unconfirmed answers are re-announced, nothing is lost
             raise
         await msg.ack()  # only after the broker confirmed every record's outcome
         await retirer.run_once()
