@@ -83,6 +83,20 @@ class ModelReadyData(EventData):
         default_factory=dict, description="Time spent per promotion stage (resolve, stage, load, ...)."
     )
     request_event_id: str | None = Field(None, description="The promotion request this answers.")
+    pinned: bool | None = Field(
+        None,
+        description=(
+            "True: served because a request pinned this version (a DAG, `promoter promote --version`, an "
+            "ingress policy) while the MLflow alias pointed elsewhere or did not exist; the registry "
+            "reconcile keeps it until the alias moves in MLflow. False: the version the MLflow alias "
+            "pointed at. Absent: announced by an older worker."
+        ),
+    )
+    registry_version: int | None = Field(
+        None,
+        ge=1,
+        description="The version the MLflow alias pointed at when this was served; absent if the alias did not exist.",
+    )
 
 
 class ModelReady(CloudEvent):

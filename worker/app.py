@@ -1,9 +1,10 @@
 """The worker process: a FastStream Kafka app, plus ``/health``, ``/ready`` and ``/metrics`` over ASGI.
 
-Start-up order: remove staging directories an interrupted staging left in the model repository,
-create missing topics, rebuild the serving state by replaying ``model.ready``
-to its end, then join the consumer group on ``model.promotion.requested``. The replay keeps
-following the log afterwards, so promotions announced by other replicas are known here too.
+Start-up order: take this process's staging lease and remove the staging directories dead
+workers left in the (shared) model repository, create missing topics, rebuild the serving state
+by replaying ``model.ready`` to its end, then join the consumer group on
+``model.promotion.requested``. The replay keeps following the log afterwards, so promotions
+announced by other replicas are known here too.
 In the background: retirement of old versions, the fleet repair loop (every Triton endpoint
 holds what it should) with its status reports, and the registry reconcile loop.
 Run it with ``promoter-worker`` (uvicorn) or ``faststream run worker.app:app``.
@@ -47,7 +48,7 @@ from worker.retirement import RetirementPlanner, Retirer
 from worker.service import PromotionService, Publisher
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
-from worker.staging import remove_abandoned_staging_dirs
+from worker.staging import StagingLease, remove_leftover_staging_dirs
 from worker.triton_fleet import TritonFleet
 
 log = get_logger(__name__)
@@ -164,6 +165,12 @@ def _writeback(settings: WorkerSettings, registry: Registry, metrics: WorkerMetr
     )
 
 
+def take_staging_lease(lease: StagingLease) -> None:
+    """Blocking: hold this process's lease, then remove what dead workers left in the repository."""
+    lease.acquire()
+    remove_leftover_staging_dirs(lease.repository, lease)
+
+
 def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     config = config or WorkerConfig.from_env()
     kafka, topics = config.kafka, config.topics
@@ -172,16 +179,21 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     state = ServingState()
     fleet = TritonFleet(config.triton)
     registry = Registry(config.mlflow)
-    promoter = Promoter(config.worker, config.triton, registry, fleet, state, ModelLoads())
+    lease = StagingLease(config.triton.model_repository, config.worker.replica_id)
+    promoter = Promoter(config.worker, config.triton, registry, fleet, state, ModelLoads(), lease)
     writeback = _writeback(config.worker, registry, metrics)
     service = PromotionService(config.worker, topics, promoter, state, broker, metrics, writeback)
     replayer = TopicReplayer(kafka, [topics.model_ready], service.apply_log_record)
     gateways = GatewayView()
     gateway_status = TopicReplayer(kafka, [topics.gateway_status], _without_fleet_reports(gateways.apply))
     planner = RetirementPlanner(
-        state, gateways, keep_loaded_versions=config.worker.keep_loaded_versions, grace_s=config.worker.retire_grace_s
+        state,
+        gateways,
+        keep_loaded_versions=config.worker.keep_loaded_versions,
+        grace_s=config.worker.retire_grace_s,
+        loads=promoter.loads,
     )
-    retirer = Retirer(planner, fleet, config.triton.model_repository, metrics)
+    retirer = Retirer(planner, fleet, config.triton.model_repository, metrics, lease)
     upkeep = Upkeep.build(config, promoter, broker, metrics)
     background: list[asyncio.Task[None]] = []
 
@@ -205,7 +217,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         try:
             await service.handle_batch(list(msg.raw_message))
         except BaseException:
-            await msg.nack()  # redelivered: duplicates are re-announced, nothing is lost
+            await msg.nack()  # redelivered: unconfirmed answers are re-announced, nothing is lost
             raise
         await msg.ack()  # only after the broker confirmed every record's outcome
         await retirer.run_once()
@@ -267,9 +279,9 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         ],
         # Before the broker consumes anything. FastStream runs a sync hook in a thread; a lambda, as it
         # validates a hook's annotated return value.
-        on_startup=[lambda: remove_abandoned_staging_dirs(config.triton.model_repository), start_state],
+        on_startup=[lambda: take_staging_lease(lease), start_state],
         after_startup=[upkeep.start],
-        on_shutdown=[stop_state],
+        on_shutdown=[stop_state, lambda: lease.release()],  # noqa: PLW0108 - a lambda, as for on_startup
         asyncapi_path="/docs/asyncapi",
         logger=logging.getLogger("faststream.app"),
     )

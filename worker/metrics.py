@@ -85,7 +85,8 @@ class WorkerMetrics:
         )
         self.registry_corrections = Counter(
             "promoter_registry_corrections_total",
-            "Promotion requests sent because an MLflow registry alias differs from what is served.",
+            "Requests sent because an MLflow registry alias differs from what is served, by action (promote, unserve).",
+            ["action"],
             registry=self.registry,
         )
         self.registry_reconciles = Counter(

@@ -52,3 +52,7 @@ class ModelLoads:
     def busy(self, triton_model: str) -> bool:
         """True while someone holds or waits for the load lock of ``triton_model``."""
         return triton_model in self._users
+
+    def users(self, triton_model: str) -> int:
+        """How many hold or wait for the load lock of ``triton_model``."""
+        return self._users[triton_model]

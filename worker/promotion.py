@@ -32,7 +32,14 @@ from worker.registry import Registry, ResolvedVersion
 from worker.serving_plan import check_metrics, check_required_tag, metric_thresholds, plan_serving
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
-from worker.staging import MODEL_SUBDIR, VERSION_DIR, DigestConflictError, recorded_digest, stage_model
+from worker.staging import (
+    MODEL_SUBDIR,
+    VERSION_DIR,
+    DigestConflictError,
+    StagingLease,
+    recorded_digest,
+    stage_model,
+)
 from worker.triton_config import BatchingOptions, InvalidModelTagError, render_config
 from worker.triton_fleet import TritonFleet
 from worker.triton_naming import triton_model_name
@@ -67,8 +74,10 @@ class Promoter:
         fleet: TritonFleet,
         state: ServingState,
         loads: ModelLoads | None = None,
+        lease: StagingLease | None = None,
     ) -> None:
         self.settings = settings
+        self.lease = lease  # names this process's scratch directories (worker/staging.py)
         self.repository = triton.model_repository
         self.registry = registry
         self.fleet = fleet
@@ -91,7 +100,9 @@ class Promoter:
         name = triton_model_name(resolved.model_name, resolved.version)
         current = self.state.served(resolved.model_name, resolved.alias)
         if current is not None and current.triton_model_name == name and await self.fleet.ready_everywhere(name):
-            return current  # already served under this alias: re-announce, nothing to do
+            # Already served under this alias: nothing to do. The served record (same generation),
+            # addressed to this request; the caller decides whether anybody needs it announced.
+            return current.model_copy(update={"request_event_id": request_event_id})
         with clock.stage("policy"):
             await self._check_policy(resolved)
         known = self.state.known_model(name)
@@ -149,6 +160,7 @@ class Promoter:
                         serving_spec=plan.serving_spec,
                         stage_files=plan.served_by.stage_files,
                         metadata={"model_name": resolved.model_name, "version": resolved.version},
+                        lease=self.lease,
                     )
                 except DigestConflictError as error:
                     raise PermanentFailure(ReasonCode.DIGEST_CONFLICT, str(error)) from None
@@ -213,5 +225,7 @@ class Promoter:
                 "generation": self.state.next_generation(resolved.model_name),
                 "stage_seconds": dict(clock.seconds),
                 "request_event_id": request_event_id,
+                "pinned": resolved.pinned,
+                "registry_version": resolved.registry_version,
             }
         )

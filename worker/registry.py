@@ -55,6 +55,12 @@ class ResolvedVersion:
     source: str
     version_tags: dict[str, str] = field(default_factory=dict)
     model_tags: dict[str, str] = field(default_factory=dict)
+    registry_version: int | None = None  # what the MLflow alias points at now (None: it does not exist)
+
+    @property
+    def pinned(self) -> bool:
+        """True when the request pinned a version the MLflow alias does not point at."""
+        return self.registry_version != self.version
 
     @property
     def model_uri(self) -> str:
@@ -168,10 +174,13 @@ class Registry:
                 ),
             )
         self._check_status(version)
+        found = int(version.version)
+        alias_version = (registered.aliases or {}).get(request.alias)
         return ResolvedVersion(
             model_name=name,
             alias=request.alias,
-            version=int(version.version),
+            version=found,
+            registry_version=found if request.version is None else _int_or_none(alias_version),
             run_id=version.run_id or None,
             source=version.source or "",
             version_tags=dict(version.tags or {}),
@@ -240,3 +249,7 @@ class Registry:
 
     async def set_model_tag(self, name: str, key: str, value: str) -> None:
         await self._run(f"tag model {name!r}", lambda: self._client.set_registered_model_tag(name, key, value))
+
+
+def _int_or_none(version: object) -> int | None:
+    return int(str(version)) if version is not None else None

@@ -1,24 +1,29 @@
 """Registry anti-entropy: the MLflow registry is the truth for aliases; events are only hints.
 
 At start and every ``reconcile_interval_s``, for every model with a served alias, the registry's
-aliases are compared with the serving state. An alias the registry has that is served at another
-version, or not served at all, becomes a promotion request on ``model.promotion.requested``:
-exactly what the lost webhook would have produced (unpinned, so the worker re-reads the alias
-when it acts). So a dropped ``alias.created`` webhook heals within one interval.
+aliases are compared with the serving state, and each difference becomes a request on
+``model.promotion.requested``, exactly what the lost webhook would have produced:
 
-Nothing is ever *unserved* by the reconciler: a served alias the registry does not have may be
-served on purpose (the ingress's tag and new-version policies serve aliases MLflow does not
-know, and so may a pinned DAG or CLI request), and a registry that answers "no such model" for
-everything (a wrong tracking URI) must not take the fleet down. A lost ``alias.deleted``
-webhook is therefore not healed here; ``promoter unserve`` is the remedy.
+- an alias the registry has, served at another version or not served: a promotion (unpinned, so
+  the worker re-reads the alias when it acts). A dropped ``alias.created`` heals within one interval;
+- a served alias the registry no longer has, which was served *because* the MLflow alias pointed at
+  it (``model.ready`` ``pinned=false``): an unserve. A dropped ``alias.deleted`` heals too.
+
+The pin rule: a version served by an explicit pin (a DAG or ``promoter promote --version``, an
+ingress tag or new-version policy) that differs from the MLflow alias is left alone while the alias
+stays where it was when the pin was served (``registry_version``). Once the alias moves in MLflow
+(to another version, or is deleted), the registry wins again. An alias MLflow never had (an ingress
+policy alias) is never unserved; nor is a record an older worker announced (``pinned`` absent: how
+it was chosen is unknown); nor is anything of a model the registry says does not exist (a wrong
+tracking URI must not take the fleet down): ``promoter unserve`` is the remedy there.
 
 The requests carry ``origin="mlflow_webhook"`` (the registry is where they come from; a new
-``origin`` value would break strict readers, e.g. an older worker replica mid-upgrade) and say
-they are corrections in the CloudEvents ``source`` (``/model-promoter/worker/<id>/registry-reconcile``),
-the ``requester`` and the ``reason``. Each correction is requested once while its drift lasts;
-a rejected one is not requested again every interval. Every replica reconciles: a duplicate
-request from another replica is coalesced or answered as "already served" by the worker that
-owns the model's partition, so it costs one re-announcement and changes nothing.
+``origin`` value would break strict readers, e.g. an older worker replica mid-upgrade, and nobody
+waits for their answer) and say they are corrections in the CloudEvents ``source``
+(``/model-promoter/worker/<id>/registry-reconcile``), the ``requester`` and the ``reason``. Each
+correction is requested once while its drift lasts; a rejected one is not requested again every
+interval. Every replica reconciles: a duplicate request from another replica is coalesced or
+answered "already served" by the worker that owns the model's partition, which publishes nothing.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from runtime.logging import get_logger
+from schemas.model_ready import ModelReadyData
 from schemas.promotion_requested import PromotionRequested, PromotionRequestedData
 from worker.errors import TransientFailure
 from worker.metrics import WorkerMetrics
@@ -44,28 +50,52 @@ class AliasReader(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Correction:
-    """Serve ``alias`` of ``model_name`` as the registry says (``registry_version``), not ``served_version``."""
+    """Serve ``alias`` of ``model_name`` as the registry says (``registry_version``; None: unserve it)."""
 
     model_name: str
     alias: str
     served_version: int | None
-    registry_version: int
+    registry_version: int | None
+
+    @property
+    def action(self) -> Literal["promote", "unserve"]:
+        return "unserve" if self.registry_version is None else "promote"
 
     def reason(self) -> str:
         served = f"v{self.served_version} is served" if self.served_version is not None else "it is not served"
+        if self.registry_version is None:
+            return f"registry drift: {self.model_name}@{self.alias} was deleted in MLflow; {served}"
         return f"registry drift: {self.model_name}@{self.alias} points at v{self.registry_version} in MLflow; {served}"
 
 
+def _pin_holds(record: ModelReadyData, registry_version: int | None) -> bool:
+    """A pinned version stays served while the MLflow alias is where it was when the pin was served."""
+    return record.pinned is True and record.registry_version == registry_version
+
+
+def _deleted_in_registry(record: ModelReadyData) -> bool:
+    """The served alias existed in MLflow when it was served (and is gone now): unserve it."""
+    # pinned None: announced by an older worker, unknown whether MLflow ever had the alias.
+    return record.pinned is not None and record.registry_version is not None
+
+
 def registry_drift(
-    served: Mapping[tuple[str, str], int], registry: Mapping[str, Mapping[str, int]]
+    served: Mapping[tuple[str, str], ModelReadyData], registry: Mapping[str, Mapping[str, int]]
 ) -> list[Correction]:
-    """The promotions that make ``served`` ((model, alias) -> version) follow ``registry`` (model -> aliases)."""
-    return [
-        Correction(model, alias, served.get((model, alias)), wanted)
-        for model, aliases in sorted(registry.items())
-        for alias, wanted in sorted(aliases.items())
-        if served.get((model, alias)) != wanted
-    ]
+    """The requests that make ``served`` ((model, alias) -> record) follow ``registry`` (model -> aliases)."""
+    corrections = []
+    for model, aliases in sorted(registry.items()):
+        for alias in sorted({*aliases, *(a for m, a in served if m == model)}):
+            record, wanted = served.get((model, alias)), aliases.get(alias)
+            if record is None:
+                if wanted is not None:
+                    corrections.append(Correction(model, alias, None, wanted))
+            elif wanted is None:
+                if _deleted_in_registry(record):
+                    corrections.append(Correction(model, alias, record.version, None))
+            elif record.version != wanted and not _pin_holds(record, wanted):
+                corrections.append(Correction(model, alias, record.version, wanted))
+    return corrections
 
 
 class RegistryReconciler:
@@ -89,7 +119,7 @@ class RegistryReconciler:
 
     async def run_once(self) -> list[Correction]:
         """Compare once; request and return the corrections not requested before."""
-        served = {key: record.version for key, record in self.state.routes.items()}
+        served = dict(self.state.routes)
         registry: dict[str, Mapping[str, int]] = {}
         failed = False
         for model in sorted({model for model, _ in served}):
@@ -132,15 +162,18 @@ class RegistryReconciler:
             data=PromotionRequestedData(
                 model_name=correction.model_name,
                 alias=correction.alias,
+                action=correction.action,
                 origin="mlflow_webhook",
                 requester=f"registry-reconcile/{self.replica_id}",
                 reason=correction.reason(),
             ),
         )
         await publish_event(self.publisher, event, self.topic, correction.model_name)
-        self.metrics.registry_corrections.inc()
+        self.metrics.registry_corrections.labels(correction.action).inc()
         log.info(
-            "registry drift corrected: promotion requested",
+            "registry drift corrected: unserve requested"
+            if correction.action == "unserve"
+            else "registry drift corrected: promotion requested",
             event_id=event.id,
             model=correction.model_name,
             alias=correction.alias,

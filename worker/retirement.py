@@ -1,9 +1,10 @@
 """Retire old Triton models: unload them and remove their directories once nothing routes to them.
 
-A model is a retirement candidate when no alias of the serving state routes to it and it is not
-among the newest ``keep_loaded_versions`` versions of its registered model (kept for instant
-rollback). A candidate is retired as soon as no *live* gateway routes to it (their acks and
-heartbeats on ``gateway.status``), or once ``retire_grace_s`` passed since it stopped being
+A model is a retirement candidate when it is not among what every endpoint should hold
+(:func:`worker.fleet_repair.models_to_hold`: routed, the newest ``keep_loaded_versions`` versions
+of its registered model kept for instant rollback, or being loaded by a promotion). A candidate
+is retired as soon as no *live* gateway routes to it (their acks and heartbeats on
+``gateway.status``), or once ``retire_grace_s`` passed since it stopped being
 served, whatever the gateways say (a gateway that never acks must not pin a model forever).
 Which gateways are live and what they route comes from :class:`worker.gateway_view.GatewayView`.
 """
@@ -17,10 +18,12 @@ from pathlib import Path
 
 from runtime.logging import get_logger
 from worker.errors import TransientFailure
+from worker.fleet_repair import models_to_hold
 from worker.gateway_view import GatewayView
 from worker.metrics import WorkerMetrics
+from worker.model_loads import ModelLoads
 from worker.serving_state import ServingState
-from worker.staging import remove_staged_model
+from worker.staging import StagingLease, remove_staged_model
 from worker.triton_fleet import TritonFleet
 
 log = get_logger(__name__)
@@ -36,10 +39,12 @@ class RetirementPlanner:
         *,
         keep_loaded_versions: int,
         grace_s: float,
+        loads: ModelLoads | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.state = state
         self.gateways = gateways
+        self.loads = loads or ModelLoads()  # a model a promotion is loading is never retired under it
         self.keep = keep_loaded_versions
         self.grace_s = grace_s
         self._clock = clock
@@ -49,11 +54,11 @@ class RetirementPlanner:
     def due(self) -> list[str]:
         """Triton models to retire now."""
         now = self._clock()
+        held = models_to_hold(self.state, keep_loaded_versions=self.keep, in_flight=self.loads.in_flight())
         due: list[str] = []
         for model_name, versions in self.state.loaded_versions().items():
-            newest = sorted(versions, key=lambda triton: versions[triton], reverse=True)[: self.keep]
             for triton_model in versions:
-                if self.state.is_routed(triton_model) or triton_model in newest:
+                if triton_model in held:
                     self.unrouted_since.pop(triton_model, None)
                     self.retired.discard(triton_model)  # served again (a rollback re-staged it)
                     continue
@@ -75,11 +80,17 @@ class Retirer:
     """Carries out the planner's decisions: unload on every Triton, then delete the directory."""
 
     def __init__(
-        self, planner: RetirementPlanner, fleet: TritonFleet, repository: Path, metrics: WorkerMetrics
+        self,
+        planner: RetirementPlanner,
+        fleet: TritonFleet,
+        repository: Path,
+        metrics: WorkerMetrics,
+        lease: StagingLease | None = None,
     ) -> None:
         self.planner = planner
         self.fleet = fleet
         self.repository = repository
+        self.lease = lease
         self.metrics = metrics
         self._lock = asyncio.Lock()
 
@@ -101,7 +112,7 @@ class Retirer:
         except TransientFailure as error:
             log.warning("retirement postponed: unload failed", triton_model=triton_model, error=error.message)
             return False
-        removed = await asyncio.to_thread(remove_staged_model, self.repository, triton_model)
+        removed = await asyncio.to_thread(remove_staged_model, self.repository, triton_model, self.lease)
         self.planner.mark_retired(triton_model)
         self.metrics.retirements.inc()
         log.info("retired old version", triton_model=triton_model, directory_removed=removed)

@@ -1,9 +1,23 @@
 """Handle batches of promotion requests: parse, coalesce, dedupe, promote, then announce or reject.
 
-Every record ends in exactly one place before its offset is committed: ``model.ready`` (served,
-or re-announced for a duplicate), ``model.rejected`` + the DLQ (permanent failure, or transient
-failures past the retry limit), or the DLQ alone (bytes that are not a promotion request).
+Every record ends in exactly one place before its offset is committed: ``model.ready`` (served),
+``model.rejected`` + the DLQ (permanent failure, or transient failures past the retry limit), the
+DLQ alone (bytes that are not a promotion request), or nowhere new when it changes nothing (below).
 Requests for the same (model, alias) queued in one batch coalesce to the newest.
+
+When ``model.ready`` is published (one record per decision, plus answers people wait for):
+
+- A request that changes what is served gets a record with the next ``generation``.
+- A request already answered on the log (Kafka redelivered it, a dead letter was replayed twice)
+  gets nothing new: its answer is on the log, where gateways replay it and a waiting requester
+  (``promoter_client``, which reads the log from its start) finds it. It is re-announced only
+  while its answer's publication is not confirmed (the batch failed before the broker's
+  acknowledgement, so the record may never have reached the log).
+- A new request whose outcome is what is served already (same Triton model under the alias,
+  READY everywhere) changes nothing. A DAG or the CLI may be waiting for its event id, so it is
+  answered with the served record unchanged except ``request_event_id`` (same ``generation``:
+  every reader ignores it as a decision). Requests of origin ``mlflow_webhook`` (the ingress and
+  the registry reconcile loop) have nobody waiting, so nothing is published for them.
 """
 
 from __future__ import annotations
@@ -33,6 +47,10 @@ from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
 
 log = get_logger(__name__)
+
+#: Origins whose requests nobody waits an answer for: the ingress answers MLflow before the worker
+#: acts, and the registry reconcile loop fires and forgets.
+UNWAITED_ORIGINS = frozenset({"mlflow_webhook"})
 
 
 class Publisher(Protocol):
@@ -88,6 +106,7 @@ class PromotionService:
         self._unconfirmed: list[Awaitable[Any]] = []
         self.writeback = writeback
         self._decided: list[Decision] = []  # written back to MLflow once their outcomes are confirmed
+        self._answering: list[str] = []  # event ids answered in this batch, confirmed with it
 
     # -- the serving-state log ---------------------------------------------------------------------
 
@@ -134,16 +153,16 @@ class PromotionService:
     async def confirm_published(self) -> None:
         """Wait until the broker acknowledged every outcome published so far (before committing offsets)."""
         pending, self._unconfirmed = self._unconfirmed, []
+        answering, self._answering = self._answering, []
         await asyncio.gather(*pending)
+        self.state.confirm_answers(answering)  # on failure they stay unconfirmed: a redelivery re-announces
 
     async def handle_request(self, record: ConsumerRecord[bytes, bytes], event: PromotionRequested) -> None:
         data = event.data
         with bind_event(event.id, model=data.model_name, version=data.version, alias=data.alias):
             answered = self.state.answer_to(event.id)
             if answered is not None:
-                await self._announce(answered)
-                self.metrics.promotions.labels("duplicate", "").inc()
-                log.info("duplicate request re-announced", triton_model=answered.triton_model_name)
+                await self._answer_duplicate(event.id, answered)
                 return
             if data.action == "unserve":
                 await self._unserve(event)
@@ -192,13 +211,17 @@ class PromotionService:
             message = f"internal error at stage {clock.current}: {type(error).__name__}: {error}"
             await self._reject(record, event, ReasonCode.INTERNAL_ERROR, message, "permanent", attempts, first_failure)
             return
+        if self.state.is_served_record(ready):
+            await self._answer_already_served(event, ready)
+            return
         await self._announce(ready)
+        self._answering.append(event.id)
         before = self.state.served(ready.model_name, ready.alias)
-        already_served = not self.state.apply(ready)
+        stale = not self.state.apply(ready)
         self.state.remember(event.id, ready)
-        if already_served:
+        if stale:  # another replica's newer decision for this alias arrived meanwhile
             self.metrics.promotions.labels("duplicate", "").inc()
-            log.info("version already served under this alias: re-announced", triton_model=ready.triton_model_name)
+            log.info("a newer decision for this alias was applied meanwhile", triton_model=ready.triton_model_name)
             return
         self._decided += alias_moved(
             self.state, ready.model_name, ready.alias, ready, before.version if before else None
@@ -215,6 +238,30 @@ class PromotionService:
             seconds=round(time.perf_counter() - began, 3),
             stages=clock.seconds,
         )
+
+    async def _answer_duplicate(self, event_id: str, answered: ModelReadyData) -> None:
+        """A request answered before: publish nothing, unless that answer may not have reached the log."""
+        self.metrics.promotions.labels("duplicate", "").inc()
+        if event_id in self._answering or self.state.answer_confirmed(event_id):
+            log.info("duplicate request: its answer is already on the log", triton_model=answered.triton_model_name)
+            return
+        await self._announce(answered)
+        self._answering.append(event_id)
+        log.info(
+            "duplicate request re-announced: its answer was never confirmed", triton_model=answered.triton_model_name
+        )
+
+    async def _answer_already_served(self, event: PromotionRequested, served: ModelReadyData) -> None:
+        """The request's outcome is the serving state: no decision; an answer only if somebody may wait."""
+        self.metrics.promotions.labels("already_served", "").inc()
+        if event.data.origin in UNWAITED_ORIGINS:
+            log.info("already served: nothing to announce", triton_model=served.triton_model_name)
+            return
+        answer = served.model_copy(update={"request_event_id": event.id})  # same generation: no reader moves
+        await self._announce(answer)
+        self._answering.append(event.id)
+        self.state.remember(event.id, answer)
+        log.info("already served: answered with the served record", triton_model=served.triton_model_name)
 
     async def _unserve(self, event: PromotionRequested) -> None:
         data = event.data

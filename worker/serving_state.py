@@ -3,7 +3,8 @@
 Per (model, alias): the record currently served, and the generation applied (the ordering rule of
 :mod:`schemas.generations`, the same the gateways apply), so the next decision of a model gets a
 generation above all of its aliases'. Per request event id: the record that answered it, so a
-redelivered request is re-announced without a second copy or load.
+redelivered request causes no second copy, load or announcement; and which of those answers are
+not yet known to be on the log (published, broker confirmation pending or failed).
 Per Triton model: the latest announced record (digest, signature), for reuse and retirement.
 """
 
@@ -24,6 +25,7 @@ class ServingState:
     generations: dict[str, AliasGenerations] = field(default_factory=dict)  # per registered model
     answered: OrderedDict[str, ModelReadyData] = field(default_factory=OrderedDict)
     by_triton_model: dict[str, ModelReadyData] = field(default_factory=dict)  # latest announced, per Triton model
+    unconfirmed: set[str] = field(default_factory=set)  # answered event ids not yet seen on or confirmed by the log
 
     def apply(self, record: ModelReadyData | ServingStoppedData) -> bool:
         """Apply one record of the log; False when it is stale (generation not above its alias')."""
@@ -44,17 +46,37 @@ class ServingState:
         self.by_triton_model[record.triton_model_name] = record
         if record.request_event_id is not None:
             self._answer(record.request_event_id, record)
+            self.unconfirmed.discard(record.request_event_id)  # read back from the log: it is there
 
     def _answer(self, event_id: str, record: ModelReadyData) -> None:
         self.answered[event_id] = record
         self.answered.move_to_end(event_id)
         while len(self.answered) > MAX_REMEMBERED_REQUESTS:
-            self.answered.popitem(last=False)
+            forgotten, _ = self.answered.popitem(last=False)
+            self.unconfirmed.discard(forgotten)
 
     def remember(self, event_id: str, record: ModelReadyData) -> None:
-        """``event_id`` was answered by ``record`` (a redelivery is then re-announced as is)."""
+        """``event_id`` was answered by ``record``, published but not yet confirmed (see :meth:`confirm_answers`)."""
         self.by_triton_model[record.triton_model_name] = record
         self._answer(event_id, record)
+        self.unconfirmed.add(event_id)
+
+    def confirm_answers(self, event_ids: list[str]) -> None:
+        """The broker acknowledged the answers to ``event_ids``: they are on the log."""
+        self.unconfirmed.difference_update(event_ids)
+
+    def answer_confirmed(self, event_id: str) -> bool:
+        """True when the answer to ``event_id`` is known to be on the log (not only published)."""
+        return event_id in self.answered and event_id not in self.unconfirmed
+
+    def is_served_record(self, record: ModelReadyData) -> bool:
+        """True when ``record`` restates what its alias serves now (same Triton model and generation)."""
+        served = self.routes.get((record.model_name, record.alias))
+        return (
+            served is not None
+            and served.generation == record.generation
+            and served.triton_model_name == record.triton_model_name
+        )
 
     def _generations(self, model_name: str) -> AliasGenerations:
         return self.generations.get(model_name) or AliasGenerations()

@@ -2,8 +2,8 @@
 
 Promotes an iris classifier N times (a new MLflow version each time, pinned, one after the other)
 and reports, per stage and in total, p50/p95 from request published to ``model.ready`` received.
-Then replays one answered request many times to measure cheap re-announcements of duplicates,
-and reads the worker's resident memory.
+Then replays one answered request many times to measure how fast duplicates are handled (they
+publish nothing: ``duplicate_announcements`` should be 0), and reads the worker's resident memory.
 """
 
 from __future__ import annotations
@@ -102,9 +102,15 @@ async def measure(stack: LocalStack, run_dir: Path, promotions: int, duplicates:
             began = time.perf_counter()
             for _ in range(duplicates):
                 await producer.send(requested, duplicate, key=name.encode())
+            # Duplicates publish nothing (their answer is on the log): a request queued behind them
+            # (same key, same partition) is answered once every duplicate was handled.
+            after_id = str(uuid.uuid4())
+            after = request_bytes(name, alias="bench-after", version=versions[-1], event_id=after_id)
+            await producer.send(requested, after, key=name.encode())
             await producer.flush()
-            await listener.wait(last_id, duplicates + 1, timeout_s=120)
+            await listener.wait(after_id, 1, timeout_s=120)
             duplicates_per_s = duplicates / (time.perf_counter() - began)
+            duplicate_announcements = len(listener.arrivals[last_id]) - 1
             worker_rss = rss_mb(worker.process.pid)
         finally:
             await producer.stop()
@@ -118,6 +124,7 @@ async def measure(stack: LocalStack, run_dir: Path, promotions: int, duplicates:
         "stages_p95": {stage: round(percentile(values, 95), 4) for stage, values in stages.items()},
         "duplicates": duplicates,
         "duplicates_per_s": round(duplicates_per_s, 1),
+        "duplicate_announcements": duplicate_announcements,
         "worker_rss_mb": round(worker_rss, 1),
     }
 
@@ -134,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     (BENCH_DIR / "promotion.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"promotion p50 {result['promotion_p50_s']} s, p95 {result['promotion_p95_s']} s (target p50 < 2.0 s)")
     print("stage p50: " + ", ".join(f"{k} {v:.3f} s" for k, v in result["stages"].items()))
-    print(f"duplicates re-announced: {result['duplicates_per_s']}/s (target >= 500)")
+    print(f"duplicates handled: {result['duplicates_per_s']}/s (target >= 500)")
     print(f"worker RSS {result['worker_rss_mb']} MB")
     print(f"wrote {BENCH_DIR / 'promotion.json'}")
 

@@ -3,10 +3,15 @@
 The system: the local stack with a second Triton on the same model repository, one worker (registry
 reconcile every 10 s), the webhook ingress registered in MLflow, two gateways, and constant-rate
 ``tritonclient.http`` load by registered model name. Scenarios run one after another on it.
+
+``python -m tests.chaos --only worker_kill --only lost_webhook`` runs the first promotion (every
+scenario needs a served version) and the named scenarios only, and writes .bench/chaos-only.json
+so a partial run never replaces the full figures.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
@@ -71,12 +76,20 @@ def _met(figures: dict[str, Any], key: str) -> bool | None:
     return bool(value == 0)
 
 
-async def run_all(run_dir: Path) -> dict[str, Any]:
+def _selected(only: list[str]) -> tuple[tuple[str, Scenario], ...]:
+    if not only:
+        return SCENARIOS
+    return tuple(
+        (title, scenario) for title, scenario in SCENARIOS if scenario is first_version or scenario.__name__ in only
+    )
+
+
+async def run_all(run_dir: Path, scenarios: tuple[tuple[str, Scenario], ...] = SCENARIOS) -> dict[str, Any]:
     figures: dict[str, Any] = {"errors": {}}
     with chaos_system(run_dir, worker_env=WORKER_ENV) as system:
         async with httpx.AsyncClient(timeout=10) as http:
             run = Run(system=system, http=http, registry=MlflowClient(system.stack.mlflow_tracking_uri))
-            for title, scenario in SCENARIOS:
+            for title, scenario in scenarios:
                 print(f"- {title} ...", flush=True)
                 began = time.monotonic()
                 try:
@@ -97,16 +110,23 @@ async def run_all(run_dir: Path) -> dict[str, Any]:
 
 
 def main() -> int:
+    names = [scenario.__name__ for _, scenario in SCENARIOS if scenario is not first_version]
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", action="append", default=[], choices=names, metavar="NAME", help=f"run only: {', '.join(names)}"
+    )
+    only = parser.parse_args().only
     run_dir = Path(tempfile.mkdtemp(prefix="chaos-"))
     print(f"chaos suite: logs under {run_dir}", flush=True)
-    figures = asyncio.run(run_all(run_dir))
+    figures = asyncio.run(run_all(run_dir, _selected(only)))
     BENCH.mkdir(exist_ok=True)
-    (BENCH / "chaos.json").write_text(json.dumps(figures, indent=2) + "\n")
+    output = BENCH / ("chaos-only.json" if only else "chaos.json")
+    output.write_text(json.dumps(figures, indent=2) + "\n")
     print("\ngoal                               measured   goal")
     for key, verdict in figures["goals"].items():
         mark = {True: "met", False: "MISSED", None: "not measured"}[verdict["met"]]
         print(f"{key:<34} {figures.get(key, '')!s:>9}   {verdict['goal']:<18} {mark}")
-    print(f"wrote {BENCH / 'chaos.json'}")
+    print(f"wrote {output}")
     return 1 if figures["errors"] else 0
 
 

@@ -126,6 +126,8 @@ def test_a_dead_letter_is_found_explained_and_replayed_once(local_stack: LocalSt
         gateways_on_v2 = poll_until(lambda: all(g.served(name) == v2 for g in gateways), 30)
         served_before_second = worker.metric("promoter_promotions_total", outcome="served")
         second_code, _ = cli(env, "dlq", "replay", "--model", name, "--yes")
+        after = request_bytes(name, alias="challenger", version=v2)  # answered after the second replay was handled
+        asyncio.run(produce(bootstrap, requested, [(name.encode(), after)]))
         announced = asyncio.run(events_about(bootstrap, worker.topic("model_ready"), name, count=3, event_type=READY))
         served_after_second = worker.metric("promoter_promotions_total", outcome="served")
         audits = asyncio.run(snapshot(bootstrap, worker.topic("dead_letter_replays")))
@@ -143,8 +145,10 @@ def test_a_dead_letter_is_found_explained_and_replayed_once(local_stack: LocalSt
     assert [e["data"]["version"] for e in served] == [v1, v2]
     assert gateways_on_v2, "after the replay both gateways serve v2"
     assert second_code == 0
-    assert announced[-1]["data"] == served[-1]["data"], "the second replay re-announces, it does not promote"
-    assert served_after_second == served_before_second
+    assert [e["data"]["alias"] for e in announced] == ["champion", "champion", "challenger"], (
+        "the second replay is answered by the first replay's model.ready: nothing new is announced"
+    )
+    assert served_after_second == served_before_second + 1, "only the challenger was served"
     assert len(audits) == 2
     audit = json.loads(audits[0].value)
     assert audit["data"]["event_id"] == event_id

@@ -1,4 +1,4 @@
-"""The worker process at start-up: staging directories an interrupted staging left behind are removed."""
+"""The worker process at start-up: staging directories dead workers left behind are removed, a live one's never."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import pytest
 
 from deploy.stack.local_stack import LocalStack
 from tests.worker_harness import running_worker
-from worker.staging import ABANDONED_AFTER_S
+from worker.staging import ABANDONED_AFTER_S, LEASES_DIR, StagingLease
 
 pytestmark = pytest.mark.integration
 
 
-def _scratch_dir(repository: Path, label: str, *, age_s: float) -> Path:
-    scratch = repository / f".staging-it-{label}-{uuid.uuid4().hex[:8]}"
+def _scratch_dir(repository: Path, name: str, *, age_s: float) -> Path:
+    scratch = repository / name
     (scratch / "1" / "model").mkdir(parents=True)
     (scratch / "1" / "model" / "model.skops").write_bytes(b"half-copied")
     moment = time.time() - age_s
@@ -28,16 +28,29 @@ def _scratch_dir(repository: Path, label: str, *, age_s: float) -> Path:
     return scratch
 
 
-def test_abandoned_staging_dirs_are_removed_before_the_worker_is_ready(local_stack: LocalStack, tmp_path: Path) -> None:
+def test_dead_workers_staging_dirs_are_removed_before_the_worker_is_ready(
+    local_stack: LocalStack, tmp_path: Path
+) -> None:
     repository = local_stack.model_repository
-    abandoned = _scratch_dir(repository, "crashed", age_s=ABANDONED_AFTER_S + 60)
-    in_use = _scratch_dir(repository, "another-replica", age_s=1)
+    label = uuid.uuid4().hex[:8]
+    dead_owner = uuid.uuid4().hex[:12]
+    (repository / LEASES_DIR).mkdir(parents=True, exist_ok=True)
+    (repository / LEASES_DIR / f"{dead_owner}.lock").write_text("{}")  # its process died: nobody holds the lock
+    killed = _scratch_dir(repository, f".staging-{dead_owner}.it-{label}-killed", age_s=1)
+    live = StagingLease(repository, "another-replica")
+    live.acquire()
+    staging_now = _scratch_dir(repository, f"{live.prefix}it-{label}-slow", age_s=ABANDONED_AFTER_S + 60)
+    unowned_old = _scratch_dir(repository, f".staging-it-{label}-old", age_s=ABANDONED_AFTER_S + 60)
     try:
         with running_worker(local_stack, tmp_path) as worker:
-            assert not abandoned.exists()
-            assert in_use.exists(), "a recent staging directory may belong to a replica staging right now"
-            assert "removed an abandoned staging directory" in worker.process.log_path.read_text()
-            assert abandoned.name in worker.process.log_path.read_text()
+            log = worker.process.log_path.read_text()
+            assert not killed.exists(), "a SIGKILLed worker's staging directory goes at once, however young"
+            assert not unowned_old.exists(), "one without an owner goes once old"
+            assert staging_now.exists(), "a live replica's staging directory stays, however old"
+            assert not (repository / LEASES_DIR / f"{dead_owner}.lock").exists()
+            assert "removed a staging directory its dead owner left" in log
+            assert killed.name in log
     finally:
-        shutil.rmtree(abandoned, ignore_errors=True)
-        shutil.rmtree(in_use, ignore_errors=True)
+        live.release()
+        for scratch in (killed, staging_now, unowned_old):
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""An alias moved in MLflow with no event at all (the webhook was lost) is served within the reconcile interval."""
+"""Lost webhooks heal within the reconcile interval: an alias moved in MLflow is served, one deleted is unserved;
+a pinned version stays until the alias moves in MLflow."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from deploy.stack.local_stack import LocalStack
 from schemas.catalog import parse_event
@@ -18,15 +20,17 @@ from tests.worker_harness import (
     running_worker,
     set_alias,
     snapshot,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
 
 READY = "io.modelpromoter.model.ready.v1"
-RECONCILE_INTERVAL_S = 3
+STOPPED = "io.modelpromoter.serving.stopped.v1"
+RECONCILE_INTERVAL_S = 1
 
 
-async def test_an_alias_moved_without_an_event_is_served_within_the_interval(
+async def test_registry_drift_heals_and_a_pin_holds_until_the_alias_moves(
     local_stack: LocalStack, tmp_path: Path
 ) -> None:
     name = f"drift-{uuid.uuid4().hex[:6]}"
@@ -56,5 +60,23 @@ async def test_an_alias_moved_without_an_event_is_served_within_the_interval(
         assert correction.data.version is None  # the worker re-reads the alias when it acts
         assert correction.data.reason == (f"registry drift: {name}@champion points at v{v2} in MLflow; v{v1} is served")
         assert served[1]["data"]["request_event_id"] == correction.id
-        assert worker.metric("promoter_registry_corrections_total") == 1
+        assert worker.metric("promoter_registry_corrections_total", action="promote") == 1
         assert "registry drift corrected: promotion requested" in worker.process.log_text()
+
+        await produce(bootstrap, requested, [(name.encode(), request_bytes(name, version=v1))])  # a DAG pins v1
+        pin = (await events_about(bootstrap, ready_topic, name, count=3, event_type=READY))[2]["data"]
+        assert (pin["version"], pin["pinned"], pin["registry_version"]) == (v1, True, v2)
+        reconciles = worker.metric("promoter_registry_reconciles_total", outcome="ok")
+        await wait_for(
+            lambda: worker.metric("promoter_registry_reconciles_total", outcome="ok") >= reconciles + 2,
+            timeout_s=30,
+            what="two reconciles after the pin",
+        )
+        assert worker.metric("promoter_registry_corrections_total", action="promote") == 1, "the pin is not reverted"
+
+        MlflowClient(uri).delete_registered_model_alias(name, "champion")  # the alias moves: the pin yields
+        (stopped,) = await events_about(bootstrap, ready_topic, name, event_type=STOPPED, timeout_s=30)
+        assert stopped["data"]["alias"] == "champion"
+        assert stopped["data"]["reason"] == f"registry drift: {name}@champion was deleted in MLflow; v{v1} is served"
+        assert worker.metric("promoter_registry_corrections_total", action="unserve") == 1
+        assert "registry drift corrected: unserve requested" in worker.process.log_text()

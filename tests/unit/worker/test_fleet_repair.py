@@ -13,6 +13,7 @@ import pytest
 from schemas.model_ready import ModelReadyData, SignatureSummary
 from schemas.promotion_rejected import ReasonCode
 from tests.event_samples import all_events
+from tests.worker_harness import wait_for
 from worker.errors import PermanentFailure, TransientFailure
 from worker.fleet_repair import FleetRepairer, missing_models, models_to_hold
 from worker.metrics import WorkerMetrics
@@ -249,7 +250,7 @@ async def test_a_repair_waits_for_a_promotion_loading_the_same_model_and_does_no
 
     async with loads.exclusive("iris--v3"):  # a promotion loading it right now
         await fixer.check_once()
-        await asyncio.sleep(0)  # let the repair task start and block on the lock
+        await wait_for(lambda: loads.users("iris--v3") == 2, timeout_s=5, what="the repair waits for the lock")
         assert endpoint.loads == []
         assert loads.busy("iris--v3")
         endpoint.loaded.add("iris--v3")  # the promotion's load
@@ -269,7 +270,7 @@ async def test_a_model_being_promoted_is_held_and_one_no_longer_wanted_is_not_lo
         async with loads.exclusive("iris--v4"):
             await fixer.check_once()
             assert fixer.views["t1:8000"].missing == {"iris--v4"}
-            await asyncio.sleep(0)
+            await wait_for(lambda: loads.users("iris--v4") == 2, timeout_s=5, what="the repair waits for the lock")
     # the promotion failed and gave up the model before the repair got the lock
     await settled(fixer)
     assert endpoint.loads == []
@@ -347,14 +348,16 @@ async def test_a_load_triton_refuses_is_counted_and_the_endpoint_stays_repairing
 async def test_load_locks_serialise_and_are_dropped_when_free(users: int) -> None:
     loads = ModelLoads()
     inside: list[int] = []
+    done: list[int] = []
     most = [0]
 
     async def use(n: int) -> None:
         async with loads.exclusive("m"):
             inside.append(n)
             most[0] = max(most[0], len(inside))
-            await asyncio.sleep(0)
+            await wait_for(lambda: loads.users("m") == users - len(done), timeout_s=5, what="the others queue up")
             inside.remove(n)
+            done.append(n)
 
     await asyncio.gather(*(use(n) for n in range(users)))
     assert most[0] == 1

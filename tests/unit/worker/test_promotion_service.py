@@ -93,18 +93,94 @@ async def test_queued_requests_for_one_alias_coalesce_to_the_newest() -> None:
     assert [json.loads(m[2])["data"]["version"] for m in publisher.on(TOPICS.model_ready)] == [3, 1]
 
 
-async def test_a_redelivered_request_is_re_announced_without_promoting_again() -> None:
+async def test_a_redelivered_request_whose_answer_is_on_the_log_publishes_nothing_new() -> None:
     promoter = FakePromoter()
     svc, publisher = service(promoter)
     raw = promotion_requested(version=2).to_json_bytes()
 
-    await svc.handle_batch([Rec(raw, 0)])
-    await svc.handle_batch([Rec(raw, 1), Rec(raw, 2)])
+    await svc.handle_batch([Rec(raw, 0), Rec(raw, 1)])  # the second copy in the same batch
+    await svc.handle_batch([Rec(raw, 2)])  # redelivered after the first batch was confirmed
 
     assert len(promoter.calls) == 1
-    announced = [m[2] for m in publisher.on(TOPICS.model_ready)]
-    assert len(announced) == 3
-    assert len({json.dumps(json.loads(a)["data"], sort_keys=True) for a in announced}) == 1
+    assert len(publisher.on(TOPICS.model_ready)) == 1
+    assert svc.metrics.promotions.labels("duplicate", "")._value.get() == 2
+
+
+class UnconfirmedPublisher(FakePublisher):
+    """The broker never acknowledges the next ``failures`` publications."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def publish(self, message: bytes, topic: str, **options: Any) -> Any:
+        await super().publish(message, topic, **options)
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.failures > 0:
+            self.failures -= 1
+            failed.set_exception(ConnectionError("broker gone before acknowledging"))
+        else:
+            failed.set_result(None)
+        return failed
+
+
+async def test_a_request_whose_answer_was_never_confirmed_is_re_announced_once_on_redelivery() -> None:
+    promoter = FakePromoter()
+    publisher = UnconfirmedPublisher(failures=1)
+    svc = PromotionService(
+        WorkerSettings(replica_id="w-0"), TOPICS, promoter, ServingState(), publisher, WorkerMetrics()
+    )
+    raw = promotion_requested(version=2).to_json_bytes()
+
+    with pytest.raises(ConnectionError):
+        await svc.handle_batch([Rec(raw, 0)])  # the worker nacks: the batch is redelivered
+    await svc.handle_batch([Rec(raw, 0)])
+    await svc.handle_batch([Rec(raw, 0)])  # and once more, after the re-announcement was confirmed
+
+    assert len(promoter.calls) == 1, "no second copy or load"
+    announced = [json.loads(m[2])["data"] for m in publisher.on(TOPICS.model_ready)]
+    assert len(announced) == 2
+    assert announced[0] == announced[1], "re-announced unchanged"
+
+
+class ServedAlreadyPromoter(FakePromoter):
+    """Resolves every request to what its alias serves now (the Promoter's already-served answer)."""
+
+    def __init__(self, state: ServingState) -> None:
+        super().__init__()
+        self.state = state
+
+    async def promote(self, request: Any, request_event_id: str, clock: StageClock) -> ModelReadyData:
+        served = self.state.served(request.model_name, request.alias)
+        if served is None:
+            return await super().promote(request, request_event_id, clock)
+        self.calls.append((request.alias, request.version))
+        return served.model_copy(update={"request_event_id": request_event_id})
+
+
+@pytest.mark.parametrize(("origin", "answers"), [("mlflow_webhook", 0), ("cli", 1), ("dag", 1)])
+async def test_a_request_for_what_is_served_already_is_answered_only_if_somebody_may_wait(
+    origin: str, answers: int
+) -> None:
+    state = ServingState()
+    publisher = FakePublisher()
+    svc = PromotionService(
+        WorkerSettings(replica_id="w-0"), TOPICS, ServedAlreadyPromoter(state), state, publisher, WorkerMetrics()
+    )
+    await svc.handle_batch([Rec(promotion_requested(version=2).to_json_bytes(), 0)])
+    first = json.loads(publisher.on(TOPICS.model_ready)[0][2])["data"]
+    again = promotion_requested(origin=origin)  # e.g. the registry reconcile asking for the same drift
+
+    await svc.handle_batch([Rec(again.to_json_bytes(), 1)])
+    await svc.handle_batch([Rec(again.to_json_bytes(), 2)])  # and redelivered
+
+    announced = [json.loads(m[2])["data"] for m in publisher.on(TOPICS.model_ready)]
+    assert len(announced) == 1 + answers
+    if answers:
+        assert announced[1] == {**first, "request_event_id": again.id}, "the served record, same generation"
+    assert state.served("iris-clf", "champion") == ModelReadyData.model_validate(first)
+    assert svc.metrics.promotions.labels("already_served", "")._value.get() == 2 - answers
+    assert svc.metrics.promotions.labels("served", "")._value.get() == 1
 
 
 async def test_a_permanent_failure_is_rejected_and_dead_lettered_with_the_original_bytes() -> None:

@@ -101,6 +101,16 @@ def test_served_and_newest_versions_are_kept() -> None:
     assert plan.due() == ["iris--v1"]  # v3 served, v2 kept for rollback
 
 
+def test_an_old_version_a_promotion_is_loading_again_is_not_retired_under_it() -> None:
+    plan, _, state, _ = planner(keep=1)
+    for generation, version in enumerate((1, 2, 3)):
+        state.apply(ready(version, generation))
+
+    with plan.loads.promoting("iris--v1"):  # a rollback to v1 is loading and proving it
+        assert plan.due() == ["iris--v2"]
+    assert sorted(plan.due()) == ["iris--v1", "iris--v2"]
+
+
 def test_a_live_gateway_still_routing_the_old_version_holds_it_until_it_acks() -> None:
     plan, gateways, state, clock = planner()
     state.apply(ready(1, 0))

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -10,13 +12,16 @@ import pytest
 from worker.flavors.sklearn import FLAVOR as SKLEARN
 from worker.staging import (
     ABANDONED_AFTER_S,
+    LEASES_DIR,
     DigestConflictError,
     StagedModel,
+    StagingLease,
     leftover_staging_dirs,
     recorded_digest,
-    remove_abandoned_staging_dirs,
+    remove_leftover_staging_dirs,
     remove_staged_model,
     stage_model,
+    staging_owner,
 )
 from worker.triton_backend.serving_spec import ServingSpec
 
@@ -101,22 +106,96 @@ def test_remove_only_deletes_models_we_staged(tmp_path: Path) -> None:
     assert leftover_staging_dirs(repo) == []
 
 
-def test_abandoned_staging_dirs_are_removed_and_recent_ones_kept(tmp_path: Path) -> None:
+def _scratch(repo: Path, name: str, *, age_s: float = 0.0) -> Path:
+    scratch = repo / name
+    (scratch / "1" / "model").mkdir(parents=True)
+    (scratch / "1" / "model" / "model.skops").write_bytes(b"half-copied")
+    moment = time.time() - age_s
+    for path in (scratch / "1" / "model" / "model.skops", scratch / "1" / "model", scratch / "1", scratch):
+        os.utime(path, (moment, moment))
+    return scratch
+
+
+def _lease(repo: Path, replica: str) -> StagingLease:
+    lease = StagingLease(repo, replica)
+    lease.acquire()
+    return lease
+
+
+def test_staging_names_its_scratch_directory_after_the_lease_owner(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    _stage(repo, _mlflow_dir(tmp_path / "dl"), "a" * 64)
-    abandoned = repo / ".staging-iris--00000000--v2-crashed"
-    (abandoned / "1" / "model").mkdir(parents=True)
-    (abandoned / "1" / "model" / "model.skops").write_bytes(b"half-copied")
-    long_ago = time.time() - ABANDONED_AFTER_S - 60
-    for path in (abandoned / "1" / "model" / "model.skops", abandoned / "1" / "model", abandoned / "1", abandoned):
-        os.utime(path, (long_ago, long_ago))
-    in_progress = repo / ".staging-iris--00000000--v3-another-replica"
-    (in_progress / "1").mkdir(parents=True)
-    os.utime(in_progress, (long_ago, long_ago))  # only its newest file counts: it is being written to now
+    lease = _lease(repo, "w-0")
+    seen: list[str] = []
 
-    removed = remove_abandoned_staging_dirs(repo)
+    def stage_files(spec: ServingSpec, model_dir: Path, version_dir: Path) -> None:
+        seen.append(version_dir.parent.name)
+        SKLEARN.stage_files(spec, model_dir, version_dir)
 
-    assert removed == [abandoned]
-    assert leftover_staging_dirs(repo) == [in_progress]
-    assert recorded_digest(repo / "iris--00000000--v1") == "a" * 64
-    assert remove_abandoned_staging_dirs(tmp_path / "no-repository-yet") == []
+    stage_model(
+        repo,
+        "iris--00000000--v1",
+        mlflow_model_dir=_mlflow_dir(tmp_path / "dl"),
+        sha256="a" * 64,
+        config_pbtxt='name: "x"\n',
+        serving_spec=ServingSpec(loader="sklearn", input="input", output="output"),
+        stage_files=stage_files,
+        metadata={},
+        lease=lease,
+    )
+
+    assert seen[0].startswith(f".staging-{lease.owner}.iris--00000000--v1-")
+    assert staging_owner(repo / seen[0]) == lease.owner
+    holder = json.loads((repo / LEASES_DIR / f"{lease.owner}.lock").read_text())
+    assert (holder["replica_id"], holder["pid"]) == ("w-0", os.getpid())
+
+
+_DIES_STAGING = """
+import os, sys
+from pathlib import Path
+from worker.staging import StagingLease
+lease = StagingLease(Path(sys.argv[1]), "w-dead")
+lease.acquire()
+(Path(sys.argv[1]) / f"{lease.prefix}iris--00000000--v2-x" / "1").mkdir(parents=True)
+print("OWNER", lease.owner, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_start_up_removes_a_dead_owners_staging_dirs_and_never_a_live_ones(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    dying = subprocess.Popen(
+        [sys.executable, "-c", _DIES_STAGING, str(repo)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert dying.stdout is not None
+    dead_owner = next(line.split()[1] for line in dying.stdout if line.startswith("OWNER "))
+    dying.kill()  # SIGKILL mid-staging: no clean-up ran; the kernel dropped its lock
+    dying.wait(timeout=10)
+    other = _lease(repo, "w-live")  # another replica, staging right now (and for long)
+    live = _scratch(repo, f"{other.prefix}iris--00000000--v3-y", age_s=ABANDONED_AFTER_S + 60)
+    unowned_old = _scratch(repo, ".staging-iris--00000000--v4-old", age_s=ABANDONED_AFTER_S + 60)
+    unowned_recent = _scratch(repo, ".staging-iris--00000000--v5-recent")
+    restarted = _lease(repo, "w-dead")
+
+    removed = remove_leftover_staging_dirs(repo, restarted)
+
+    dead_dir = repo / f".staging-{dead_owner}.iris--00000000--v2-x"
+    assert sorted(removed) == sorted([dead_dir, unowned_old])
+    assert leftover_staging_dirs(repo) == sorted([live, unowned_recent])
+    leases = sorted(path.name for path in (repo / LEASES_DIR).iterdir())
+    assert leases == sorted([f"{other.owner}.lock", f"{restarted.owner}.lock"]), "the dead owner's lease is dropped"
+    other.release()
+    assert remove_leftover_staging_dirs(repo, restarted) == [live], "released: its owner is gone"
+    assert remove_leftover_staging_dirs(tmp_path / "no-repository-yet", restarted) == []
+
+
+def test_a_lease_released_at_shutdown_leaves_nothing(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    lease = _lease(repo, "w-0")
+    owner = lease.owner
+
+    lease.release()
+
+    assert list((repo / LEASES_DIR).iterdir()) == []
+    assert owner is not None
+    with pytest.raises(RuntimeError, match="not held"):
+        _ = lease.prefix
