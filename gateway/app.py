@@ -32,7 +32,7 @@ from gateway.triton_grpc import TritonGrpcUpstream
 from gateway.upstream import TritonUpstream
 from gateway.v2_api import InferFastPath, build_v2_router
 from runtime.http_errors import answer_errors_in_one_shape
-from runtime.kafka_topics import ensure_topics
+from runtime.kafka_topics import ensure_service_topics
 from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, render
 from runtime.settings import KafkaSettings, LogSettings, TopicSettings, TritonSettings
@@ -78,18 +78,6 @@ def _models_view(state: RoutingState, default_alias: str) -> dict[str, Any]:
     return {"models": models}
 
 
-async def _ensure_log_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
-    wanted = {topics.model_ready, topics.routing_updated, topics.gateway_status}
-    specs = [spec for spec in topics.specs() if spec.name in wanted]
-    try:
-        created = await ensure_topics(kafka, specs, replication_factor=topics.replication_factor)
-    except Exception as error:  # another service may create them at the same moment
-        log.warning("could not create topics", error=str(error))
-    else:
-        if created:
-            log.info("created topics", topics=created)
-
-
 def build_app(config: GatewayConfig | None = None) -> ASGIApp:
     """The gateway's ASGI app: the inference fast path in front of the FastAPI app (lifespan, docs, the rest)."""
     config = config or GatewayConfig.from_env()
@@ -133,7 +121,10 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await _ensure_log_topics(config.kafka, config.topics)
+        topics = config.topics
+        await ensure_service_topics(
+            config.kafka, topics, {topics.model_ready, topics.routing_updated, topics.gateway_status}
+        )
         await upstream.start()
         await grpc_upstream.start()
         await status.start()

@@ -46,6 +46,13 @@ class KafkaSettings(PromoterSettings):
         True, description="Idempotent producer. The local tansu broker cannot do it: set false there."
     )
     linger_ms: int = Field(0, ge=0, description="Producer batching delay.")
+    create_topics: bool = Field(
+        True,
+        description=(
+            "Create missing topics at start-up; false: only check they exist and refuse to start without them "
+            "(Kubernetes, where Strimzi KafkaTopic objects create them)."
+        ),
+    )
 
     def _security_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"security_protocol": self.security_protocol}

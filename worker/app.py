@@ -25,7 +25,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 
 from runtime.http_errors import JSON_CONTENT_TYPE, error_json
 from runtime.kafka_broker import kafka_broker
-from runtime.kafka_topics import ensure_project_topics
+from runtime.kafka_topics import ensure_service_topics
 from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, render
 from runtime.settings import KafkaSettings, LogSettings, MLflowSettings, TopicSettings, TritonSettings
@@ -225,9 +225,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     )
 
     async def start_state() -> None:
-        created = await ensure_project_topics(kafka, topics)
-        if created:
-            log.info("created topics", topics=created)
+        await ensure_service_topics(kafka, topics)
         await asyncio.to_thread(warm_up_model_libraries)  # the first promotion pays no import time
         await replayer.start()
         await gateway_status.start()
