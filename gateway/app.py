@@ -9,7 +9,7 @@ to serve: the log is the only source.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +35,7 @@ from runtime.http_errors import answer_errors_in_one_shape
 from runtime.kafka_topics import ensure_service_topics
 from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, render
+from runtime.service_help import parse_service_args, settings_classes_of
 from runtime.settings import KafkaSettings, LogSettings, TopicSettings, TritonSettings
 
 log = get_logger(__name__)
@@ -195,7 +196,14 @@ def _add_operation_routes(
         return Response(render(metrics.registry), media_type=METRICS_CONTENT_TYPE)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parse_service_args(
+        "promoter-gateway",
+        "A model-promoter gateway replica: serves predictions (HTTP /predict and the Open Inference Protocol, "
+        "HTTP and gRPC) from the model versions announced on model.ready, through Triton.",
+        [*settings_classes_of(GatewayConfig), LogSettings],
+        argv,
+    )
     import uvicorn  # noqa: PLC0415
 
     configure_logging("gateway", LogSettings())

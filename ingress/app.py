@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 
 from aiokafka import AIOKafkaProducer
@@ -23,6 +23,7 @@ from runtime.http_errors import answer_errors_in_one_shape, error_response
 from runtime.kafka_topics import TopicsError, ensure_service_topics
 from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, new_registry, render
+from runtime.service_help import parse_service_args
 from runtime.settings import KafkaSettings, LogSettings, TopicSettings
 from schemas.envelope import KAFKA_HEADERS
 from schemas.promotion_requested import PromotionRequested
@@ -151,7 +152,14 @@ def create_app(
     return app
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parse_service_args(
+        "promoter-ingress",
+        "model-promoter's webhook ingress: verifies signed MLflow model-registry webhooks "
+        "(POST /webhooks/mlflow) and publishes them as promotion requests to Kafka.",
+        [IngressSettings, KafkaSettings, TopicSettings, LogSettings],
+        argv,
+    )
     import uvicorn  # noqa: PLC0415
 
     configure_logging("ingress", LogSettings())
