@@ -100,3 +100,13 @@ def test_every_setting_has_a_description_for_the_help() -> None:
         if not field.description
     )
     assert not undescribed, f"give these a Field(description=...): {undescribed}"
+
+
+def test_the_console_script_reads_its_arguments_from_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.argv", ["promoter-ingress", "--help"])  # the installed script calls main()
+    with pytest.raises(SystemExit) as exited:
+        ingress_app.main()
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: promoter-ingress [-h]")
