@@ -1,4 +1,4 @@
-# Two commands on a fresh machine: `make test` and `make demo`.
+# Two commands on a fresh machine: `make test` and `make demo` (and `make up` to try your own model).
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # the same range is in the dev extra.
 UV     := uv>=0.13,<0.14
 
-.PHONY: install kafka test demo lint typecheck unit integration bench chaos schemas stack clean
+.PHONY: install kafka test demo up lint typecheck unit integration bench chaos schemas stack clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11" >&2; exit 1; }
@@ -56,9 +56,14 @@ bench: $(STAMP) kafka
 schemas: $(STAMP)
 	$(BIN)/promoter-schemas --write
 
-# Start the real local stack in the foreground (Ctrl-C stops everything).
-stack: $(STAMP) kafka
+# The whole system left running to try your own model: the local stack, a worker, the ingress (registered
+# as MLflow's webhook) and two gateways; prints the URLs and a copy-paste example. Ctrl-C stops everything.
+up: $(STAMP) kafka
 	$(BIN)/promoter-stack up
+
+# Start the real local stack alone in the foreground (Ctrl-C stops everything).
+stack: $(STAMP) kafka
+	$(BIN)/promoter-stack up --stack-only
 
 clean:
 	rm -rf $(VENV) .cache .bench .mypy_cache .ruff_cache .pytest_cache build *.egg-info

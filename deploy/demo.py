@@ -23,8 +23,7 @@ import signal
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,11 +40,8 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
-from deploy.stack.app_processes import gateway_spec, ingress_spec, worker_spec
 from deploy.stack.local_stack import LocalStack
-from deploy.stack.ports import free_ports
-from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
-from promoter_cli.webhook_registration import register_webhook
+from deploy.stack.services import Services, start_services
 from promoter_client.routing import publish_routing
 from runtime.kafka_clients import assign_from_start, started
 from runtime.settings import TopicSettings
@@ -58,45 +54,12 @@ POLL_S = 0.02  # how often the demo looks at the gateways while it measures a sw
 TRAFFIC_SENDERS = 4
 TRAFFIC_INTERVAL_S = 0.015  # pacing of each sender; the rate reached is measured and printed
 DEADLINE_S = 120.0
+# Quiet service logs; old versions retired within the demo's run.
+DEMO_ENV = {"PROMOTER_LOG_LEVEL": "WARNING", "PROMOTER_WORKER_RETIRE_GRACE_S": "30"}
 
 
 def say(message: str) -> None:
     print(message, flush=True)
-
-
-@dataclass
-class Services:
-    stack: LocalStack
-    gateways: list[str]
-    ingress: str
-    env: dict[str, str]
-    processes: list[ManagedProcess] = field(default_factory=list)
-
-
-@contextmanager
-def running_services(stack: LocalStack, run_dir: Path, webhook_secret: str) -> Iterator[Services]:
-    env = {**stack.client_env(), "PROMOTER_LOG_LEVEL": "WARNING", "PROMOTER_WORKER_RETIRE_GRACE_S": "30"}
-    worker_port, ingress_port, gw_a, gw_b = free_ports(4)
-    specs = [
-        worker_spec(env, health_port=worker_port, run_dir=run_dir),
-        ingress_spec({**env, "PROMOTER_INGRESS_WEBHOOK_SECRETS": webhook_secret}, port=ingress_port, run_dir=run_dir),
-        gateway_spec(env, port=gw_a, run_dir=run_dir, name="gateway-a"),
-        gateway_spec(env, port=gw_b, run_dir=run_dir, name="gateway-b"),
-    ]
-    processes = [ManagedProcess(spec, stack.logs_dir / f"{spec.name}.log") for spec in specs]
-    try:
-        for process in processes:
-            process.start()
-        wait_all_ready(processes)
-        yield Services(
-            stack=stack,
-            gateways=[f"http://127.0.0.1:{gw_a}", f"http://127.0.0.1:{gw_b}"],
-            ingress=f"http://127.0.0.1:{ingress_port}",
-            env=env,
-            processes=processes,
-        )
-    finally:
-        stop_all(processes)
 
 
 def train(features: Any, target: Any, regularisation: float) -> LogisticRegression:
@@ -178,13 +141,14 @@ class Traffic:
 
 
 class Story:
-    def __init__(self, services: Services, http: httpx.AsyncClient, summary: dict[str, Any]) -> None:
+    def __init__(self, stack: LocalStack, services: Services, http: httpx.AsyncClient, summary: dict[str, Any]) -> None:
+        self.stack = stack
         self.services = services
         self.gateways = services.gateways
         self.http = http
         self.summary = summary
-        self.client = MlflowClient(services.stack.mlflow_tracking_uri)
-        mlflow.set_tracking_uri(services.stack.mlflow_tracking_uri)
+        self.client = MlflowClient(stack.mlflow_tracking_uri)
+        mlflow.set_tracking_uri(stack.mlflow_tracking_uri)
         features, target = load_iris(return_X_y=True, as_frame=True)
         self.x_train, self.x_test, self.y_train, _ = train_test_split(
             features, target, test_size=0.3, random_state=0, stratify=target
@@ -273,16 +237,16 @@ class Story:
         say("\n[5/6] challenger -> v1, then a 90/10 A/B split")
         seconds = await self.timed_alias("challenger", challenger)
         say(f"      challenger v{challenger} served by both gateways {seconds:.2f} s after the alias was set")
-        await publish_routing(MODEL, {"champion": 90, "challenger": 10}, kafka=self.services.stack.kafka_settings())
+        await publish_routing(MODEL, {"champion": 90, "challenger": 10}, kafka=self.stack.kafka_settings())
         split = await measure_split(self.http, self.gateways, records(self.x_test.head(1)))
         self.summary["ab_split_percent"] = split
         shares = " / ".join(f"{alias} {share:.1f}%" for alias, share in split.items())
         say(f"      over 2,000 client ids: {shares}")
 
 
-async def story(services: Services, summary: dict[str, Any]) -> None:
+async def story(stack: LocalStack, services: Services, summary: dict[str, Any]) -> None:
     async with httpx.AsyncClient(timeout=10) as http:
-        await Story(services, http, summary).run()
+        await Story(stack, services, http, summary).run()
 
 
 async def promoter_tags_once(client: MlflowClient, version: int, status: str) -> dict[str, str]:
@@ -365,12 +329,10 @@ def main() -> int:
     try:
         with LocalStack(run_dir / "stack") as stack:
             say(f"  local stack ready in {stack.startup_s:.1f} s; logs in {stack.logs_dir}")
-            secret = secrets.token_hex(24)
-            with running_services(stack, run_dir, secret) as services:
-                say("  worker, ingress and gateways A and B are ready")
-                register_webhook(stack.mlflow_tracking_uri, f"{services.ingress}/webhooks/mlflow", secret)
-                say("  MLflow webhook registered: registry events -> ingress (HMAC signed)")
-                asyncio.run(story(services, summary))
+            services = start_services(stack, secrets.token_hex(24), env_overrides=DEMO_ENV)
+            say("  worker, ingress and gateways A and B are ready")
+            say("  MLflow webhook registered: registry events -> ingress (HMAC signed)")
+            asyncio.run(story(stack, services, summary))
     except KeyboardInterrupt:
         say("\ninterrupted: every process was stopped")
         return 130

@@ -9,7 +9,7 @@ to serve: the log is the only source.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,9 +32,10 @@ from gateway.triton_grpc import TritonGrpcUpstream
 from gateway.upstream import TritonUpstream
 from gateway.v2_api import InferFastPath, build_v2_router
 from runtime.http_errors import answer_errors_in_one_shape
-from runtime.kafka_topics import ensure_topics
+from runtime.kafka_topics import ensure_service_topics
 from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, render
+from runtime.service_help import parse_service_args, settings_classes_of
 from runtime.settings import KafkaSettings, LogSettings, TopicSettings, TritonSettings
 
 log = get_logger(__name__)
@@ -76,18 +77,6 @@ def _models_view(state: RoutingState, default_alias: str) -> dict[str, Any]:
             "shadow_sample_percent": policy.shadow_sample_percent if policy else 0.0,
         }
     return {"models": models}
-
-
-async def _ensure_log_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
-    wanted = {topics.model_ready, topics.routing_updated, topics.gateway_status}
-    specs = [spec for spec in topics.specs() if spec.name in wanted]
-    try:
-        created = await ensure_topics(kafka, specs, replication_factor=topics.replication_factor)
-    except Exception as error:  # another service may create them at the same moment
-        log.warning("could not create topics", error=str(error))
-    else:
-        if created:
-            log.info("created topics", topics=created)
 
 
 def build_app(config: GatewayConfig | None = None) -> ASGIApp:
@@ -133,7 +122,10 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await _ensure_log_topics(config.kafka, config.topics)
+        topics = config.topics
+        await ensure_service_topics(
+            config.kafka, topics, {topics.model_ready, topics.routing_updated, topics.gateway_status}
+        )
         await upstream.start()
         await grpc_upstream.start()
         await status.start()
@@ -204,7 +196,14 @@ def _add_operation_routes(
         return Response(render(metrics.registry), media_type=METRICS_CONTENT_TYPE)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parse_service_args(
+        "promoter-gateway",
+        "A model-promoter gateway replica: serves predictions (HTTP /predict and the Open Inference Protocol, "
+        "HTTP and gRPC) from the model versions announced on model.ready, through Triton.",
+        [*settings_classes_of(GatewayConfig), LogSettings],
+        argv,
+    )
     import uvicorn  # noqa: PLC0415
 
     configure_logging("gateway", LogSettings())

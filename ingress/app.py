@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 
 from aiokafka import AIOKafkaProducer
@@ -20,8 +20,10 @@ from fastapi.responses import JSONResponse
 from ingress.receiver import WebhookReceiver
 from ingress.settings import IngressSettings
 from runtime.http_errors import answer_errors_in_one_shape, error_response
+from runtime.kafka_topics import TopicsError, ensure_service_topics
 from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, new_registry, render
+from runtime.service_help import parse_service_args
 from runtime.settings import KafkaSettings, LogSettings, TopicSettings
 from schemas.envelope import KAFKA_HEADERS
 from schemas.promotion_requested import PromotionRequested
@@ -30,22 +32,35 @@ log = get_logger(__name__)
 
 RETRY_AFTER_S = "5"
 RECONNECT_S = 1.0
+TOPIC_RECHECK_S = 5.0
 
 
 class KafkaLink:
-    """A producer that connects in the background and publishes with a deadline."""
+    """A producer that connects in the background and publishes with a deadline.
 
-    def __init__(self, kafka: KafkaSettings, topic: str, timeout_s: float) -> None:
+    Connected means the broker answers and the requests topic exists (created when
+    ``PROMOTER_KAFKA_CREATE_TOPICS`` allows it); until then ``not_ready`` says why.
+    """
+
+    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, timeout_s: float) -> None:
         self._kafka = kafka
-        self._topic = topic
+        self._topics = topics
+        self._topic = topics.promotion_requested
         self._timeout_s = timeout_s
         self.producer: AIOKafkaProducer | None = None
+        self.not_ready = "not connected to Kafka yet"
 
     async def connect(self) -> None:
         while True:
             producer = AIOKafkaProducer(**self._kafka.producer_kwargs())
             try:
                 await producer.start()
+                await ensure_service_topics(self._kafka, self._topics, {self._topic})
+            except TopicsError as error:
+                await producer.stop()
+                self.not_ready = str(error)
+                await asyncio.sleep(TOPIC_RECHECK_S)  # until the topic exists
+                continue
             except Exception as error:
                 await producer.stop()
                 log.warning("Kafka unavailable, retrying", error=str(error))
@@ -81,9 +96,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     settings = settings or IngressSettings()
-    link = KafkaLink(
-        kafka or KafkaSettings(), (topics or TopicSettings()).promotion_requested, settings.publish_timeout_s
-    )
+    link = KafkaLink(kafka or KafkaSettings(), topics or TopicSettings(), settings.publish_timeout_s)
     registry = new_registry()
     receiver = WebhookReceiver(settings, link.publish, registry, clock=clock)
 
@@ -130,7 +143,7 @@ def create_app(
     async def ready() -> JSONResponse:
         if link.producer is not None:
             return JSONResponse({"status": "ready"})
-        return error_response(503, "not connected to Kafka yet")
+        return error_response(503, link.not_ready)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -139,7 +152,14 @@ def create_app(
     return app
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parse_service_args(
+        "promoter-ingress",
+        "model-promoter's webhook ingress: verifies signed MLflow model-registry webhooks "
+        "(POST /webhooks/mlflow) and publishes them as promotion requests to Kafka.",
+        [IngressSettings, KafkaSettings, TopicSettings, LogSettings],
+        argv,
+    )
     import uvicorn  # noqa: PLC0415
 
     configure_logging("ingress", LogSettings())

@@ -31,10 +31,14 @@ class KafkaSettings(PromoterSettings):
 
     bootstrap_servers: str = Field("localhost:9092", description="Comma-separated host:port list.")
     client_id: str = Field("model-promoter", description="Client id reported to the broker.")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How clients talk to the brokers."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (PLAIN when SASL is on and this is unset)."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password; never logged or printed.")
     ssl_cafile: Path | None = Field(None, description="CA bundle for SSL / SASL_SSL.")
     ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
     ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS.")
@@ -46,6 +50,13 @@ class KafkaSettings(PromoterSettings):
         True, description="Idempotent producer. The local tansu broker cannot do it: set false there."
     )
     linger_ms: int = Field(0, ge=0, description="Producer batching delay.")
+    create_topics: bool = Field(
+        True,
+        description=(
+            "Create missing topics at start-up; false: only check they exist and refuse to start without them "
+            "(Kubernetes, where Strimzi KafkaTopic objects create them)."
+        ),
+    )
 
     def _security_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"security_protocol": self.security_protocol}
@@ -136,7 +147,7 @@ class LogSettings(PromoterSettings):
 
     model_config = SettingsConfigDict(env_prefix="PROMOTER_LOG_")
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Lowest level logged.")
     format: Literal["json", "console"] = Field("json", description="json for machines, console for people.")
 
 
@@ -145,13 +156,13 @@ class TopicSettings(PromoterSettings):
 
     model_config = SettingsConfigDict(env_prefix="PROMOTER_TOPIC_")
 
-    promotion_requested: str = topics.PROMOTION_REQUESTED.name
-    model_ready: str = topics.MODEL_READY.name
-    model_rejected: str = topics.MODEL_REJECTED.name
-    promotion_dlq: str = topics.PROMOTION_DLQ.name
-    gateway_status: str = topics.GATEWAY_STATUS.name
-    routing_updated: str = topics.ROUTING_UPDATED.name
-    dead_letter_replays: str = topics.DEAD_LETTER_REPLAYS.name
+    promotion_requested: str = Field(topics.PROMOTION_REQUESTED.name, description="Promotion requests.")
+    model_ready: str = Field(topics.MODEL_READY.name, description="The serving-state log.")
+    model_rejected: str = Field(topics.MODEL_REJECTED.name, description="Promotions that failed for good.")
+    promotion_dlq: str = Field(topics.PROMOTION_DLQ.name, description="Dead letters.")
+    gateway_status: str = Field(topics.GATEWAY_STATUS.name, description="Gateway acks and heartbeats, worker views.")
+    routing_updated: str = Field(topics.ROUTING_UPDATED.name, description="A/B weights and shadow per model.")
+    dead_letter_replays: str = Field(topics.DEAD_LETTER_REPLAYS.name, description="Audit of dead-letter replays.")
     replication_factor: int = Field(1, ge=1, description="Replication factor when creating topics.")
 
     def specs(self) -> list[topics.TopicSpec]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRecord
@@ -26,9 +26,10 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 
 from runtime.http_errors import JSON_CONTENT_TYPE, error_json
 from runtime.kafka_broker import kafka_broker
-from runtime.kafka_topics import ensure_project_topics
+from runtime.kafka_topics import ensure_service_topics
 from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, render
+from runtime.service_help import parse_service_args, settings_classes_of
 from runtime.settings import KafkaSettings, LogSettings, MLflowSettings, TopicSettings, TritonSettings
 from runtime.topic_replay import TopicReplayer
 from schemas.fleet_status import FLEET_STATUS_KEY_PREFIX, WorkerFleetStatus
@@ -237,9 +238,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     )
 
     async def start_state() -> None:
-        created = await ensure_project_topics(kafka, topics)
-        if created:
-            log.info("created topics", topics=created)
+        await ensure_service_topics(kafka, topics)
         # The first promotion pays no import time; the imports run while the state topics are replayed.
         warm_up = asyncio.create_task(asyncio.to_thread(warm_up_model_libraries), name="model libraries warm-up")
         await replayer.start()
@@ -287,7 +286,14 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     )
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parse_service_args(
+        "promoter-worker",
+        "model-promoter's promotion worker: turns promotion requests into served Triton models "
+        "(or rejections and dead letters), with /health, /ready and /metrics over HTTP.",
+        [*settings_classes_of(WorkerConfig), LogSettings],
+        argv,
+    )
     import uvicorn  # noqa: PLC0415
 
     configure_logging("worker", LogSettings())

@@ -1,7 +1,10 @@
-"""``promoter-stack up``: run the real local stack in the foreground until Ctrl-C or SIGTERM.
+"""``promoter-stack up``: run model-promoter on this machine in the foreground until Ctrl-C or SIGTERM.
 
-Progress and errors go to stderr; the client environment goes to stdout as ``export NAME=value``
-lines, so ``eval "$(promoter-stack up ...)"``-style tooling and tests can read it.
+The local stack (a Kafka broker, ``mlflow server``, ``tritonserver``) and, unless ``--stack-only``, our
+services beside it: a worker, the webhook ingress registered in MLflow, and two gateways (``make up``).
+Progress, the URLs, a copy-paste example and errors go to stderr; the client environment goes to
+stdout as ``export NAME=value`` lines, so ``eval "$(promoter-stack up ...)"``-style tooling and tests
+can read it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from types import FrameType
 from deploy.stack.errors import StackError
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import StackPorts
+from deploy.stack.services import GATEWAY_NAMES, Services, start_services
+from deploy.stack.try_it import example
 
 DEFAULT_RUN_ROOT = Path(".stack")
 
@@ -34,7 +39,13 @@ def _default_run_dir() -> Path:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promoter-stack", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    up = commands.add_parser("up", help="start a Kafka broker, mlflow server and tritonserver on 127.0.0.1")
+    up = commands.add_parser(
+        "up",
+        help="start the whole system on 127.0.0.1: the stack, a worker, the ingress and two gateways",
+        description="Start a Kafka broker, mlflow server and tritonserver, then a worker, the webhook ingress "
+        "(registered in MLflow) and two gateways, all on 127.0.0.1; Ctrl-C stops every process.",
+    )
+    up.add_argument("--stack-only", action="store_true", help="only the Kafka broker, mlflow server and tritonserver")
     up.add_argument("--run-dir", type=Path, default=None, help="data and logs (default: new dir under .stack/)")
     up.add_argument("--kafka-port", type=int, default=None, help="default: a free port")
     up.add_argument("--mlflow-port", type=int, default=None, help="default: a free port")
@@ -52,18 +63,26 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-def _print_ready(stack: LocalStack) -> None:
+def _print_ready(stack: LocalStack, services: Services | None, began: float) -> None:
     info = stack.info()
-    _say(f"stack ready in {stack.startup_s or 0.0:.1f} s (run dir {info.run_dir})")
+    what = "stack" if services is None else "model-promoter"
+    _say(f"{what} ready in {time.monotonic() - began:.1f} s (run dir {info.run_dir})")
     _say(f"  kafka          {info.kafka_bootstrap_servers} ({info.kafka_broker})")
     _say(f"  mlflow         {info.mlflow_tracking_uri}")
     _say(f"  triton http    {info.triton_http}")
     _say(f"  triton grpc    {info.triton_grpc}")
     _say(f"  triton metrics {info.triton_metrics_url}")
+    if services is not None:
+        _say(f"  worker         {services.worker} (/ready, /metrics)")
+        _say(f"  ingress        {services.webhook_url} (MLflow's webhook)")
+        for name, url, grpc in zip(GATEWAY_NAMES, services.gateways, services.gateway_grpc, strict=True):
+            _say(f"  {name:<14} {url} (/predict, /v2, /models, /docs; gRPC {grpc})")
     _say(f"  model repo     {info.model_repository}")
     _say(f"  logs           {info.logs_dir}")
     for name, value in stack.client_env().items():
         print(f"export {name}={shlex.quote(value)}", flush=True)
+    if services is not None:
+        print(example(info.mlflow_tracking_uri, services), file=sys.stderr, flush=True)
     _say("press Ctrl-C to stop")
 
 
@@ -79,10 +98,15 @@ def up(args: argparse.Namespace) -> int:
     stack = LocalStack(run_dir, ports, mlflow_workers=args.mlflow_workers)
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     status = 0
+    began = time.monotonic()
     try:
         _say(f"starting {stack.kafka_broker}, mlflow server and tritonserver in {stack.run_dir}")
         stack.start()
-        _print_ready(stack)
+        services = None
+        if not args.stack_only:
+            _say(f"stack ready in {stack.startup_s or 0.0:.1f} s; starting the worker, the ingress and two gateways")
+            services = start_services(stack, secrets.token_hex(24))
+        _print_ready(stack, services, began)
         stack.watch()
     except _Stop as stop:
         _say(f"{stop}: stopping")

@@ -60,6 +60,7 @@ class LocalStack:
         self.ports = ports or StackPorts.allocate()
         self.mlflow_workers = mlflow_workers
         self.processes: list[ManagedProcess] = []
+        self._added: list[ManagedProcess] = []  # services started beside the stack (add_services)
         self.startup_s: float | None = None
         self._fernet_key = new_fernet_key()
 
@@ -159,6 +160,18 @@ class LocalStack:
             raise
         self.startup_s = time.monotonic() - began
 
+    def add_services(self, specs: list[ServiceSpec]) -> list[ManagedProcess]:
+        """Start more services beside the running stack and wait until each is ready.
+
+        They are watched, listed in the pids file and stopped like the stack's own (before them, so that
+        they leave Kafka while it still answers); a failure here leaves them to :meth:`stop`.
+        """
+        began = time.monotonic()
+        started = self._start_processes(specs)
+        self._added += started
+        wait_all_ready(started, started_at=began)
+        return started
+
     def _start_processes(self, specs: list[ServiceSpec]) -> list[ManagedProcess]:
         started: list[ManagedProcess] = []
         for spec in specs:
@@ -189,6 +202,7 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop every process this stack started: SIGTERM the groups, SIGKILL after a deadline. Idempotent."""
+        stop_all(self._added)
         stop_all(self.processes)
         # The broker's log segments are scratch; its config and the logs stay for a post-mortem.
         shutil.rmtree(apache_kafka.data_dir(self.run_dir), ignore_errors=True)

@@ -1,12 +1,17 @@
-"""``promoter-stack up`` end to end, as a user runs it: a separate stack in a subprocess."""
+"""``promoter-stack up`` (``make up``) end to end, as a user runs it: a separate stack in a subprocess.
+
+Two runs: the whole system, whose printed example is run as printed, stopped with Ctrl-C; and the
+stack alone, whose CLI is killed without warning. A dying service and a taken port are unit tests
+(tests/unit/deploy/test_services.py): they need no real stack.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,10 +22,11 @@ import pytest
 
 from deploy.stack.kafka_broker import client_env
 from deploy.stack.local_stack import PIDS_FILE
-from deploy.stack.ports import free_ports
 from deploy.stack.probes import http_ok, tcp_accepts
 from deploy.stack.process import group_members, poll_until
+from deploy.stack.services import GATEWAY_NAMES
 from deploy.stack.settings import StackSettings
+from deploy.stack.try_it import FIRST_LINE
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +43,9 @@ ENV_NAMES = {
     "PROMOTER_TRITON_MODEL_REPOSITORY",
 }
 START_TIMEOUT_S = 90.0
+WHOLE_SYSTEM_START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 40.0
+EXAMPLE_TIMEOUT_S = 180.0
 
 
 def _command() -> list[str]:
@@ -70,6 +78,17 @@ class CliRun:
 
     def leftovers(self) -> dict[str, list[int]]:
         return {name: pids for name, pgid in self.pgids().items() if (pids := group_members(pgid))}
+
+    def example(self) -> str:
+        """The copy-paste example, as printed (between its first line and the Ctrl-C hint)."""
+        err = self.err()
+        return err[err.index(FIRST_LINE) : err.index("promoter-stack: press Ctrl-C")]
+
+    def url_of(self, name: str) -> str:
+        """The URL printed on ``name``'s line of the ready message."""
+        lines = (line.removeprefix("promoter-stack:").strip() for line in self.err().splitlines())
+        line = next(line for line in lines if line.startswith(f"{name} "))
+        return next(word for word in line.split() if word.startswith("http://"))
 
 
 @pytest.fixture
@@ -105,17 +124,34 @@ def _start(runs: list[CliRun], run_dir: Path, *extra: str) -> CliRun:
     return run
 
 
-def _wait_ready(run: CliRun) -> None:
+def _wait_ready(run: CliRun, timeout_s: float = START_TIMEOUT_S) -> None:
     def printed_or_exited() -> bool:
-        return run.exports().keys() >= ENV_NAMES or run.process.poll() is not None
+        return "press Ctrl-C to stop" in run.err() or run.process.poll() is not None
 
-    assert poll_until(printed_or_exited, START_TIMEOUT_S), f"no env within {START_TIMEOUT_S} s: {run.err()}"
+    assert poll_until(printed_or_exited, timeout_s), f"not ready within {timeout_s} s: {run.err()}"
     assert run.process.poll() is None, f"exited {run.process.returncode}: {run.err()}"
 
 
-def test_up_serves_prints_env_and_stops_everything_on_sigint(cli: list[CliRun], tmp_path: Path) -> None:
+def _run_example(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Paste the example into bash, in a shell whose ``python`` is this venv's."""
+    env = {**os.environ, "PATH": f"{Path(sys.prefix) / 'bin'}:{os.environ['PATH']}"}
+    return subprocess.run(
+        ["bash", "-euo", "pipefail"],
+        input=script,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=EXAMPLE_TIMEOUT_S,
+        check=False,
+    )
+
+
+def test_up_runs_the_whole_system_its_example_serves_a_model_and_ctrl_c_stops_everything(
+    cli: list[CliRun], tmp_path: Path
+) -> None:
     run = _start(cli, tmp_path / "run")
-    _wait_ready(run)
+    _wait_ready(run, WHOLE_SYSTEM_START_TIMEOUT_S)
 
     env = run.exports()
     assert env.keys() == ENV_NAMES
@@ -128,15 +164,29 @@ def test_up_serves_prints_env_and_stops_everything_on_sigint(cli: list[CliRun], 
     assert http_ok(f"http://{env['PROMOTER_TRITON_ENDPOINTS']}/v2/health/ready")
     assert Path(env["PROMOTER_TRITON_MODEL_REPOSITORY"]).is_dir()
     assert env["PROMOTER_KAFKA_ENABLE_IDEMPOTENCE"] == ("true" if BROKER == "kafka" else "false")
-    assert "stack ready in" in run.err()
+    assert "model-promoter ready in" in run.err()
     assert "ENCRYPTION_KEY" not in run.out() + run.err()
-    for service in (BROKER, "mlflow", "tritonserver"):
-        assert (run.run_dir / "logs" / f"{service}.log").stat().st_size > 0
+    assert "WEBHOOK_SECRETS" not in run.out() + run.err()
+    for name in GATEWAY_NAMES:
+        assert http_ok(f"{run.url_of(name)}/ready"), name
+    assert http_ok(f"{run.url_of('worker')}/ready")
+    services = (BROKER, "mlflow", "tritonserver", "worker", "ingress", *GATEWAY_NAMES)
+    for service in services:
+        assert (run.run_dir / "logs" / f"{service}.log").stat().st_size > 0, service
 
     pgids = run.pgids()
-    assert pgids.keys() == {BROKER, "mlflow", "tritonserver"}
+    assert pgids.keys() == set(services)
     assert all(group_members(pgid) for pgid in pgids.values())
     assert len(group_members(pgids["mlflow"])) >= 2, "mlflow server runs its workers in its group"
+
+    # The example as printed: MLflow alias -> webhook -> ingress -> worker -> Triton -> both gateways.
+    pasted = _run_example(run.example(), tmp_path)
+    assert pasted.returncode == 0, f"{pasted.stdout}\n{pasted.stderr}\n{run.err()}"
+    answers = pasted.stdout.splitlines()
+    assert "registered version 1 as champion" in answers
+    predicted = json.loads(next(line for line in answers if line.startswith("{")))
+    assert (predicted["model_version"], predicted["alias"], predicted["predictions"]) == (1, "champion", [0])
+    assert any(re.fullmatch(r"tritonclient: \[+2\]+ from version 1", line) for line in answers), pasted.stdout
 
     run.process.send_signal(signal.SIGINT)
     assert run.process.wait(timeout=STOP_TIMEOUT_S) == 0, run.err()
@@ -144,37 +194,14 @@ def test_up_serves_prints_env_and_stops_everything_on_sigint(cli: list[CliRun], 
     assert "stopped" in run.err()
 
 
-def test_up_exits_nonzero_when_a_service_dies(cli: list[CliRun], tmp_path: Path) -> None:
-    run = _start(cli, tmp_path / "run")
+def test_the_stack_alone_follows_a_cli_killed_without_warning(cli: list[CliRun], tmp_path: Path) -> None:
+    run = _start(cli, tmp_path / "run", "--stack-only")
     _wait_ready(run)
-    broker = run.pgids()[BROKER]
-
-    os.killpg(broker, signal.SIGKILL)
-
-    assert run.process.wait(timeout=STOP_TIMEOUT_S) == 1
-    assert f"error: {BROKER} exited" in run.err()
-    last_line = {"kafka": "Kafka Server started", "tansu": "ready in"}[BROKER]
-    assert last_line in run.err(), "the dead service's last log lines are shown"
-    assert "Traceback" not in run.err()
-    assert run.leftovers() == {}
-
-
-def test_up_fails_fast_when_a_requested_port_is_taken(cli: list[CliRun], tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", free_ports(1)[0]))
-        taken.listen()
-        port = taken.getsockname()[1]
-        run = _start(cli, tmp_path / "run", "--kafka-port", str(port))
-        assert run.process.wait(timeout=30) == 1
-    assert f"port {port} taken" in run.err()
-    assert "Traceback" not in run.err()
-    assert run.pgids() == {}, "nothing was started"
-
-
-def test_services_follow_a_cli_killed_without_warning(cli: list[CliRun], tmp_path: Path) -> None:
-    run = _start(cli, tmp_path / "run")
-    _wait_ready(run)
+    assert run.exports().keys() == ENV_NAMES
+    assert "stack ready in" in run.err()
+    assert FIRST_LINE not in run.err(), "no example without our services"
     pgids = run.pgids()
+    assert pgids.keys() == {BROKER, "mlflow", "tritonserver"}
     assert all(group_members(pgid) for pgid in pgids.values())
 
     run.process.kill()  # SIGKILL: no teardown code runs in the CLI

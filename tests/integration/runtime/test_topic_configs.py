@@ -20,7 +20,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 # confluent_kafka.admin re-exports ConfigResource without listing it in __all__.
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
+from deploy.stack.app_processes import gateway_spec
 from deploy.stack.local_stack import LocalStack
+from deploy.stack.ports import free_ports
+from deploy.stack.process import ManagedProcess, poll_until, stop_all
 from runtime.kafka_topics import ensure_project_topics
 from runtime.settings import TopicSettings
 from schemas.model_ready import ModelReady
@@ -69,6 +72,31 @@ async def test_project_topics_are_created_with_their_declared_configs(local_stac
     assert _described_configs(local_stack.kafka_bootstrap_servers, names.routing_updated)["cleanup.policy"] == "compact"
     ready_configs = _described_configs(local_stack.kafka_bootstrap_servers, names.model_ready)
     assert (ready_configs["cleanup.policy"], ready_configs["retention.ms"]) == ("delete", "-1")
+
+
+async def test_a_service_that_may_not_create_topics_refuses_to_start_naming_the_missing_ones(
+    local_stack: LocalStack, tmp_path: Path
+) -> None:
+    topics = unique_topics()
+    await _create(local_stack.kafka_bootstrap_servers, replace(MODEL_READY, name=topics["PROMOTER_TOPIC_MODEL_READY"]))
+    env = {**local_stack.client_env(), **topics, "PROMOTER_KAFKA_CREATE_TOPICS": "false"}
+    (port,) = free_ports(1)
+    gateway = ManagedProcess(gateway_spec(env, port=port, run_dir=tmp_path, name="gw-no-topics"), tmp_path / "gw.log")
+    gateway.start()
+    try:
+        assert poll_until(lambda: not gateway.alive(), 30.0), "the gateway started without its topics"
+    finally:
+        stop_all([gateway])
+    assert gateway.returncode() != 0
+    missing = f"{topics['PROMOTER_TOPIC_GATEWAY_STATUS']}, {topics['PROMOTER_TOPIC_ROUTING_UPDATED']}"
+    log = gateway.log_text()
+    assert f"these topics do not exist on the broker: {missing}. PROMOTER_KAFKA_CREATE_TOPICS=false" in log
+    admin = AIOKafkaAdminClient(bootstrap_servers=local_stack.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        assert topics["PROMOTER_TOPIC_ROUTING_UPDATED"] not in await admin.list_topics(), "nothing was created"
+    finally:
+        await admin.close()
 
 
 async def _create(bootstrap: str, spec: TopicSpec, **configs: str) -> None:

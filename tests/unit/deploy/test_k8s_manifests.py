@@ -122,6 +122,17 @@ def test_each_service_uses_its_own_kafka_user_and_the_secret_strimzi_creates_for
     assert users - used == {"promoter-oncall"}, "the on-call user is for people running `promoter`, not a pod"
 
 
+def test_services_only_check_their_topics_because_strimzi_creates_them() -> None:
+    config = find(OBJECTS, "ConfigMap", "model-promoter")["data"]
+    assert config["PROMOTER_KAFKA_CREATE_TOPICS"] == "false"
+    for name in SERVICES:
+        container = _container(find(OBJECTS, "Deployment", name))
+        assert {"configMapRef": {"name": "model-promoter"}} in container["envFrom"], name
+        assert "PROMOTER_KAFKA_CREATE_TOPICS" not in _env(container), f"{name} must not override the ConfigMap"
+    acls = [acl for o in OBJECTS if o["kind"] == "KafkaUser" for acl in o["spec"]["authorization"]["acls"]]
+    assert all("Create" not in acl["operations"] for acl in acls), "no service may create topics"
+
+
 def test_containers_run_unprivileged_on_a_read_only_root() -> None:
     workloads = [o for o in OBJECTS if o["kind"] in {"Deployment", "StatefulSet", "Job"}]
     for workload in workloads:

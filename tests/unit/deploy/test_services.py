@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from deploy.stack import mlflow_server, tansu_broker, triton_server
+from deploy.stack import cli, mlflow_server, tansu_broker, triton_server
 from deploy.stack.cli import main
 from deploy.stack.errors import StackError
-from deploy.stack.local_stack import LocalStack
+from deploy.stack.local_stack import PIDS_FILE, LocalStack
 from deploy.stack.ports import StackPorts, ensure_free, free_ports, port_is_free
-from deploy.stack.process import surviving_processes
+from deploy.stack.process import ServiceSpec, surviving_processes, wait_all_ready
 
 PORTS = StackPorts(kafka=19092, mlflow=15000, triton_http=18000, triton_grpc=18001, triton_metrics=18002)
 
@@ -159,3 +159,55 @@ def test_allocated_ports_are_distinct_and_keep_requested_ones() -> None:
     assert len(set(ports.as_dict().values())) == 5
     with pytest.raises(StackError, match="twice"):
         StackPorts.allocate(kafka=wanted, mlflow=wanted)
+
+
+class _TinyStack(LocalStack):
+    """A LocalStack whose "services" are two tiny Python processes: one that dies once ready, one that stays."""
+
+    def start(self) -> None:
+        def child(name: str, code: str) -> ServiceSpec:
+            return ServiceSpec(
+                name=name,
+                argv=[sys.executable, "-c", code, f"{name}.ready"],
+                env=dict(os.environ),
+                cwd=self.run_dir,
+                ready=lambda process: (self.run_dir / f"{name}.ready").exists(),
+                ready_timeout_s=10.0,
+                stop_timeout_s=5.0,
+            )
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        signal_ready = "import pathlib, sys; pathlib.Path(sys.argv[1]).touch(); print('up and running', flush=True)"
+        stays = child("stays", f"{signal_ready}; import threading; threading.Event().wait()")
+        dies = child("dies", f"{signal_ready}; import time; time.sleep(0.3); sys.exit(3)")
+        self._start_processes([stays, dies])
+        wait_all_ready(self.processes)
+        self.startup_s = 0.0
+
+
+def test_up_exits_1_naming_a_service_that_died_and_stops_the_others(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "LocalStack", _TinyStack)
+    before = surviving_processes()
+
+    assert cli.main(["up", "--stack-only", "--run-dir", str(tmp_path)]) == 1
+
+    err = capsys.readouterr().err
+    assert "error: dies exited (code 3)" in err
+    assert "up and running" in err, "the dead service's last log lines are shown"
+    assert "Traceback" not in err
+    assert err.rstrip().endswith("stopped after a failure")
+    assert surviving_processes() == before, "the service that stayed was stopped"
+
+
+def test_up_fails_fast_when_a_requested_port_is_taken(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["up", "--run-dir", str(tmp_path), "--kafka-port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: port {port} taken" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / PIDS_FILE).exists(), "nothing was started"
