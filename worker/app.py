@@ -24,6 +24,7 @@ from faststream.asgi.types import Scope
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from runtime.http_errors import JSON_CONTENT_TYPE, error_json
+from runtime.kafka_access import require_kafka_access
 from runtime.kafka_broker import kafka_broker
 from runtime.kafka_topics import ensure_project_topics
 from runtime.logging import configure_logging, get_logger
@@ -33,6 +34,7 @@ from runtime.topic_replay import TopicReplayer
 from schemas.fleet_status import FLEET_STATUS_KEY_PREFIX, WorkerFleetStatus
 from schemas.model_ready import ModelReady
 from schemas.promotion_rejected import PromotionRejected
+from schemas.promotion_requested import PromotionRequested
 from worker.fleet_repair import FleetRepairer
 from worker.fleet_report import FleetStatusReporter
 from worker.gateway_view import GatewayView
@@ -164,6 +166,28 @@ def _writeback(settings: WorkerSettings, registry: Registry, metrics: WorkerMetr
     )
 
 
+def _declare_publishers(broker: KafkaBroker, topics: TopicSettings) -> None:
+    """What the worker publishes, and where: for the AsyncAPI document (/docs/asyncapi) and the Kafka ACLs' test."""
+    for topic, schema, title in (
+        (topics.model_ready, ModelReady, "model.ready: a version is served (or ServingStopped)"),
+        (topics.model_rejected, PromotionRejected, "model.rejected: a promotion failed for good"),
+        (topics.promotion_dlq, bytes, "DLQ: the original record plus x-dlq-* headers"),
+    ):
+        broker.publisher(topic, schema=schema, title=title, description="keyed by registered model name")
+    broker.publisher(
+        topics.promotion_requested,
+        schema=PromotionRequested,
+        title="promotion requests: the registry reconciler's corrections (drift between MLflow and what is served)",
+        description="keyed by registered model name",
+    )
+    broker.publisher(
+        topics.gateway_status,
+        schema=WorkerFleetStatus,
+        title="gateway.status: this worker's view of every Triton endpoint",
+        description="keyed worker/<replica id>; on change and every PROMOTER_WORKER_FLEET_STATUS_INTERVAL_S",
+    )
+
+
 def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     config = config or WorkerConfig.from_env()
     kafka, topics = config.kafka, config.topics
@@ -210,21 +234,10 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         await msg.ack()  # only after the broker confirmed every record's outcome
         await retirer.run_once()
 
-    # Declared for the AsyncAPI document (/docs/asyncapi): what the worker publishes, and where.
-    for topic, schema, title in (
-        (topics.model_ready, ModelReady, "model.ready: a version is served (or ServingStopped)"),
-        (topics.model_rejected, PromotionRejected, "model.rejected: a promotion failed for good"),
-        (topics.promotion_dlq, bytes, "DLQ: the original record plus x-dlq-* headers"),
-    ):
-        broker.publisher(topic, schema=schema, title=title, description="keyed by registered model name")
-    broker.publisher(
-        topics.gateway_status,
-        schema=WorkerFleetStatus,
-        title="gateway.status: this worker's view of every Triton endpoint",
-        description="keyed worker/<replica id>; on change and every PROMOTER_WORKER_FLEET_STATUS_INTERVAL_S",
-    )
+    _declare_publishers(broker, topics)
 
     async def start_state() -> None:
+        await require_kafka_access(kafka)  # refused credentials or TLS: exit now, saying which
         created = await ensure_project_topics(kafka, topics)
         if created:
             log.info("created topics", topics=created)
