@@ -36,9 +36,6 @@ def kafka_broker(kafka: KafkaSettings, *, description: str, **extra: Any) -> Kaf
         acks="all",
         linger_ms=kafka.linger_ms,
         security=broker_security(kafka),
-        # The services create their topics with the declared configs (runtime/kafka_topics.py), or the
-        # topic operator does; FastStream's own attempt is denied by the deployed ACLs and logs a warning.
-        allow_auto_create_topics=False,
         description=description,
         logger=logging.getLogger("faststream.broker"),  # through the structlog JSON formatter
         **extra,

@@ -21,7 +21,7 @@ from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.asgi.handlers import GetHandler
 from faststream.asgi.types import Scope
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka import KafkaBroker, KafkaMessage, Topic
 
 from runtime.http_errors import JSON_CONTENT_TYPE, error_json
 from runtime.kafka_access import require_kafka_access
@@ -210,7 +210,9 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     background: list[asyncio.Task[None]] = []
 
     @broker.subscriber(
-        topics.promotion_requested,
+        # Created by ensure_project_topics with its declared config, or by the topic operator: FastStream's
+        # own create would be denied by the deployed ACLs (a warning at every start).
+        Topic(topics.promotion_requested, declare=False),
         group_id=config.worker.group_id,
         batch=True,
         max_records=MAX_BATCH_RECORDS,

@@ -12,8 +12,9 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeAlias
 
 import httpx
 import pytest
@@ -21,13 +22,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 
 from deploy.kafka_resources import SERVICES, WORKER_GROUP
-from deploy.stack.app_processes import ingress_spec
+from deploy.stack.app_processes import ingress_spec, worker_spec
 from deploy.stack.ports import free_ports
-from deploy.stack.process import ManagedProcess, poll_until, stop_all
+from deploy.stack.process import ManagedProcess, poll_until, stop_all, wait_all_ready
 from deploy.stack.secure_kafka import SecureKafka
 from ingress.deliveries import event_id_for
 from runtime.kafka_clients import assign_from_start, started
 from schemas import topics
+from schemas.fleet_status import FLEET_STATUS_KEY_PREFIX
 from tests.ingress_harness import running_ingress, signed_delivery
 from tests.secure_kafka_harness import running_secure_kafka
 from tests.unit.deploy.kustomization import find, pod_spec, render
@@ -35,7 +37,10 @@ from tests.unit.deploy.kustomization import find, pod_spec, render
 pytestmark = pytest.mark.integration
 
 INGRESS_USER = "promoter-ingress"
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 REFUSED_EXIT_DEADLINE_S = 30.0
+#: The local stack's consumer-group timing (the broker's group.min.session.timeout.ms allows it).
+FAST_GROUPS = {"PROMOTER_KAFKA_SESSION_TIMEOUT_MS": "2000", "PROMOTER_KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +69,26 @@ def as_deployed(kafka: SecureKafka, deployment: str, *, password: str | None = N
         "PROMOTER_KAFKA_SSL_CAFILE": str(kafka.tls.ca_cert),
         "PROMOTER_KAFKA_SASL_PASSWORD": password or kafka.passwords[user].get_secret_value(),
     }
+
+
+def about(records: list[Record], key: str) -> list[Record]:
+    return [record for record in records if record.key == key.encode()]
+
+
+async def read_as(
+    kafka: SecureKafka, user: str, names: list[str], done: Callable[[list[Record]], bool], timeout_s: float = 30
+) -> list[Record]:
+    """Every record of the topics ``names`` from their start, read as ``user`` (no group), once ``done`` holds."""
+    settings = kafka.client_settings(user)
+    records: list[Record] = []
+    async with started(AIOKafkaConsumer(**{**settings.consumer_kwargs(), "group_id": None})) as consumer:
+        assert await assign_from_start(consumer, names)
+        deadline = time.monotonic() + timeout_s
+        while not done(records):
+            assert time.monotonic() < deadline, f"{names}: not there within {timeout_s} s: {records}"
+            batches = await consumer.getmany(timeout_ms=200)
+            records += [record for batch in batches.values() for record in batch]
+    return records
 
 
 def assert_no_secret(text: str, kafka: SecureKafka, *also: str) -> None:
@@ -96,19 +121,14 @@ async def test_the_ingress_publishes_with_the_kubernetes_settings(
         async with httpx.AsyncClient(base_url=ingress.url, timeout=10) as http:
             answer = await http.post("/webhooks/mlflow", content=body, headers=headers)
         # Read back as the worker reads its requests: its own user, which may read that topic.
-        worker = kafka.client_settings("promoter-worker")
-        async with started(AIOKafkaConsumer(**{**worker.consumer_kwargs(), "group_id": None})) as consumer:
-            assert await assign_from_start(consumer, [topics.PROMOTION_REQUESTED.name])
-            records: list[ConsumerRecord[bytes, bytes]] = []
-            deadline = time.monotonic() + 20
-            while not records and time.monotonic() < deadline:
-                batches = await consumer.getmany(timeout_ms=500)
-                records = [r for batch in batches.values() for r in batch if r.key == model.encode()]
+        records = await read_as(
+            kafka, "promoter-worker", [topics.PROMOTION_REQUESTED.name], lambda got: bool(about(got, model))
+        )
         log = ingress.process.log_text()
 
     assert answer.status_code == 202, answer.text
-    assert len(records) == 1, "the request reached model.promotion.requested over SASL_SSL"
-    assert json.loads(records[0].value or b"")["id"] == event_id_for(headers["X-MLflow-Delivery-Id"])
+    (request,) = about(records, model)
+    assert json.loads(request.value or b"")["id"] == event_id_for(headers["X-MLflow-Delivery-Id"])
     assert "connected to Kafka" in log
     assert_no_secret(log, kafka, secret)
     assert_no_secret(broker.log_text(), kafka)
@@ -160,3 +180,50 @@ async def test_each_service_is_denied_what_is_not_its_own(secure_kafka: tuple[Se
     with pytest.raises(GroupAuthorizationFailedError):
         async with started(stranger):
             await stranger.getmany(timeout_ms=5000)
+
+
+async def test_the_worker_dead_letters_and_reports_its_fleet_with_the_kubernetes_settings(
+    secure_kafka: tuple[SecureKafka, ManagedProcess], tmp_path: Path
+) -> None:
+    kafka, _ = secure_kafka
+    (closed, health_port) = free_ports(2)
+    env = {
+        **as_deployed(kafka, "promotion-worker"),
+        **FAST_GROUPS,
+        "PROMOTER_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed}",  # not needed to dead-letter
+        "PROMOTER_TRITON_ENDPOINTS": f"127.0.0.1:{closed}",  # reported down on gateway.status
+        "PROMOTER_TRITON_MODEL_REPOSITORY": str(tmp_path / "repository"),
+        "PROMOTER_WORKER_DOWNLOAD_DIR": str(tmp_path / "downloads"),
+        "PROMOTER_WORKER_REGISTRY_WRITEBACK": "false",
+        "PROMOTER_WORKER_RECONCILE_INTERVAL_S": "0",
+        # The ingress test's request waits for MLflow: retried quickly, so the worker stops quickly.
+        "PROMOTER_WORKER_BACKOFF_INITIAL_S": "0.05",
+        "PROMOTER_WORKER_BACKOFF_MAX_S": "0.1",
+    }
+    (tmp_path / "repository").mkdir()
+    model = f"secure-{uuid.uuid4().hex[:6]}"
+    spec = worker_spec(env, health_port=health_port, run_dir=tmp_path, name="secure-worker")
+    worker = ManagedProcess(spec, tmp_path / "worker.log")
+    worker.start()
+    try:
+        wait_all_ready([worker])
+        ingress = kafka.client_settings(INGRESS_USER)
+        async with started(AIOKafkaProducer(**ingress.producer_kwargs())) as producer:
+            await producer.send_and_wait(topics.PROMOTION_REQUESTED.name, b"not a request", key=model.encode())
+        fleet_key = f"{FLEET_STATUS_KEY_PREFIX}secure-worker"
+        records = await read_as(
+            kafka,
+            "promoter-oncall",
+            [topics.PROMOTION_DLQ.name, topics.GATEWAY_STATUS.name],
+            lambda got: bool(about(got, model)) and bool(about(got, fleet_key)),
+        )
+    finally:
+        stop_all([worker])
+    log = worker.log_text()
+
+    (dead_letter,) = about(records, model)
+    assert dead_letter.value == b"not a request"
+    assert about(records, fleet_key), "the worker's fleet status got through its ACLs"
+    assert "AuthorizationFailed" not in log, "the worker's KafkaUser allows all it does"
+    assert "Failed to create topic" not in log
+    assert_no_secret(log, kafka)
