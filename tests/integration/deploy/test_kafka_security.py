@@ -91,6 +91,11 @@ async def read_as(
     return records
 
 
+def whole_log(process: ManagedProcess) -> str:
+    """Everything the process wrote (``log_text`` is only the tail)."""
+    return process.log_path.read_text(errors="replace")
+
+
 def assert_no_secret(text: str, kafka: SecureKafka, *also: str) -> None:
     leaked = [user for user, password in kafka.passwords.items() if password.get_secret_value() in text]
     leaked += [value for value in also if value in text]
@@ -124,14 +129,14 @@ async def test_the_ingress_publishes_with_the_kubernetes_settings(
         records = await read_as(
             kafka, "promoter-worker", [topics.PROMOTION_REQUESTED.name], lambda got: bool(about(got, model))
         )
-        log = ingress.process.log_text()
+        log = whole_log(ingress.process)
 
     assert answer.status_code == 202, answer.text
     (request,) = about(records, model)
     assert json.loads(request.value or b"")["id"] == event_id_for(headers["X-MLflow-Delivery-Id"])
     assert "connected to Kafka" in log
     assert_no_secret(log, kafka, secret)
-    assert_no_secret(broker.log_text(), kafka)
+    assert_no_secret(whole_log(broker), kafka)
 
 
 async def test_a_wrong_password_stops_the_ingress_at_once_saying_why(
@@ -149,7 +154,7 @@ async def test_a_wrong_password_stops_the_ingress_at_once_saying_why(
         took_s = time.monotonic() - started_at
     finally:
         stop_all([process])
-    log = process.log_text()
+    log = whole_log(process)
 
     assert exited, f"the ingress kept running with a wrong password: {process.tail()}"
     assert process.returncode() != 0
@@ -219,7 +224,7 @@ async def test_the_worker_dead_letters_and_reports_its_fleet_with_the_kubernetes
         )
     finally:
         stop_all([worker])
-    log = worker.log_text()
+    log = whole_log(worker)
 
     (dead_letter,) = about(records, model)
     assert dead_letter.value == b"not a request"
