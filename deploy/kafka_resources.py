@@ -2,7 +2,8 @@
 
 The topics' partitions, cleanup policy and retention live once, in ``schemas/topics.py``; the ACLs say
 which service reads and writes which topic, as the code does (the worker consumes requests in its
-consumer group, replays ``model.ready`` and ``gateway.status``, publishes outcomes and dead letters;
+consumer group, replays ``model.ready`` and ``gateway.status``, publishes outcomes, dead letters, its
+fleet status (``gateway.status``) and the registry reconciler's corrections (``model.promotion.requested``);
 a gateway replays ``model.ready`` and ``routing.updated`` and publishes on ``gateway.status``; the
 ingress publishes requests; on-call people run the ``promoter`` command). Nobody may create, alter
 or delete a topic: the topic operator owns them.
@@ -74,9 +75,18 @@ class ServiceAccess:
 SERVICES: tuple[ServiceAccess, ...] = (
     ServiceAccess(
         user="promoter-worker",
-        why="promotion worker: requests in (consumer group), outcomes and dead letters out",
+        why=(
+            "promotion worker: requests in (consumer group), outcomes and dead letters out, its fleet status on "
+            "gateway.status, registry-drift corrections as promotion requests"
+        ),
         reads=(topics.PROMOTION_REQUESTED, topics.MODEL_READY, topics.GATEWAY_STATUS),
-        writes=(topics.MODEL_READY, topics.MODEL_REJECTED, topics.PROMOTION_DLQ),
+        writes=(
+            topics.MODEL_READY,
+            topics.MODEL_REJECTED,
+            topics.PROMOTION_DLQ,
+            topics.GATEWAY_STATUS,
+            topics.PROMOTION_REQUESTED,
+        ),
         checks=topics.ALL_TOPICS,
         group=WORKER_GROUP,
     ),

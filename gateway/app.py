@@ -32,6 +32,7 @@ from gateway.triton_grpc import TritonGrpcUpstream
 from gateway.upstream import TritonUpstream
 from gateway.v2_api import InferFastPath, build_v2_router
 from runtime.http_errors import answer_errors_in_one_shape
+from runtime.kafka_access import require_kafka_access
 from runtime.kafka_topics import ensure_service_topics
 from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, render
@@ -123,6 +124,7 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         topics = config.topics
+        await require_kafka_access(config.kafka)  # refused credentials or TLS: exit now, saying which
         await ensure_service_topics(
             config.kafka, topics, {topics.model_ready, topics.routing_updated, topics.gateway_status}
         )

@@ -2,8 +2,10 @@
 
 ``POST /webhooks/mlflow`` is the URL to register in MLflow (``promoter webhook register``).
 The producer connects in the background: until Kafka answers, deliveries get 503 with
-``Retry-After`` and MLflow retries them. ``/health``, ``/ready`` (connected to Kafka) and
-``/metrics`` are for Kubernetes and Prometheus. Every error is answered as ``{"error": "..."}``.
+``Retry-After`` and MLflow retries them. A broker that refuses the credentials or the TLS settings
+at start-up is fatal instead (``runtime/kafka_access.py``): the process exits non-zero saying which.
+``/health``, ``/ready`` (connected to Kafka) and ``/metrics`` are for Kubernetes and Prometheus.
+Every error is answered as ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fastapi.responses import JSONResponse
 from ingress.receiver import WebhookReceiver
 from ingress.settings import IngressSettings
 from runtime.http_errors import answer_errors_in_one_shape, error_response
+from runtime.kafka_access import require_kafka_access
 from runtime.kafka_topics import TopicsError, ensure_service_topics
 from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, new_registry, render
@@ -43,7 +46,7 @@ class KafkaLink:
     """
 
     def __init__(self, kafka: KafkaSettings, topics: TopicSettings, timeout_s: float) -> None:
-        self._kafka = kafka
+        self.kafka = kafka
         self._topics = topics
         self._topic = topics.promotion_requested
         self._timeout_s = timeout_s
@@ -52,10 +55,10 @@ class KafkaLink:
 
     async def connect(self) -> None:
         while True:
-            producer = AIOKafkaProducer(**self._kafka.producer_kwargs())
+            producer = AIOKafkaProducer(**self.kafka.producer_kwargs())
             try:
                 await producer.start()
-                await ensure_service_topics(self._kafka, self._topics, {self._topic})
+                await ensure_service_topics(self.kafka, self._topics, {self._topic})
             except TopicsError as error:
                 await producer.stop()
                 self.not_ready = str(error)
@@ -67,7 +70,7 @@ class KafkaLink:
                 await asyncio.sleep(RECONNECT_S)  # reconnect backoff
                 continue
             self.producer = producer
-            log.info("connected to Kafka", bootstrap_servers=self._kafka.bootstrap_servers)
+            log.info("connected to Kafka", bootstrap_servers=self.kafka.bootstrap_servers)
             return
 
     async def publish(self, event: PromotionRequested) -> None:
@@ -102,6 +105,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await require_kafka_access(link.kafka)  # refused credentials or TLS: exit now, not retry forever
         connecting = asyncio.create_task(link.connect())
         try:
             yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
@@ -17,6 +18,7 @@ from aiokafka.errors import (
 )
 from pydantic import ValidationError
 
+from runtime.kafka_access import KafkaAccessRefused, check_kafka_access
 from runtime.settings import KafkaSettings
 from runtime.topic_reading import MissingTopicError
 from schemas.field_problems import field_problems
@@ -26,6 +28,8 @@ EXIT_TIMEOUT = 2
 EXIT_INVALID = 3
 EXIT_UNREACHABLE = 4
 EXIT_BUG = 5
+#: How long a failed command may spend finding out whether Kafka refused it or is unreachable.
+REFUSAL_CHECK_TIMEOUT_S = 5.0
 
 #: Kafka cannot be reached or refuses our credentials: what the PROMOTER_KAFKA_* settings fix. Anything else is a bug.
 KAFKA_UNREACHABLE = (
@@ -54,7 +58,21 @@ def explained_failures() -> Iterator[None]:
     except TimeoutError:  # an OSError too, but "no answer in time" is the caller's to explain (exit 2)
         raise
     except KAFKA_UNREACHABLE as error:
-        exit_unreachable(f"cannot reach Kafka at {KafkaSettings().bootstrap_servers}", error)
+        kafka = KafkaSettings()
+        refusal = _refusal(kafka)
+        if refusal is not None:  # aiokafka says "Unable to bootstrap" for a refused password too
+            typer.echo(str(refusal), err=True)
+            raise typer.Exit(EXIT_UNREACHABLE) from None
+        exit_unreachable(f"cannot reach Kafka at {kafka.bootstrap_servers}", error)
+
+
+def _refusal(kafka: KafkaSettings) -> KafkaAccessRefused | None:
+    """Why Kafka refused us (credentials, mechanism, TLS), or None when it just cannot be reached."""
+    try:
+        asyncio.run(check_kafka_access(kafka, timeout_s=REFUSAL_CHECK_TIMEOUT_S))
+    except KafkaAccessRefused as refusal:
+        return refusal
+    return None
 
 
 def exit_unreachable(what: str, error: BaseException) -> NoReturn:

@@ -22,9 +22,10 @@ from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.asgi.handlers import GetHandler
 from faststream.asgi.types import Scope
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka import KafkaBroker, KafkaMessage, Topic
 
 from runtime.http_errors import JSON_CONTENT_TYPE, error_json
+from runtime.kafka_access import require_kafka_access
 from runtime.kafka_broker import kafka_broker
 from runtime.kafka_topics import ensure_service_topics
 from runtime.logging import configure_logging, get_logger
@@ -35,6 +36,7 @@ from runtime.topic_replay import TopicReplayer
 from schemas.fleet_status import FLEET_STATUS_KEY_PREFIX, WorkerFleetStatus
 from schemas.model_ready import ModelReady
 from schemas.promotion_rejected import PromotionRejected
+from schemas.promotion_requested import PromotionRequested
 from worker.fleet_repair import FleetRepairer
 from worker.fleet_report import FleetStatusReporter
 from worker.gateway_view import GatewayView
@@ -172,6 +174,28 @@ def take_staging_lease(lease: StagingLease) -> None:
     remove_leftover_staging_dirs(lease.repository, lease)
 
 
+def _declare_publishers(broker: KafkaBroker, topics: TopicSettings) -> None:
+    """What the worker publishes, and where: for the AsyncAPI document (/docs/asyncapi) and the Kafka ACLs' test."""
+    for topic, schema, title in (
+        (topics.model_ready, ModelReady, "model.ready: a version is served (or ServingStopped)"),
+        (topics.model_rejected, PromotionRejected, "model.rejected: a promotion failed for good"),
+        (topics.promotion_dlq, bytes, "DLQ: the original record plus x-dlq-* headers"),
+    ):
+        broker.publisher(topic, schema=schema, title=title, description="keyed by registered model name")
+    broker.publisher(
+        topics.promotion_requested,
+        schema=PromotionRequested,
+        title="promotion requests: the registry reconciler's corrections (drift between MLflow and what is served)",
+        description="keyed by registered model name",
+    )
+    broker.publisher(
+        topics.gateway_status,
+        schema=WorkerFleetStatus,
+        title="gateway.status: this worker's view of every Triton endpoint",
+        description="keyed worker/<replica id>; on change and every PROMOTER_WORKER_FLEET_STATUS_INTERVAL_S",
+    )
+
+
 def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     config = config or WorkerConfig.from_env()
     kafka, topics = config.kafka, config.topics
@@ -199,7 +223,9 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     background: list[asyncio.Task[None]] = []
 
     @broker.subscriber(
-        topics.promotion_requested,
+        # Created by ensure_project_topics with its declared config, or by the topic operator: FastStream's
+        # own create would be denied by the deployed ACLs (a warning at every start).
+        Topic(topics.promotion_requested, declare=False),
         group_id=config.worker.group_id,
         batch=True,
         max_records=MAX_BATCH_RECORDS,
@@ -223,21 +249,10 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         await msg.ack()  # only after the broker confirmed every record's outcome
         await retirer.run_once()
 
-    # Declared for the AsyncAPI document (/docs/asyncapi): what the worker publishes, and where.
-    for topic, schema, title in (
-        (topics.model_ready, ModelReady, "model.ready: a version is served (or ServingStopped)"),
-        (topics.model_rejected, PromotionRejected, "model.rejected: a promotion failed for good"),
-        (topics.promotion_dlq, bytes, "DLQ: the original record plus x-dlq-* headers"),
-    ):
-        broker.publisher(topic, schema=schema, title=title, description="keyed by registered model name")
-    broker.publisher(
-        topics.gateway_status,
-        schema=WorkerFleetStatus,
-        title="gateway.status: this worker's view of every Triton endpoint",
-        description="keyed worker/<replica id>; on change and every PROMOTER_WORKER_FLEET_STATUS_INTERVAL_S",
-    )
+    _declare_publishers(broker, topics)
 
     async def start_state() -> None:
+        await require_kafka_access(kafka)  # refused credentials or TLS: exit now, saying which
         await ensure_service_topics(kafka, topics)
         # The first promotion pays no import time; the imports run while the state topics are replayed.
         warm_up = asyncio.create_task(asyncio.to_thread(warm_up_model_libraries), name="model libraries warm-up")

@@ -11,6 +11,7 @@ import base64
 import os
 import shlex
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from deploy.stack.kafka_jvm import jvm_command
@@ -71,7 +72,8 @@ def broker_properties(port: int, controller_port: int, data_dir: Path) -> dict[s
     }
 
 
-def _write_properties(path: Path, properties: dict[str, str]) -> None:
+def _write_properties(path: Path, properties: Mapping[str, str]) -> None:
+    path.touch(mode=0o600)  # a secured broker's file holds its own credentials
     path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
 
 
@@ -87,31 +89,46 @@ def data_dir(run_dir: Path) -> Path:
     return run_dir / "kafka" / "data"
 
 
-def apache_kafka_spec(port: int, run_dir: Path, *, dump_class_archive: Path | None = None) -> ServiceSpec:
+def apache_kafka_spec(
+    port: int,
+    run_dir: Path,
+    *,
+    dump_class_archive: Path | None = None,
+    controller_port: int | None = None,
+    extra_properties: Mapping[str, str] | None = None,
+    format_args: Sequence[str] = (),
+    ready: ReadyCheck | None = None,
+    name: str = NAME,
+) -> ServiceSpec:
     """Format a fresh log dir under ``run_dir/kafka`` and run the broker on ``port`` (controller: a free port).
 
     ``dump_class_archive``: the broker writes the classes it loaded there when it exits (``python -m deploy.kafka``).
+    ``extra_properties`` replace or add to :func:`broker_properties` (a secured listener: ``secure_kafka.py``),
+    ``format_args`` go to ``StorageTool format`` (e.g. ``--add-scram``), ``ready`` replaces the PLAINTEXT probe.
     """
     home = run_dir / "kafka"
     home.mkdir(parents=True, exist_ok=True)
-    controller_port = next(p for p in free_ports(2) if p != port)
+    controller_port = controller_port or next(p for p in free_ports(2) if p != port)
     properties = home / "server.properties"
-    _write_properties(properties, broker_properties(port, controller_port, data_dir(run_dir)))
+    _write_properties(
+        properties, {**broker_properties(port, controller_port, data_dir(run_dir)), **(extra_properties or {})}
+    )
     format_storage = [
         *jvm_command(home / "format-jvm.args"),
         "kafka.tools.StorageTool",
         "format",
         f"--cluster-id={new_cluster_id()}",
         f"--config={properties}",
+        *format_args,
     ]
     broker_jvm = jvm_command(home / "broker-jvm.args", dump_class_archive=dump_class_archive)
     run_broker = [*broker_jvm, "kafka.Kafka", str(properties)]
     return ServiceSpec(
-        name=NAME,
+        name=name,
         argv=["/bin/sh", "-c", f"{shlex.join(format_storage)} && exec {shlex.join(run_broker)}"],
         env=dict(os.environ),
         cwd=home,
-        ready=_ready(port),
+        ready=ready or _ready(port),
         ready_timeout_s=READY_TIMEOUT_S,
         stop_timeout_s=STOP_TIMEOUT_S,
         endpoints={"kafka": f"{LOOPBACK}:{port}"},

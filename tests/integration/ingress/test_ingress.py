@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -22,8 +20,8 @@ from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
 from ingress.deliveries import event_id_for
 from promoter_cli.webhook_registration import register_webhook
-from schemas.mlflow_webhook import compute_signature
 from tests.gateway_harness import GatewayHandle, iris_records, running_gateways
+from tests.ingress_harness import Ingress, running_ingress, signed_delivery
 from tests.worker_harness import (
     WorkerHandle,
     events,
@@ -42,30 +40,6 @@ from tests.worker_harness import (
 pytestmark = pytest.mark.integration
 
 READY = "io.modelpromoter.model.ready.v1"
-
-
-@dataclass
-class Ingress:
-    url: str
-    secret: str
-    env: dict[str, str]
-
-    def requests_topic(self) -> str:
-        return self.env["PROMOTER_TOPIC_PROMOTION_REQUESTED"]
-
-
-@contextmanager
-def running_ingress(env: dict[str, str], run_dir: Path, secret: str) -> Iterator[Ingress]:
-    (port,) = free_ports(1)
-    full_env = {**env, "PROMOTER_INGRESS_WEBHOOK_SECRETS": secret}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    process = ManagedProcess(ingress_spec(full_env, port=port, run_dir=run_dir), run_dir / "ingress.log")
-    process.start()
-    try:
-        wait_all_ready([process])
-        yield Ingress(url=f"http://127.0.0.1:{port}", secret=secret, env=full_env)
-    finally:
-        stop_all([process])
 
 
 @contextmanager
@@ -90,18 +64,6 @@ def webhook_pipeline(stack: LocalStack, tmp_path: Path) -> Iterator[tuple[Worker
             mlflow_webhook(stack.mlflow_tracking_uri, ingress),
         ):
             yield worker, gateways
-
-
-def _signed_delivery(secret: str, payload: Mapping[str, object]) -> tuple[dict[str, str], bytes]:
-    delivery_id, timestamp = str(uuid.uuid4()), str(int(time.time()))
-    body = json.dumps(payload).encode()
-    headers = {
-        "X-MLflow-Delivery-Id": delivery_id,
-        "X-MLflow-Timestamp": timestamp,
-        "X-MLflow-Signature": compute_signature(secret, delivery_id, timestamp, body),
-        "Content-Type": "application/json",
-    }
-    return headers, body
 
 
 def _requests_for(records: list[dict[str, object]], model: str, alias: str) -> list[dict[str, object]]:
@@ -169,7 +131,7 @@ async def test_duplicates_publish_once_and_kafka_down_answers_503(local_stack: L
         "timestamp": "2026-11-22T00:00:00+00:00",
         "data": {"name": f"dup-{uuid.uuid4().hex[:6]}", "alias": "champion", "version": "1"},
     }
-    headers, body = _signed_delivery(secret, payload)
+    headers, body = signed_delivery(secret, payload)
 
     with running_ingress({**local_stack.client_env(), **topics}, tmp_path / "up", secret) as ingress:
         async with httpx.AsyncClient(base_url=ingress.url, timeout=10) as http:
@@ -199,7 +161,7 @@ async def test_duplicates_publish_once_and_kafka_down_answers_503(local_stack: L
     try:
         wait_all_ready([process])
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            fresh_headers, fresh_body = _signed_delivery(secret, payload)
+            fresh_headers, fresh_body = signed_delivery(secret, payload)
             down = await http.post("/webhooks/mlflow", content=fresh_body, headers=fresh_headers)
             not_ready = await http.get("/ready")
     finally:

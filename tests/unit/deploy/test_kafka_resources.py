@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from faststream.kafka.publisher.usecase import LogicPublisher
+from faststream.kafka.subscriber.usecase import LogicSubscriber
 
 from deploy import kafka_resources
 from runtime.settings import TopicSettings
 from schemas import topics
+from worker.app import build_app
 from worker.settings import WorkerSettings
 
 #: What no service may do to a topic: the topic operator owns them.
@@ -59,6 +62,20 @@ def test_users_may_only_read_and_write_their_own_topics_and_group() -> None:
     }
     worker = grants["promoter-worker"]
     assert worker[("group", WorkerSettings().group_id)] == {"Read"}
-    assert worker[("topic", topics.PROMOTION_REQUESTED.name)] == {"Describe", "Read"}
+    assert worker[("topic", topics.PROMOTION_REQUESTED.name)] == {"Describe", "Read", "Write"}, "reconcile corrections"
+    assert worker[("topic", topics.GATEWAY_STATUS.name)] == {"Describe", "Read", "Write"}, "its fleet status"
     assert worker[("topic", topics.ROUTING_UPDATED.name)] == {"Describe"}, "only listed at start-up"
     assert [k for k in grants["promoter-oncall"] if k[0] == "group"] == [], "the promoter command reads without a group"
+
+
+def test_the_worker_may_use_every_topic_its_app_declares() -> None:
+    broker = build_app().broker
+    assert broker is not None
+    (worker,) = [s for s in kafka_resources.SERVICES if s.user == "promoter-worker"]
+    grants = {acl["resource"]["name"]: set(acl["operations"]) for acl in worker.acls()}
+    published = {p.topic for p in broker.publishers if isinstance(p, LogicPublisher)}
+    consumed = {t.name for s in broker.subscribers if isinstance(s, LogicSubscriber) for t in s.topics}
+    assert len(published) == len(broker.publishers), "every publisher is a Kafka topic's"
+    assert published == {spec.name for spec in worker.writes}, "declared (AsyncAPI) and granted writes agree"
+    assert all("Write" in grants[topic] for topic in published), grants
+    assert all("Read" in grants[topic] for topic in consumed), grants

@@ -8,12 +8,14 @@ import socket
 import sys
 
 import pytest
+from aiokafka.errors import SaslAuthenticationFailed
 from typer.testing import CliRunner
 
 from promoter_cli import dead_letter_log
 from promoter_cli.errors import EXIT_BUG, EXIT_INVALID, EXIT_TIMEOUT, EXIT_UNREACHABLE
 from promoter_cli.main import app, main
 from promoter_client import promotion, routing
+from runtime import kafka_access
 from runtime.logging import configure_command_line_logging, get_logger
 from runtime.topic_reading import MissingTopicError
 from schemas.routing_updated import RoutingUpdated, RoutingUpdatedData
@@ -55,6 +57,28 @@ def test_unreachable_kafka_says_what_to_check() -> None:
     assert code == EXIT_UNREACHABLE
     assert "cannot reach Kafka at 127.0.0.1:" in output
     assert "check PROMOTER_KAFKA_BOOTSTRAP_SERVERS" in output
+
+
+def test_refused_credentials_are_told_apart_from_an_unreachable_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refused(host: str, port: int, **kwargs: object) -> object:
+        raise SaslAuthenticationFailed("Authentication failed during authentication due to invalid credentials")
+
+    monkeypatch.setattr(kafka_access, "create_conn", refused)  # the broker's answer; the command's own fails too
+    env = {
+        "PROMOTER_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_closed_port()}",
+        "PROMOTER_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "PROMOTER_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "PROMOTER_KAFKA_SASL_USERNAME": "promoter-oncall",
+        "PROMOTER_KAFKA_SASL_PASSWORD": "wrong-password-123",
+    }
+
+    code, output = run("promote", "iris", "--version", "1", env=env)
+
+    assert code == EXIT_UNREACHABLE
+    assert "refused the credentials of SASL user 'promoter-oncall' (SCRAM-SHA-512)" in output
+    assert "check PROMOTER_KAFKA_SASL_USERNAME and PROMOTER_KAFKA_SASL_PASSWORD" in output
+    assert "cannot reach Kafka" not in output
+    assert "wrong-password-123" not in output
 
 
 @pytest.mark.parametrize("command", [["status"], ["dlq", "list"]])
