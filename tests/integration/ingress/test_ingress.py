@@ -188,7 +188,8 @@ async def test_a_burst_of_alias_changes_ends_with_what_the_registry_says_now(
 
         def settled(records: list[dict[str, object]]) -> bool:
             answered = sum(
-                worker.metric("promoter_promotions_total", outcome=o) for o in ("served", "duplicate", "coalesced")
+                worker.metric("promoter_promotions_total", outcome=o)
+                for o in ("served", "duplicate", "coalesced", "already_served")
             )
             asked = len(_requests_for(records, name, "champion"))
             return asked > 0 and answered >= asked
