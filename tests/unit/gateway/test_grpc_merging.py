@@ -22,6 +22,7 @@ from gateway.grpc_merging import (
 from gateway.metrics import GatewayMetrics
 from gateway.triton_grpc import TritonGrpcUpstream
 from gateway.upstream import UpstreamError
+from tests.unit.gateway.test_request_merging import metric
 from tests.worker_harness import wait_for
 
 MODEL = "m--v1"
@@ -99,10 +100,6 @@ async def busy_model(timeout_s: float = 5.0) -> BusyModel:
 
 def alone(request: Any) -> Any:
     return triton_response(MODEL, request)
-
-
-def metric(metrics: GatewayMetrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, {"model": "m", **labels}) or 0.0
 
 
 async def test_requests_waiting_for_a_busy_model_share_one_inference_and_each_gets_its_own_response() -> None:
