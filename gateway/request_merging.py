@@ -1,5 +1,8 @@
 """Merging concurrent small v2 inferences for one Triton model into one Triton inference.
 
+The lanes (:class:`MergingLanes`) know nothing of a protocol; :class:`RequestMerger` is the HTTP JSON one
+described here, ``gateway.grpc_merging`` the gRPC raw-tensor one.
+
 Why: Triton's cost is per request, not per row. Measured on this 2-core machine with the python backend,
 an 8-row inference cost Triton the same CPU as a 1-row one (about 140 µs), so a proxy that forwards each
 caller's request on its own makes Triton spend most of its core on request handling, not on the model.
