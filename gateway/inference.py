@@ -1,5 +1,8 @@
 """One inference through the gateway: resolve the route once, call Triton, count it, copy to the shadow.
 
+Small inferences for a busy Triton model share a Triton inference (``request_merging`` for HTTP JSON,
+``grpc_merging`` for gRPC raw tensors).
+
 The shadow copy runs as its own task after the caller's request was sent upstream: its response and
 errors are only counted (``gateway_shadow_requests_total``), never awaited by the caller, and copies
 beyond ``shadow_max_in_flight`` are dropped rather than queued.
@@ -15,6 +18,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+from gateway.grpc_merging import GrpcRequestMerger
 from gateway.metrics import GRPC, HTTP, UNKNOWN_MODEL, GatewayMetrics
 from gateway.request_merging import RequestMerger
 from gateway.routing_policy import Decision, RouteError, resolve
@@ -44,7 +48,13 @@ class InferenceService:
         self.upstream = upstream
         self.grpc_upstream = grpc_upstream
         self.metrics = metrics
-        self.merger = RequestMerger(upstream, settings.merge_in_flight_per_endpoint * len(upstream.endpoints), metrics)
+        per_endpoint = settings.merge_in_flight_per_endpoint
+        self.merger = RequestMerger(upstream, per_endpoint * len(upstream.endpoints), metrics)
+        self.grpc_merger = (
+            GrpcRequestMerger(grpc_upstream, per_endpoint * len(grpc_upstream.endpoints), metrics)
+            if grpc_upstream is not None
+            else None
+        )
         self._client_header = settings.client_id_header.lower()
         self._shadows: set[asyncio.Task[None]] = set()
         self._answered: dict[tuple[str, str, int, str, str], tuple[Counter, Histogram]] = {}
@@ -129,7 +139,7 @@ class InferenceService:
     async def infer_grpc(self, decision: Decision, request: Any, api: str, *, within_s: float | None = None) -> Any:
         """One gRPC ``ModelInferRequest`` sent to the routed Triton model over gRPC (``within_s``: the caller's
         deadline, when it has one); counted like an HTTP inference, copied to the shadow alike."""
-        if self.grpc_upstream is None:
+        if self.grpc_upstream is None or self.grpc_merger is None:
             raise RuntimeError("InferenceService has no gRPC upstream")
         upstream = self.grpc_upstream
         route = decision.route
@@ -141,7 +151,13 @@ class InferenceService:
             shadow_request.CopyFrom(request)
         began = time.perf_counter()
         try:
-            response = await upstream.infer(route.triton_model_name, request, within_s=within_s)
+            response = await self.grpc_merger.infer(
+                route.triton_model_name,
+                request,
+                max_batch_size=route.ready.max_batch_size,
+                label=route.model_name,
+                within_s=within_s,
+            )
         except UpstreamError as error:
             self._count_upstream_error(route, error, api, GRPC)
             raise
@@ -184,6 +200,8 @@ class InferenceService:
 
     async def close(self) -> None:
         await self.merger.close()
+        if self.grpc_merger is not None:
+            await self.grpc_merger.close()
         for task in list(self._shadows):
             task.cancel()
         await asyncio.gather(*self._shadows, return_exceptions=True)

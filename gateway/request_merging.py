@@ -1,5 +1,8 @@
 """Merging concurrent small v2 inferences for one Triton model into one Triton inference.
 
+The lanes (:class:`MergingLanes`) know nothing of a protocol; :class:`RequestMerger` is the HTTP JSON one
+described here, ``gateway.grpc_merging`` the gRPC raw-tensor one.
+
 Why: Triton's cost is per request, not per row. Measured on this 2-core machine with the python backend,
 an 8-row inference cost Triton the same CPU as a 1-row one (about 140 µs), so a proxy that forwards each
 caller's request on its own makes Triton spend most of its core on request handling, not on the model.
@@ -24,9 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
@@ -153,123 +156,169 @@ def split_answer(body: bytes, requests: list[MergeableRequest]) -> list[bytes] |
     return answers
 
 
-@dataclass(slots=True)
-class _Waiting:
-    request: MergeableRequest
-    body: bytes
-    headers: Mapping[str, str]
-    answer: asyncio.Future[UpstreamResponse]
-    deadline: float  # loop time: its caller's request timeout, counted from its arrival
+class Mergeable(Protocol):
+    """A parsed request that can share an inference with others of the same ``layout``."""
+
+    @property
+    def layout(self) -> Hashable: ...
+
+    @property
+    def rows(self) -> int: ...
+
+
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+ParsedT = TypeVar("ParsedT", bound=Mergeable)
 
 
 @dataclass(slots=True)
-class _Lane:
+class _Waiting(Generic[RequestT, ResponseT, ParsedT]):
+    parsed: ParsedT
+    request: RequestT  # as the caller sent it: what goes up when it is sent alone
+    answer: asyncio.Future[ResponseT]
+    deadline: float  # loop time: its caller's deadline (or the request timeout), counted from its arrival
+
+
+@dataclass(slots=True)
+class _Lane(Generic[RequestT, ResponseT, ParsedT]):
     """One Triton model: its inferences in flight and the requests waiting for one to return."""
 
     triton_model: str
     max_rows: int
     label: str
     in_flight: int = 0
-    waiting: list[_Waiting] = field(default_factory=list)  # oldest first
+    waiting: list[_Waiting[RequestT, ResponseT, ParsedT]] = field(default_factory=list)  # oldest first
     expiry: asyncio.TimerHandle | None = None  # at the oldest waiting request's deadline
 
 
-class RequestMerger:
-    """Sends inferences to Triton through ``upstream``, merging waiting ones as the module doc says.
+class MergingLanes(Generic[RequestT, ResponseT, ParsedT]):
+    """The protocol-free part of merging: per Triton model, at most ``limit`` inferences in flight; requests
+    arriving beyond that wait, and when one returns the waiting ones (one layout, up to max_batch_size rows) go
+    up as one inference whose answer is cut per caller. A protocol says how to parse, join, cut and send.
 
     ``limit`` is the number of inferences per Triton model in flight before requests wait (0: never merge).
     """
 
-    def __init__(self, upstream: TritonUpstream, limit: int, metrics: GatewayMetrics) -> None:
-        self.upstream = upstream
+    def __init__(self, limit: int, metrics: GatewayMetrics, timeout_s: float) -> None:
         self.limit = limit
         self.metrics = metrics
-        self._lanes: dict[str, _Lane] = {}
+        self.timeout_s = timeout_s
+        self._lanes: dict[str, _Lane[RequestT, ResponseT, ParsedT]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def infer(
-        self, triton_model: str, body: bytes, headers: Mapping[str, str], *, max_batch_size: int | None, label: str
-    ) -> UpstreamResponse:
+    # -- what a protocol provides ------------------------------------------------------------------
+
+    def _parse(self, request: RequestT, max_rows: int) -> ParsedT | None:
+        """``request`` parsed for merging (fewer than ``max_rows`` rows), or None when it must go up alone."""
+        raise NotImplementedError
+
+    def _joined(self, parts: list[ParsedT]) -> RequestT:
+        """One request carrying every row of ``parts`` (same layout), in order."""
+        raise NotImplementedError
+
+    def _cut(self, response: ResponseT, parts: list[ParsedT]) -> list[ResponseT] | None:
+        """The answer to :meth:`_joined` cut into each part's own answer; None when it cannot be cut."""
+        raise NotImplementedError
+
+    def _send(self, triton_model: str, request: RequestT, within_s: float | None) -> Awaitable[ResponseT]:
+        raise NotImplementedError
+
+    def _deadline_error(self) -> UpstreamError:
+        return UpstreamError(504, f"Triton did not answer within {self.timeout_s} s", "timeout")
+
+    # -- the lanes ---------------------------------------------------------------------------------
+
+    async def _infer(
+        self,
+        triton_model: str,
+        request: RequestT,
+        *,
+        max_batch_size: int | None,
+        label: str,
+        within_s: float | None = None,
+    ) -> ResponseT:
         if self.limit == 0 or not max_batch_size or max_batch_size < 2:
-            return await self.upstream.infer(triton_model, body, headers)
+            return await self._send(triton_model, request, within_s)
         lane = self._lanes.get(triton_model)
         if lane is None:
             lane = self._lanes[triton_model] = _Lane(triton_model, max_batch_size, label)
         if lane.in_flight < self.limit:  # nothing waits while a slot is free: the request goes up alone, at once
             lane.in_flight += 1
             try:
-                return await self.upstream.infer(triton_model, body, headers)
+                return await self._send(triton_model, request, within_s)
             finally:
                 self._release(lane)
-        request = mergeable_request(body, headers, lane.max_rows)
-        if request is None:
-            return await self.upstream.infer(triton_model, body, headers)
+        parsed = self._parse(request, lane.max_rows)
+        if parsed is None:
+            return await self._send(triton_model, request, within_s)
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(request, body, headers, loop.create_future(), loop.time() + self.upstream.timeout_s)
+        budget_s = self.timeout_s if within_s is None else min(within_s, self.timeout_s)
+        answer: asyncio.Future[ResponseT] = loop.create_future()
+        waiting = _Waiting(parsed, request, answer, loop.time() + budget_s)
         lane.waiting.append(waiting)
         if lane.expiry is None:  # one timer per lane, not one per request: the caller's deadline covers its wait
             lane.expiry = loop.call_at(waiting.deadline, self._expire, lane)
-        return await waiting.answer
+        return await answer
 
     def waiting(self, triton_model: str) -> int:
         """Requests waiting for an inference of ``triton_model`` to return."""
         lane = self._lanes.get(triton_model)
         return sum(not waiting.answer.done() for waiting in lane.waiting) if lane else 0
 
-    def _expire(self, lane: _Lane) -> None:
+    def _expire(self, lane: _Lane[RequestT, ResponseT, ParsedT]) -> None:
         """The oldest waiting request's deadline: those past theirs get their 504, the timer moves to the next."""
         lane.expiry = None
         self._prune(lane)
         if lane.waiting:
-            lane.expiry = asyncio.get_running_loop().call_at(lane.waiting[0].deadline, self._expire, lane)
+            earliest = min(waiting.deadline for waiting in lane.waiting)  # callers' deadlines differ (gRPC)
+            lane.expiry = asyncio.get_running_loop().call_at(earliest, self._expire, lane)
 
-    def _prune(self, lane: _Lane) -> None:
+    def _prune(self, lane: _Lane[RequestT, ResponseT, ParsedT]) -> None:
         """Waiting requests past their deadline get a 504, those already answered are dropped, and ``lane`` is
         forgotten once nothing of it waits or is in flight."""
         now = asyncio.get_running_loop().time()
         for waiting in lane.waiting:
             if waiting.deadline <= now:
-                _fail(waiting, self.upstream.deadline_error())
+                _fail(waiting, self._deadline_error())
         lane.waiting = [waiting for waiting in lane.waiting if not waiting.answer.done()]
         if not lane.waiting and lane.in_flight == 0 and self._lanes.get(lane.triton_model) is lane:
             if lane.expiry is not None:
                 lane.expiry.cancel()
             del self._lanes[lane.triton_model]
 
-    def _release(self, lane: _Lane) -> None:
+    def _release(self, lane: _Lane[RequestT, ResponseT, ParsedT]) -> None:
         """One inference of ``lane`` returned: the waiting requests (one layout, up to max_batch_size rows) take
         its slot as one inference."""
         lane.in_flight -= 1
         self._prune(lane)
         if not lane.waiting:
             return
-        layout = lane.waiting[0].request.layout
-        batch: list[_Waiting] = []
-        rest: list[_Waiting] = []
+        layout = lane.waiting[0].parsed.layout
+        batch: list[_Waiting[RequestT, ResponseT, ParsedT]] = []
+        rest: list[_Waiting[RequestT, ResponseT, ParsedT]] = []
         rows = 0
         for waiting in lane.waiting:
-            if waiting.request.layout == layout and rows + waiting.request.rows <= lane.max_rows:
+            if waiting.parsed.layout == layout and rows + waiting.parsed.rows <= lane.max_rows:
                 batch.append(waiting)
-                rows += waiting.request.rows
+                rows += waiting.parsed.rows
             else:
                 rest.append(waiting)
         lane.waiting = rest
         lane.in_flight += 1
-        task = asyncio.create_task(self._send(lane, batch))
+        task = asyncio.create_task(self._send_batch(lane, batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, lane: _Lane, batch: list[_Waiting]) -> None:
+    async def _send_batch(
+        self, lane: _Lane[RequestT, ResponseT, ParsedT], batch: list[_Waiting[RequestT, ResponseT, ParsedT]]
+    ) -> None:
         try:
             if len(batch) == 1:
                 await self._send_alone(lane.triton_model, batch[0])
                 return
-            requests = [waiting.request for waiting in batch]
-            within_s = _time_left(batch)
+            parts = [waiting.parsed for waiting in batch]
             try:
-                response = await self.upstream.infer(
-                    lane.triton_model, merged_body(requests), _JSON_HEADERS, within_s=within_s
-                )
+                response = await self._send(lane.triton_model, self._joined(parts), _time_left(batch))
             except UpstreamError as error:
                 if error.outcome not in _TRANSPORT_OUTCOMES:  # refused: maybe one caller's input, so one by one
                     await self._retry_alone(lane, batch)
@@ -278,14 +327,13 @@ class RequestMerger:
                 for waiting in batch:
                     _fail(waiting, UpstreamError(error.status, error.message, error.outcome))
                 return
-            answers = split_answer(response.body, requests)
+            answers = self._cut(response, parts)
             if answers is None:
                 await self._retry_alone(lane, batch)
                 return
             self.metrics.merged_inference(lane.label, "merged", requests=len(batch))
-            headers = {"content-type": response.headers.get("content-type", JSON)}
             for waiting, answer in zip(batch, answers, strict=True):
-                _answer(waiting, UpstreamResponse(response.status, answer, headers))
+                _answer(waiting, answer)
         except Exception as error:  # a fault of ours: each caller gets it (and a 500), none waits forever
             for waiting in batch:
                 _fail(waiting, error)
@@ -294,14 +342,15 @@ class RequestMerger:
                 _fail(waiting, UpstreamError(503, "the gateway stopped before Triton answered", "unavailable"))
             self._release(lane)
 
-    async def _retry_alone(self, lane: _Lane, batch: list[_Waiting]) -> None:
+    async def _retry_alone(
+        self, lane: _Lane[RequestT, ResponseT, ParsedT], batch: list[_Waiting[RequestT, ResponseT, ParsedT]]
+    ) -> None:
         self.metrics.merged_inference(lane.label, "retried_alone")
         await asyncio.gather(*(self._send_alone(lane.triton_model, waiting) for waiting in batch))
 
-    async def _send_alone(self, triton_model: str, waiting: _Waiting) -> None:
+    async def _send_alone(self, triton_model: str, waiting: _Waiting[RequestT, ResponseT, ParsedT]) -> None:
         try:
-            within_s = _time_left([waiting])
-            response = await self.upstream.infer(triton_model, waiting.body, waiting.headers, within_s=within_s)
+            response = await self._send(triton_model, waiting.request, _time_left([waiting]))
         except UpstreamError as error:
             _fail(waiting, error)
         else:
@@ -313,17 +362,53 @@ class RequestMerger:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _time_left(batch: list[_Waiting]) -> float:
+HttpRequest = tuple[bytes, Mapping[str, str]]  # body and headers
+
+
+class RequestMerger(MergingLanes[HttpRequest, UpstreamResponse, MergeableRequest]):
+    """Sends v2 JSON inferences to Triton through ``upstream``, merging waiting ones as the module doc says."""
+
+    def __init__(self, upstream: TritonUpstream, limit: int, metrics: GatewayMetrics) -> None:
+        super().__init__(limit, metrics, upstream.timeout_s)
+        self.upstream = upstream
+
+    async def infer(
+        self, triton_model: str, body: bytes, headers: Mapping[str, str], *, max_batch_size: int | None, label: str
+    ) -> UpstreamResponse:
+        return await self._infer(triton_model, (body, headers), max_batch_size=max_batch_size, label=label)
+
+    def _parse(self, request: HttpRequest, max_rows: int) -> MergeableRequest | None:
+        return mergeable_request(*request, max_rows)
+
+    def _joined(self, parts: list[MergeableRequest]) -> HttpRequest:
+        return merged_body(parts), _JSON_HEADERS
+
+    def _cut(self, response: UpstreamResponse, parts: list[MergeableRequest]) -> list[UpstreamResponse] | None:
+        answers = split_answer(response.body, parts)
+        if answers is None:
+            return None
+        headers = {"content-type": response.headers.get("content-type", JSON)}
+        return [UpstreamResponse(response.status, answer, dict(headers)) for answer in answers]
+
+    def _send(self, triton_model: str, request: HttpRequest, within_s: float | None) -> Awaitable[UpstreamResponse]:
+        body, headers = request
+        return self.upstream.infer(triton_model, body, headers, within_s=within_s)
+
+    def _deadline_error(self) -> UpstreamError:
+        return self.upstream.deadline_error()
+
+
+def _time_left(batch: list[_Waiting[Any, Any, Any]]) -> float:
     """What is left of the earliest deadline in ``batch`` (requests that waited for the same inference)."""
     return max(0.0, min(waiting.deadline for waiting in batch) - asyncio.get_running_loop().time())
 
 
 # A waiting request whose answer is already done was given up by its caller (deadline): nobody to tell.
-def _answer(waiting: _Waiting, response: UpstreamResponse) -> None:
+def _answer(waiting: _Waiting[Any, ResponseT, Any], response: ResponseT) -> None:
     if not waiting.answer.done():
         waiting.answer.set_result(response)
 
 
-def _fail(waiting: _Waiting, error: BaseException) -> None:
+def _fail(waiting: _Waiting[Any, Any, Any], error: BaseException) -> None:
     if not waiting.answer.done():
         waiting.answer.set_exception(error)

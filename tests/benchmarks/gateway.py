@@ -17,7 +17,9 @@ Measured side by side with the same client (aiohttp, asyncio) on the same machin
   over the 4 replicas, across 10 real promotions (the alias flips between two registered versions).
 * gRPC, the same client (``grpc.aio`` stubs, raw tensors) both ways: ``grpc_overhead_ratio``, the sequential
   1-row p50 through the gateway's gRPC API over direct Triton gRPC; ``grpc_throughput_ratio_16``, requests/s
-  at 16 concurrent clients, gateway over direct (median of interleaved pairs); ``grpc_failed_requests_during_swaps``,
+  at 16 concurrent clients on one channel, gateway over direct (median of interleaved pairs), with the
+  absolute rates, the CPU per request (``grpc_cpu_us_per_request_16``) and the share of requests merged
+  (``grpc_merged_share_16``); ``--grpc-only`` measures just this; ``grpc_failed_requests_during_swaps``,
   failed requests of the same steady ~200 requests/s load over the 4 replicas' gRPC APIs across 10 more
   promotions (after the HTTP run, not beside it: one client process cannot drive both).
 """
@@ -26,12 +28,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +62,7 @@ TARGETS = {
     "swap_propagation_p99_ms": "<= 100",
     "cold_start_10k_s": "<= 2.0",
     "failed_requests_during_swaps": "== 0",
+    "grpc_throughput_ratio_16": ">= 0.75",
     "grpc_failed_requests_during_swaps": "== 0",
 }
 
@@ -88,31 +92,44 @@ async def sequential_ms(http: aiohttp.ClientSession, url: str, body: bytes, coun
     return samples
 
 
+async def closed_loop(
+    call: Callable[[], Awaitable[object]], clients: int, seconds: float, processes: dict[str, ManagedProcess]
+) -> tuple[float, dict[str, float]]:
+    """Requests/s of ``clients`` closed-loop callers of ``call``, and the CPU µs each request cost the client
+    and ``processes``."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await call()
+            done += 1
+
+    groups = {name: process.group_pids() for name, process in processes.items()}
+    cpu_before = {name: cpu_seconds(pids) for name, pids in groups.items()}
+    client_before = time.process_time()
+    began = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.perf_counter() - began
+    cpu = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in groups.items()}
+    cpu["client"] = time.process_time() - client_before
+    return done / elapsed, {name: round(used / done * 1e6, 1) for name, used in cpu.items()}
+
+
 async def throughput(
     url: str, body: bytes, clients: int, seconds: float, processes: dict[str, ManagedProcess]
 ) -> tuple[float, dict[str, float]]:
-    """Requests/s of ``clients`` closed-loop clients, and the CPU µs each request cost the client and ``processes``."""
-    done = 0
-    deadline = time.perf_counter() + seconds
+    """Requests/s of ``clients`` closed-loop HTTP clients, and the CPU µs each request cost the client and
+    ``processes``."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as http:
 
-        async def client() -> None:
-            nonlocal done
-            while time.perf_counter() < deadline:
-                async with http.post(url, data=body, headers=JSON_HEADERS) as response:
-                    await response.read()
-                response.raise_for_status()
-                done += 1
+        async def post() -> None:
+            async with http.post(url, data=body, headers=JSON_HEADERS) as response:
+                await response.read()
+            response.raise_for_status()
 
-        groups = {name: process.group_pids() for name, process in processes.items()}
-        cpu_before = {name: cpu_seconds(pids) for name, pids in groups.items()}
-        client_before = time.process_time()
-        began = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        elapsed = time.perf_counter() - began
-        cpu = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in groups.items()}
-        cpu["client"] = time.process_time() - client_before
-        return done / elapsed, {name: round(used / done * 1e6, 1) for name, used in cpu.items()}
+        return await closed_loop(post, clients, seconds, processes)
 
 
 async def propagation_ms(
@@ -198,27 +215,17 @@ async def grpc_sequential_ms(stub: Any, request: Any, count: int) -> list[float]
     return samples
 
 
-async def grpc_throughput(stub: Any, request: Any, clients: int, seconds: float) -> float:
-    """Requests/s of ``clients`` closed-loop callers sharing one channel."""
-    done = 0
-    deadline = time.perf_counter() + seconds
-
-    async def client() -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            await stub.ModelInfer(request, timeout=10)
-            done += 1
-
-    began = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
-    return done / (time.perf_counter() - began)
-
-
 async def grpc_side_by_side(
     stack: LocalStack, gateway: GatewayHandle, name: str, triton_model: str, sequential: int, seconds: float, pairs: int
 ) -> dict[str, Any]:
-    """Direct Triton gRPC vs the gateway's gRPC API: sequential p50 ratio, then throughput at 16 clients."""
+    """Direct Triton gRPC vs the gateway's gRPC API: sequential p50 ratio, then throughput at 16 clients sharing
+    one channel, with the CPU each request cost and the share of requests the gateway merged."""
     result: dict[str, Any] = {}
+    triton_process = next(p for p in stack.processes if p.name == TRITON)
+    processes = {
+        "direct": {"triton": triton_process},
+        "gateway": {"triton": triton_process, "gateway": gateway.process},
+    }
     async with (
         grpc.aio.insecure_channel(stack.triton_grpc) as direct_channel,
         grpc.aio.insecure_channel(gateway.grpc_address) as gateway_channel,
@@ -238,14 +245,34 @@ async def grpc_side_by_side(
         result["grpc_gateway_p50_ms"] = round(gateway_p50, 3)
         result["grpc_overhead_ratio"] = round(gateway_p50 / direct_p50, 3)
         print(f"gRPC sequential p50: direct {direct_p50:.3f} ms, gateway {gateway_p50:.3f} ms")
-        ratios = []
+        merged_before = gateway.metric("gateway_merged_requests_total")
+        answered_before = gateway.metric("gateway_requests_total", protocol="grpc", code="200")
+        runs = []
         for index in range(pairs):  # in turn direct first and gateway first
             order = ("direct", "gateway") if index % 2 == 0 else ("gateway", "direct")
-            rps = {side: await grpc_throughput(*sides[side], 16, seconds) for side in order}
-            ratios.append(rps["gateway"] / rps["direct"])
-            print(f"gRPC 16 clients: direct {rps['direct']:.0f}/s, gateway {rps['gateway']:.0f}/s")
-    result["grpc_throughput_ratio_16"] = round(statistics.median(ratios), 3)
-    result["grpc_throughput_ratio_16_runs"] = [round(ratio, 3) for ratio in sorted(ratios)]
+            run = {}
+            for side in order:
+                stub, request = sides[side]
+                run[side] = await closed_loop(
+                    functools.partial(stub.ModelInfer, request, timeout=10), 16, seconds, processes[side]
+                )
+            runs.append(run)
+            print(f"gRPC 16 clients: direct {run['direct'][0]:.0f}/s, gateway {run['gateway'][0]:.0f}/s")
+        merged = gateway.metric("gateway_merged_requests_total") - merged_before
+        answered = gateway.metric("gateway_requests_total", protocol="grpc", code="200") - answered_before
+    runs.sort(key=lambda run: run["gateway"][0] / run["direct"][0])
+    (direct_rps, direct_cpu), (gateway_rps, gateway_cpu) = (
+        runs[len(runs) // 2]["direct"],
+        runs[len(runs) // 2]["gateway"],
+    )
+    result["grpc_direct_rps_16"] = round(direct_rps, 1)
+    result["grpc_gateway_rps_16"] = round(gateway_rps, 1)
+    result["grpc_throughput_ratio_16"] = round(gateway_rps / direct_rps, 3)
+    result["grpc_throughput_ratio_16_runs"] = [round(run["gateway"][0] / run["direct"][0], 3) for run in runs]
+    result["grpc_cpu_us_per_request_16"] = {"direct": direct_cpu, "gateway": gateway_cpu}
+    result["grpc_merged_share_16"] = round(merged / answered, 3)
+    print(f"gRPC CPU µs per request: direct {direct_cpu}, through the gateway {gateway_cpu}")
+    print(f"gRPC requests the gateway merged into shared Triton inferences: {result['grpc_merged_share_16']:.0%}")
     return result
 
 
@@ -440,7 +467,14 @@ async def side_by_side(
 
 
 async def measure(
-    stack: LocalStack, run_dir: Path, sequential: int, seconds: float, throughput_pairs: int, swaps: int
+    stack: LocalStack,
+    run_dir: Path,
+    sequential: int,
+    seconds: float,
+    throughput_pairs: int,
+    swaps: int,
+    *,
+    grpc_only: bool = False,
 ) -> dict[str, Any]:
     name = f"bench-gw-{uuid.uuid4().hex[:6]}"
     uri = stack.mlflow_tracking_uri
@@ -452,8 +486,11 @@ async def measure(
         with stopped(worker.process), running_gateways(stack, run_dir / "alone", env, ["gw-alone"]) as (alone,):
             triton = templates[-1]["data"]["triton_model_name"]
             direct_url = f"http://{stack.triton_http}/v2/models/{triton}/infer"
-            result.update(await side_by_side(stack, alone, direct_url, name, sequential, seconds, throughput_pairs))
+            if not grpc_only:
+                result.update(await side_by_side(stack, alone, direct_url, name, sequential, seconds, throughput_pairs))
             result.update(await grpc_side_by_side(stack, alone, name, triton, sequential, seconds, throughput_pairs))
+        if grpc_only:
+            return result
         names = [f"gw-{i}" for i in range(4)]
         with running_gateways(stack, run_dir / "gateways", env, names) as gateways:
             samples = await propagation_ms(
@@ -490,18 +527,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--throughput-pairs", type=int, default=7, help="direct/gateway throughput pairs (median)")
     parser.add_argument("--swaps", type=int, default=40)
+    parser.add_argument(
+        "--grpc-only", action="store_true", help="only the gRPC side by side (writes .bench/gateway-grpc.json)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp, LocalStack(Path(tmp) / "stack") as stack:
         print(f"stack ready in {stack.startup_s:.1f} s")
         result = asyncio.run(
-            measure(stack, Path(tmp), args.sequential, args.seconds, args.throughput_pairs, args.swaps)
+            measure(
+                stack,
+                Path(tmp),
+                args.sequential,
+                args.seconds,
+                args.throughput_pairs,
+                args.swaps,
+                grpc_only=args.grpc_only,
+            )
         )
-    result["targets"] = TARGETS
+    targets = {key: target for key, target in TARGETS.items() if key in result}
+    result["targets"] = targets
     BENCH_DIR.mkdir(exist_ok=True)
-    (BENCH_DIR / "gateway.json").write_text(json.dumps(result, indent=2) + "\n")
-    for key, target in TARGETS.items():
+    written = BENCH_DIR / ("gateway-grpc.json" if args.grpc_only else "gateway.json")
+    written.write_text(json.dumps(result, indent=2) + "\n")
+    for key, target in targets.items():
         print(f"{key}: {result[key]} (target {target})")
-    print(f"wrote {BENCH_DIR / 'gateway.json'}")
+    print(f"wrote {written}")
 
 
 if __name__ == "__main__":

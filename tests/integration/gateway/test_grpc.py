@@ -140,6 +140,29 @@ def through_request(model: str, rows: np.ndarray[Any, Any], version: str = "") -
     return request
 
 
+async def test_concurrent_requests_merged_into_shared_inferences_each_get_their_own_rows(world: World) -> None:
+    gateway = world.gateways[1]
+    merged_before = gateway.metric("gateway_merged_requests_total", model=world.model)
+    requests = [through_request(world.model, ROWS[i % len(ROWS) : i % len(ROWS) + 1]) for i in range(2 * len(ROWS))]
+    for index, request in enumerate(requests):
+        request.id = f"r-{index}"
+    async with (
+        grpc.aio.insecure_channel(gateway.grpc_address) as channel,
+        grpc.aio.insecure_channel(world.stack.triton_grpc) as triton_channel,
+    ):
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        responses = await asyncio.gather(*(stub.ModelInfer(request, timeout=10) for request in requests))
+        direct = await service_pb2_grpc.GRPCInferenceServiceStub(triton_channel).ModelInfer(
+            through_request(world.latest["triton_model_name"], ROWS), timeout=10
+        )
+    expected = np.frombuffer(direct.raw_output_contents[0], dtype=np.int64)
+    for index, response in enumerate(responses):
+        assert (response.id, response.model_version) == (f"r-{index}", str(world.latest["version"]))
+        assert [tuple(output.shape) for output in response.outputs] == [(1, 1)]
+        assert np.frombuffer(response.raw_output_contents[0], dtype=np.int64)[0] == expected[index % len(ROWS)]
+    assert gateway.metric("gateway_merged_requests_total", model=world.model) > merged_before
+
+
 async def test_no_grpc_request_fails_across_a_promotion_under_load(world: World) -> None:
     before, target = world.latest["version"], world.registered[1]
     results: list[tuple[str, str]] = []  # (model_version answered, failure or "")
