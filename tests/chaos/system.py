@@ -37,13 +37,17 @@ class Service:
     process: ManagedProcess | None = None
 
     def start(self) -> None:
+        wait_all_ready([self.start_in_background()])
+
+    def start_in_background(self) -> ManagedProcess:
+        """Start the process without waiting for it to be ready (several start side by side)."""
         self.process = ManagedProcess(self.spec, self.log_path)
         self.process.start()
-        wait_all_ready([self.process])
+        return self.process
 
     def kill(self) -> None:
         """SIGKILL the whole process group and wait until it is gone."""
-        process = self._running()
+        process = self.running()
         process.kill()
         deadline = time.monotonic() + 10
         while not process.gone():
@@ -53,9 +57,9 @@ class Service:
         process.remove_leftovers()
 
     def stop(self) -> None:
-        stop_all([self._running()])
+        stop_all([self.running()])
 
-    def _running(self) -> ManagedProcess:
+    def running(self) -> ManagedProcess:
         if self.process is None:
             raise RuntimeError(f"{self.spec.name} was never started")
         return self.process
@@ -152,10 +156,7 @@ def chaos_system(run_dir: Path, *, worker_env: dict[str, str]) -> Iterator[Chaos
             run_dir=run_dir,
         )
         try:
-            for service in (worker, ingress, *gateways):
-                service.process = ManagedProcess(service.spec, service.log_path)
-                service.process.start()
-            wait_all_ready([s.process for s in (worker, ingress, *gateways) if s.process is not None])
+            wait_all_ready([service.start_in_background() for service in (worker, ingress, *gateways)])
             register_webhook(stack.mlflow_tracking_uri, f"http://{LOOPBACK}:{ingress_port}/webhooks/mlflow", secret)
             yield system
         finally:
