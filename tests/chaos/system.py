@@ -1,4 +1,5 @@
-"""The whole system on one machine, with handles to break it: two Tritons, a worker, the ingress, two gateways.
+"""The whole system on one machine, with handles to break it: three Kafka brokers, two Tritons, a worker,
+the ingress, two gateways.
 
 Both Tritons share one model repository, as the Triton StatefulSet in ``deploy/k8s`` does; the worker
 and the gateways list both endpoints. Every service can be killed, stopped and started again on the
@@ -26,6 +27,8 @@ from promoter_cli.webhook_registration import register_webhook
 
 DEADLINE_S = 120.0
 POLL_S = 0.05
+# Three brokers, replication factor 3, min.insync.replicas 2: one broker may be killed (scenario broker_kill).
+KAFKA_NODES = 3
 
 
 @dataclass
@@ -89,6 +92,11 @@ class ChaosSystem:
         self.extra.append(service)
         return service
 
+    def kafka_nodes(self) -> list[Service]:
+        """The stack's Kafka nodes by node id (``kafka-1`` first), as :class:`Service` handles to kill and start."""
+        nodes = sorted((p for p in self.stack.processes if p.name.startswith("kafka-")), key=lambda p: p.name)
+        return [Service(p.spec, p.log_path, p) for p in nodes]
+
     def spare_triton(self) -> Service:
         """A Triton on the same repository that no service knows of: where a bare load is timed."""
         service = triton_on(self.stack, self.run_dir / "triton-spare")
@@ -118,7 +126,7 @@ def _stack_triton(stack: LocalStack) -> Service:
 @contextmanager
 def chaos_system(run_dir: Path, *, worker_env: dict[str, str]) -> Iterator[ChaosSystem]:
     """Start everything; stop everything on the way out, whatever happened in between."""
-    with LocalStack(run_dir / "stack") as stack:
+    with LocalStack(run_dir / "stack", kafka_broker="kafka", kafka_nodes=KAFKA_NODES) as stack:
         second = triton_on(stack, run_dir / "triton-b")
         second.start()
         tritons = [_stack_triton(stack), second]
