@@ -291,7 +291,7 @@ async def _topic_events(run: Run, topic: str) -> list[dict[str, Any]]:
 
 async def _dead_letters_of(run: Run, event_id: str) -> int:
     records = await snapshot(run.system.env["PROMOTER_KAFKA_BOOTSTRAP_SERVERS"], TopicSettings().promotion_dlq)
-    return sum(1 for r in records if (b"x-dlq-event-id", event_id.encode()) in r.headers)
+    return sum(1 for r in records if ("x-dlq-event-id", event_id.encode()) in r.headers)
 
 
 async def broker_kill(run: Run) -> dict[str, Any]:
