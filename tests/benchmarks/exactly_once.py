@@ -38,8 +38,8 @@ from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
 from deploy.stack.settings import StackSettings
 from runtime.kafka_topics import ensure_topics
 from schemas.topics import MODEL_READY, PROMOTION_REQUESTED
+from tests.benchmarks.bench_files import BENCH_DIR, bench_path
 
-BENCH_DIR = Path(".bench")
 CYCLES = 200  # requests timed one by one, per mode
 CRASHES = 20  # crashes between publishing an outcome and committing its offset, per mode
 Mode = Literal["at_least_once", "transaction"]
@@ -204,11 +204,12 @@ def main() -> int:
         finally:
             stop_all([broker])
     BENCH_DIR.mkdir(exist_ok=True)
-    (BENCH_DIR / "exactly_once.json").write_text(json.dumps(result, indent=2) + "\n")
+    output = bench_path("exactly_once")
+    output.write_text(json.dumps(result, indent=2) + "\n")
     for mode in ("at_least_once", "transaction"):
         figures = result[mode]
         print(f"{mode:>14}: {figures['cost']} per promotion; after {CRASHES} crashes {figures['after_crashes']}")
-    print(f"wrote {BENCH_DIR / 'exactly_once.json'}")
+    print(f"wrote {output}")
     return 0
 
 
