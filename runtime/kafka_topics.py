@@ -94,7 +94,7 @@ async def prepare_topics(
                 name=spec.name,
                 num_partitions=spec.partitions,
                 replication_factor=replication_factor,
-                topic_configs=spec.broker_config(),
+                topic_configs=spec.broker_config(replication_factor),
             )
             for spec in missing
         ]

@@ -22,6 +22,15 @@ SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
 THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
 
 
+def min_insync_replicas(replication_factor: int) -> int:
+    """Replicas that must hold a write before the broker acknowledges it (producers send acks=all).
+
+    2 from replication factor 3 on: one broker may die without losing an acknowledged record, and
+    writes go on while it is down. Below 3, 1: requiring every replica would stop writes on one loss.
+    """
+    return 2 if replication_factor >= 3 else 1
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     name: str
@@ -32,11 +41,12 @@ class TopicSpec:
     retention_ms: int
     event_types: tuple[type[CloudEvent], ...] = field(default=())
 
-    def broker_config(self) -> dict[str, str]:
-        """Topic-level configuration to create it with."""
+    def broker_config(self, replication_factor: int = 1) -> dict[str, str]:
+        """Topic-level configuration to create it with, on ``replication_factor`` replicas."""
         return {
             "cleanup.policy": "compact" if self.compacted else "delete",
             "retention.ms": str(self.retention_ms),
+            "min.insync.replicas": str(min_insync_replicas(replication_factor)),
         }
 
 

@@ -1,8 +1,12 @@
-"""Apache Kafka in the local stack: one KRaft node (broker and controller), jars from ``deploy/kafka/pom.xml``.
+"""Apache Kafka in the local stack: KRaft nodes (each a broker and a controller), jars from ``deploy/kafka/pom.xml``.
 
-The process is ``sh -c "java ... kafka.tools.StorageTool format ... && exec java ... kafka.Kafka ..."``:
-formatting the fresh data dir and running the broker are one managed process (the stack starts it
-once mlflow answers). Ready once a Metadata request names a broker and a controller.
+One node by default; three (``PROMOTER_STACK_KAFKA_NODES=3``) for the fault suite: a quorum of three
+voters, replication factor 3 and ``min.insync.replicas`` 2, so one node may die without losing an
+acknowledged record or the ability to write.
+
+Each node is ``sh -c "java ... StorageTool format --ignore-formatted ... && exec java ... kafka.Kafka ..."``:
+formatting its data dir and running the broker are one managed process, and the same command starts
+a killed node again on the data it had. Ready once a Metadata request names a controller and every node.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ import os
 import shlex
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.stack.kafka_jvm import jvm_command
 from deploy.stack.ports import LOOPBACK, free_ports
 from deploy.stack.probes import kafka_metadata_answers
 from deploy.stack.process import ManagedProcess, ReadyCheck, ServiceSpec
+from schemas.topics import min_insync_replicas
 
 NAME = "kafka"
 # Counted from the stack's start, and the broker starts once mlflow answers (within its 60 s).
@@ -29,15 +35,8 @@ NODE_ID = 1
 # for one node on a small machine, and quick where only waiting would differ.
 _TUNING = {
     "num.partitions": "1",
-    "default.replication.factor": "1",
-    "min.insync.replicas": "1",
-    "offsets.topic.replication.factor": "1",
     "offsets.topic.num.partitions": "1",
-    "transaction.state.log.replication.factor": "1",
-    "transaction.state.log.min.isr": "1",
     "transaction.state.log.num.partitions": "1",
-    "share.coordinator.state.topic.replication.factor": "1",
-    "share.coordinator.state.topic.min.isr": "1",
     "share.coordinator.state.topic.num.partitions": "1",
     "num.network.threads": "2",
     "num.io.threads": "4",
@@ -45,6 +44,9 @@ _TUNING = {
     "group.initial.rebalance.delay.ms": "0",
     # The local stack's clients use 2 s sessions (README, local stack): the broker must accept them.
     "group.min.session.timeout.ms": "1000",
+    # A killed node is fenced, and its partitions get new leaders, 3 s after its last heartbeat (default 9 s).
+    "broker.heartbeat.interval.ms": "500",
+    "broker.session.timeout.ms": "3000",
     # The log cleaner looks for compactable logs every second, not every 15 s, with a small buffer.
     "log.cleaner.backoff.ms": "1000",
     "log.cleaner.dedupe.buffer.size": str(8 * 1024 * 1024),
@@ -56,18 +58,42 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
-def broker_properties(port: int, controller_port: int, data_dir: Path) -> dict[str, str]:
-    """``server.properties`` of a single-node KRaft cluster on loopback."""
+def _replication(nodes: int) -> dict[str, str]:
+    """Every topic, the broker's own ones included, replicated to each node (one node: no replication)."""
+    factor, min_isr = str(nodes), str(min_insync_replicas(nodes))
+    return {
+        "default.replication.factor": factor,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": factor,
+        "transaction.state.log.replication.factor": factor,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": factor,
+        "share.coordinator.state.topic.min.isr": min_isr,
+    }
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    """One KRaft node of the local cluster: its id, client port and controller port."""
+
+    node_id: int
+    port: int
+    controller_port: int
+
+
+def broker_properties(node: KafkaNode, voters: list[KafkaNode], data_dir: Path) -> dict[str, str]:
+    """``server.properties`` of ``node`` in a KRaft cluster on loopback whose every node is a voter."""
     return {
         "process.roles": "broker,controller",
-        "node.id": str(NODE_ID),
-        "controller.quorum.voters": f"{NODE_ID}@{LOOPBACK}:{controller_port}",
-        "listeners": f"PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{port}",
+        "node.id": str(node.node_id),
+        "controller.quorum.voters": ",".join(f"{v.node_id}@{LOOPBACK}:{v.controller_port}" for v in voters),
+        "listeners": f"PLAINTEXT://{LOOPBACK}:{node.port},CONTROLLER://{LOOPBACK}:{node.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{node.port}",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(data_dir),
+        **_replication(len(voters)),
         **_TUNING,
     }
 
@@ -77,16 +103,54 @@ def _write_properties(path: Path, properties: Mapping[str, str]) -> None:
     path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
 
 
-def _ready(port: int) -> ReadyCheck:
+def _ready(port: int, nodes: int) -> ReadyCheck:
     def check(process: ManagedProcess) -> bool:
-        return kafka_metadata_answers(LOOPBACK, port)
+        return kafka_metadata_answers(LOOPBACK, port, min_brokers=nodes)
 
     return check
 
 
 def data_dir(run_dir: Path) -> Path:
-    """The broker's log dir: the stack removes it once the broker has stopped."""
+    """Where the nodes' log dirs are: the stack removes it once the brokers have stopped."""
     return run_dir / "kafka" / "data"
+
+
+def cluster_nodes(ports: list[int]) -> list[KafkaNode]:
+    """One node per client port in ``ports`` (ids from 1), each with a free controller port."""
+    controller_ports = [p for p in free_ports(2 * len(ports)) if p not in ports][: len(ports)]
+    return [
+        KafkaNode(i, port, controller)
+        for i, (port, controller) in enumerate(zip(ports, controller_ports, strict=True), 1)
+    ]
+
+
+def bootstrap_servers(nodes: list[KafkaNode]) -> str:
+    """Every node's client address: a client still finds the cluster while any one node is down."""
+    return ",".join(f"{LOOPBACK}:{node.port}" for node in nodes)
+
+
+def apache_kafka_specs(ports: list[int], run_dir: Path, *, dump_class_archive: Path | None = None) -> list[ServiceSpec]:
+    """One KRaft node per port in ``ports``, all sharing a fresh cluster id, homes under ``run_dir/kafka``.
+
+    One port: the service is ``kafka``; several: ``kafka-1``, ``kafka-2``, ... Each spec formats its
+    log dir unless it already holds one, so starting it again after a kill keeps the node's data.
+    ``dump_class_archive``: the broker writes the classes it loaded there when it exits (``python -m deploy.kafka``).
+    """
+    nodes = cluster_nodes(ports)
+    cluster_id = new_cluster_id()
+    single = len(nodes) == 1
+    return [
+        _node_spec(
+            node,
+            nodes,
+            cluster_id,
+            home=run_dir / "kafka" if single else run_dir / "kafka" / f"node-{node.node_id}",
+            node_data=data_dir(run_dir) if single else data_dir(run_dir) / f"node-{node.node_id}",
+            name=NAME if single else f"{NAME}-{node.node_id}",
+            dump_class_archive=dump_class_archive,
+        )
+        for node in nodes
+    ]
 
 
 def apache_kafka_spec(
@@ -100,24 +164,52 @@ def apache_kafka_spec(
     ready: ReadyCheck | None = None,
     name: str = NAME,
 ) -> ServiceSpec:
-    """Format a fresh log dir under ``run_dir/kafka`` and run the broker on ``port`` (controller: a free port).
+    """One broker on ``port`` (controller: ``controller_port`` or a free port): the local stack's default.
 
     ``dump_class_archive``: the broker writes the classes it loaded there when it exits (``python -m deploy.kafka``).
     ``extra_properties`` replace or add to :func:`broker_properties` (a secured listener: ``secure_kafka.py``),
     ``format_args`` go to ``StorageTool format`` (e.g. ``--add-scram``), ``ready`` replaces the PLAINTEXT probe.
     """
-    home = run_dir / "kafka"
-    home.mkdir(parents=True, exist_ok=True)
-    controller_port = controller_port or next(p for p in free_ports(2) if p != port)
-    properties = home / "server.properties"
-    _write_properties(
-        properties, {**broker_properties(port, controller_port, data_dir(run_dir)), **(extra_properties or {})}
+    if controller_port is None:
+        (node,) = cluster_nodes([port])
+    else:
+        node = KafkaNode(NODE_ID, port, controller_port)
+    return _node_spec(
+        node,
+        [node],
+        new_cluster_id(),
+        home=run_dir / "kafka",
+        node_data=data_dir(run_dir),
+        name=name,
+        dump_class_archive=dump_class_archive,
+        extra_properties=extra_properties,
+        format_args=format_args,
+        ready=ready,
     )
+
+
+def _node_spec(
+    node: KafkaNode,
+    nodes: list[KafkaNode],
+    cluster_id: str,
+    *,
+    home: Path,
+    node_data: Path,
+    name: str,
+    dump_class_archive: Path | None,
+    extra_properties: Mapping[str, str] | None = None,
+    format_args: Sequence[str] = (),
+    ready: ReadyCheck | None = None,
+) -> ServiceSpec:
+    home.mkdir(parents=True, exist_ok=True)
+    properties = home / "server.properties"
+    _write_properties(properties, {**broker_properties(node, nodes, node_data), **(extra_properties or {})})
     format_storage = [
         *jvm_command(home / "format-jvm.args"),
         "kafka.tools.StorageTool",
         "format",
-        f"--cluster-id={new_cluster_id()}",
+        "--ignore-formatted",
+        f"--cluster-id={cluster_id}",
         f"--config={properties}",
         *format_args,
     ]
@@ -128,8 +220,8 @@ def apache_kafka_spec(
         argv=["/bin/sh", "-c", f"{shlex.join(format_storage)} && exec {shlex.join(run_broker)}"],
         env=dict(os.environ),
         cwd=home,
-        ready=ready or _ready(port),
+        ready=ready or _ready(node.port, len(nodes)),
         ready_timeout_s=READY_TIMEOUT_S,
         stop_timeout_s=STOP_TIMEOUT_S,
-        endpoints={"kafka": f"{LOOPBACK}:{port}"},
+        endpoints={"kafka": f"{LOOPBACK}:{node.port}", "kafka_bootstrap_servers": bootstrap_servers(nodes)},
     )

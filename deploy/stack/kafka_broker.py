@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploy.stack.apache_kafka import apache_kafka_spec
+from deploy.stack.apache_kafka import apache_kafka_specs
+from deploy.stack.errors import StackError
 from deploy.stack.process import ServiceSpec
 from deploy.stack.settings import KafkaBrokerName, StackSettings
 from deploy.stack.tansu_broker import tansu_spec
@@ -25,9 +26,13 @@ _CLIENT_ENV: dict[KafkaBrokerName, dict[str, str]] = {
 }
 
 
-def broker_spec(broker: KafkaBrokerName, port: int, run_dir: Path) -> ServiceSpec:
-    """How to run the selected broker on ``port``."""
-    return apache_kafka_spec(port, run_dir) if broker == "kafka" else tansu_spec(port, run_dir)
+def broker_specs(broker: KafkaBrokerName, ports: list[int], run_dir: Path) -> list[ServiceSpec]:
+    """How to run the selected broker: one node per port in ``ports`` (tansu: one node only)."""
+    if broker == "kafka":
+        return apache_kafka_specs(ports, run_dir)
+    if len(ports) != 1:
+        raise StackError(f"tansu runs one node, not {len(ports)}: set PROMOTER_STACK_KAFKA_BROKER=kafka for a cluster")
+    return [tansu_spec(ports[0], run_dir)]
 
 
 def client_env(broker: KafkaBrokerName) -> dict[str, str]:

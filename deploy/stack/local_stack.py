@@ -1,6 +1,7 @@
 """The real local stack: a Kafka broker, ``mlflow server`` and ``tritonserver`` on 127.0.0.1, started together.
 
-The broker is Apache Kafka unless ``PROMOTER_STACK_KAFKA_BROKER=tansu`` (see :mod:`deploy.stack.kafka_broker`).
+The broker is Apache Kafka unless ``PROMOTER_STACK_KAFKA_BROKER=tansu`` (see :mod:`deploy.stack.kafka_broker`),
+one node unless ``PROMOTER_STACK_KAFKA_NODES`` asks for a cluster (nodes ``kafka-1``, ``kafka-2``, ...).
 
 Used by ``promoter-stack up``, by the test session (fixture ``local_stack``) and by the demo::
 
@@ -20,7 +21,7 @@ from types import TracebackType
 from deploy.stack import apache_kafka, kafka_broker
 from deploy.stack.errors import StackError
 from deploy.stack.mlflow_server import mlflow_spec, new_fernet_key, tracking_uri
-from deploy.stack.ports import LOOPBACK, StackPorts
+from deploy.stack.ports import LOOPBACK, StackPorts, free_ports
 from deploy.stack.process import ManagedProcess, ServiceSpec, poll_until, stop_all, wait_all_ready
 from deploy.stack.settings import KafkaBrokerName, StackSettings
 from deploy.stack.triton_server import triton_spec
@@ -54,10 +55,16 @@ class LocalStack:
         *,
         mlflow_workers: int = 1,
         kafka_broker: KafkaBrokerName | None = None,
+        kafka_nodes: int | None = None,
     ) -> None:
         self.run_dir = run_dir.resolve()
-        self.kafka_broker: KafkaBrokerName = kafka_broker or StackSettings().kafka_broker
+        settings = StackSettings()
+        self.kafka_broker: KafkaBrokerName = kafka_broker or settings.kafka_broker
+        self.kafka_nodes = kafka_nodes or settings.kafka_nodes
         self.ports = ports or StackPorts.allocate()
+        # Node 1 listens on ports.kafka; the other nodes on ports picked now.
+        extra = [p for p in free_ports(2 * self.kafka_nodes) if p not in self.ports.as_dict().values()]
+        self.kafka_ports = [self.ports.kafka, *extra[: self.kafka_nodes - 1]]
         self.mlflow_workers = mlflow_workers
         self.processes: list[ManagedProcess] = []
         self._added: list[ManagedProcess] = []  # services started beside the stack (add_services)
@@ -76,7 +83,8 @@ class LocalStack:
 
     @property
     def kafka_bootstrap_servers(self) -> str:
-        return f"{LOOPBACK}:{self.ports.kafka}"
+        """Every node's address, so clients find the cluster while one node is down."""
+        return ",".join(f"{LOOPBACK}:{port}" for port in self.kafka_ports)
 
     @property
     def mlflow_tracking_uri(self) -> str:
@@ -112,6 +120,7 @@ class LocalStack:
         return {
             "PROMOTER_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
             **kafka_broker.client_env(self.kafka_broker),
+            "PROMOTER_TOPIC_REPLICATION_FACTOR": str(self.kafka_nodes),
             "PROMOTER_MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
             "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
             "PROMOTER_TRITON_ENDPOINTS": self.triton_http,
@@ -141,7 +150,7 @@ class LocalStack:
             raise RuntimeError("this LocalStack was already started")
         began = time.monotonic()
         # Every spec first: a missing binary or unresolved jars fail before anything starts.
-        broker = kafka_broker.broker_spec(self.kafka_broker, self.ports.kafka, self.run_dir)
+        brokers = kafka_broker.broker_specs(self.kafka_broker, self.kafka_ports, self.run_dir)
         mlflow = mlflow_spec(self.ports.mlflow, self.run_dir, workers=self.mlflow_workers, fernet_key=self._fernet_key)
         triton = triton_spec(
             http_port=self.ports.triton_http,
@@ -153,7 +162,7 @@ class LocalStack:
         try:
             mlflow_process, _ = self._start_processes([mlflow, triton])
             wait_all_ready([mlflow_process], started_at=began)
-            self._start_processes([broker])
+            self._start_processes(brokers)
             wait_all_ready(self.processes, started_at=began)
         except BaseException:
             self.stop()

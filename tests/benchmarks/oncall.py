@@ -24,7 +24,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
-from deploy.stack.kafka_broker import broker_spec, client_env, local_client_settings
+from deploy.stack.kafka_broker import broker_specs, client_env, local_client_settings
 from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
 from deploy.stack.settings import StackSettings
@@ -89,7 +89,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-oncall-") as tmp:
         (port,) = free_ports(1)
         chosen = StackSettings().kafka_broker
-        broker = ManagedProcess(broker_spec(chosen, port, Path(tmp)), Path(tmp) / f"{chosen}.log")
+        (spec,) = broker_specs(chosen, [port], Path(tmp))
+        broker = ManagedProcess(spec, Path(tmp) / f"{chosen}.log")
         broker.start()
         try:
             wait_all_ready([broker])

@@ -1,7 +1,7 @@
 """``make chaos``: every fault the README promises to survive, caused for real, measured into .bench/chaos.json.
 
-The system: the local stack with a second Triton on the same model repository, one worker (registry
-reconcile every 10 s), the webhook ingress registered in MLflow, two gateways, and constant-rate
+The system: the local stack on three Kafka brokers with a second Triton on the same model repository,
+one worker (registry reconcile every 10 s), the webhook ingress registered in MLflow, two gateways, and constant-rate
 ``tritonclient.http`` load by registered model name. Scenarios run one after another on it.
 
 ``python -m tests.chaos --only worker_kill --only lost_webhook`` runs the first promotion (every
@@ -27,6 +27,7 @@ from mlflow import MlflowClient
 
 from tests.chaos.scenarios import (
     Run,
+    broker_kill,
     first_version,
     lost_webhook,
     mlflow_down,
@@ -53,6 +54,7 @@ SCENARIOS: tuple[tuple[str, Scenario], ...] = (
     ("worker SIGKILLed in each promotion stage", worker_kill),
     ("webhook lost while the ingress is down", lost_webhook),
     ("MLflow down during a promotion, then a dead-letter replay", mlflow_down),
+    ("the group coordinator of three brokers SIGKILLed and restarted under promotions and load", broker_kill),
 )
 
 GOALS = (
@@ -62,6 +64,9 @@ GOALS = (
     ("poison_good_failed", "== 0"),
     ("lost_webhook_recovered_s", "<= 20"),
     ("mlflow_down_failed_requests", "== 0"),
+    ("broker_kill_lost", "== 0"),
+    ("broker_kill_failed_requests", "== 0"),
+    ("promotions_resume_s", "measured"),
 )
 
 
@@ -73,6 +78,8 @@ def _met(figures: dict[str, Any], key: str) -> bool | None:
         return bool(value <= figures.get("bare_load_s", 0) + 2)
     if key == "lost_webhook_recovered_s":
         return bool(value <= 20)
+    if key == "promotions_resume_s":
+        return True
     return bool(value == 0)
 
 

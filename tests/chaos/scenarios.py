@@ -21,6 +21,7 @@ from promoter_client.promotion import request_promotion_async
 from runtime.settings import TopicSettings
 from tests.chaos.load import ConstantLoad, TensorShape, failures, input_tensor, summary
 from tests.chaos.system import ChaosSystem, Service, until_holds, until_served
+from tests.kafka_cluster import group_coordinator
 from tests.worker_harness import register_iris, snapshot
 from worker.staging import leftover_staging_dirs
 from worker.triton_naming import triton_model_name
@@ -281,3 +282,72 @@ def restart_without_reconcile(system: ChaosSystem) -> None:
     worker.stop()
     worker.spec = dataclasses.replace(worker.spec, env=env)
     worker.start()
+
+
+async def _topic_events(run: Run, topic: str) -> list[dict[str, Any]]:
+    records = await snapshot(run.system.env["PROMOTER_KAFKA_BOOTSTRAP_SERVERS"], topic)
+    return [json.loads(record.value) for record in records if record.value]
+
+
+async def _dead_letters_of(run: Run, event_id: str) -> int:
+    records = await snapshot(run.system.env["PROMOTER_KAFKA_BOOTSTRAP_SERVERS"], TopicSettings().promotion_dlq)
+    return sum(1 for r in records if ("x-dlq-event-id", event_id.encode()) in r.headers)
+
+
+async def broker_kill(run: Run) -> dict[str, Any]:
+    """The group coordinator of the three brokers SIGKILLed right after an alias moved, under load; then restarted.
+
+    While it is down, an on-call request for an unknown model must come back rejected; once it is
+    back, a second promotion. Counted afterwards on the topics: each promotion's request, its
+    ``model.ready`` and both gateways' swap acks, and the unknown model's dead letter.
+    """
+    system = run.system
+    nodes = system.kafka_nodes()
+    during, after = run.register(), run.register()
+    load = run.load()
+    await load.until_flowing()
+    began = time.monotonic()
+    victim = nodes[await group_coordinator(system.env["PROMOTER_KAFKA_BOOTSTRAP_SERVERS"]) - 1]
+    run.registry.set_registered_model_alias(MODEL, ALIAS, str(during))
+    await asyncio.to_thread(victim.kill)
+    killed_at = time.monotonic()
+    unknown = asyncio.create_task(
+        request_promotion_async(
+            f"{MODEL}-unknown", alias=ALIAS, origin="cli", wait_s=DEADLINE_S, kafka=system.stack.kafka_settings()
+        )
+    )
+    resume_s = killed_at - began + await until_served(run.http, system.gateway_urls, MODEL, during)
+    rejected = await unknown
+    await asyncio.to_thread(victim.start)
+    restarted_s = time.monotonic() - killed_at
+    await run.promote(after)
+    await keep_loading(SETTLE_S)
+    await load.stop()
+    window = load.between(began, time.monotonic())
+
+    topics = TopicSettings()
+    requests = [e for e in await _topic_events(run, topics.promotion_requested) if e.get("subject") == MODEL]
+    acks = [e["data"] for e in await _topic_events(run, topics.gateway_status) if "swap_acked" in e.get("type", "")]
+    gateways = [s.spec.name for s in system.gateways]
+    missing: dict[str, int] = {}
+    for version in (during, after):
+        asked = [e for e in requests if e["data"].get("reason", "").endswith(f"version {version}")]
+        acked = {
+            a["gateway_id"] for a in acks if a["route"]["model_name"] == MODEL and a["route"]["version"] == version
+        }
+        missing[f"v{version} request"] = 0 if asked else 1
+        missing[f"v{version} model.ready"] = 0 if await _ready_records(run, version) else 1
+        missing[f"v{version} swaps"] = len(set(gateways) - acked)
+    dead_letters = await _dead_letters_of(run, rejected.event_id)
+    missing["dead letter"] = 0 if dead_letters else 1
+    return {
+        "broker_kill_lost": sum(missing.values()),
+        "broker_kill_missing": {what: n for what, n in missing.items() if n},
+        "broker_kill_failed_requests": len(failures(window)),
+        "broker_kill_requests": len(window),
+        "broker_kill_answers": summary(window),
+        "broker_kill_unknown_outcome": f"{rejected.kind} ({rejected.reason_code})",
+        "broker_kill_dead_letters": dead_letters,
+        "broker_kill_restarted_after_s": round(restarted_s, 2),
+        "promotions_resume_s": round(resume_s, 2),
+    }

@@ -1,4 +1,5 @@
-"""The whole system on one machine, with handles to break it: two Tritons, a worker, the ingress, two gateways.
+"""The whole system on one machine, with handles to break it: three Kafka brokers, two Tritons, a worker,
+the ingress, two gateways.
 
 Both Tritons share one model repository, as the Triton StatefulSet in ``deploy/k8s`` does; the worker
 and the gateways list both endpoints. Every service can be killed, stopped and started again on the
@@ -26,6 +27,8 @@ from promoter_cli.webhook_registration import register_webhook
 
 DEADLINE_S = 120.0
 POLL_S = 0.05
+# Three brokers, replication factor 3, min.insync.replicas 2: one broker may be killed (scenario broker_kill).
+KAFKA_NODES = 3
 
 
 @dataclass
@@ -37,13 +40,17 @@ class Service:
     process: ManagedProcess | None = None
 
     def start(self) -> None:
+        wait_all_ready([self.start_in_background()])
+
+    def start_in_background(self) -> ManagedProcess:
+        """Start the process without waiting for it to be ready (several start side by side)."""
         self.process = ManagedProcess(self.spec, self.log_path)
         self.process.start()
-        wait_all_ready([self.process])
+        return self.process
 
     def kill(self) -> None:
         """SIGKILL the whole process group and wait until it is gone."""
-        process = self._running()
+        process = self.running()
         process.kill()
         deadline = time.monotonic() + 10
         while not process.gone():
@@ -53,9 +60,9 @@ class Service:
         process.remove_leftovers()
 
     def stop(self) -> None:
-        stop_all([self._running()])
+        stop_all([self.running()])
 
-    def _running(self) -> ManagedProcess:
+    def running(self) -> ManagedProcess:
         if self.process is None:
             raise RuntimeError(f"{self.spec.name} was never started")
         return self.process
@@ -84,6 +91,11 @@ class ChaosSystem:
         service = Service(process.spec, process.log_path, process)
         self.extra.append(service)
         return service
+
+    def kafka_nodes(self) -> list[Service]:
+        """The stack's Kafka nodes by node id (``kafka-1`` first), as :class:`Service` handles to kill and start."""
+        nodes = sorted((p for p in self.stack.processes if p.name.startswith("kafka-")), key=lambda p: p.name)
+        return [Service(p.spec, p.log_path, p) for p in nodes]
 
     def spare_triton(self) -> Service:
         """A Triton on the same repository that no service knows of: where a bare load is timed."""
@@ -114,7 +126,7 @@ def _stack_triton(stack: LocalStack) -> Service:
 @contextmanager
 def chaos_system(run_dir: Path, *, worker_env: dict[str, str]) -> Iterator[ChaosSystem]:
     """Start everything; stop everything on the way out, whatever happened in between."""
-    with LocalStack(run_dir / "stack") as stack:
+    with LocalStack(run_dir / "stack", kafka_broker="kafka", kafka_nodes=KAFKA_NODES) as stack:
         second = triton_on(stack, run_dir / "triton-b")
         second.start()
         tritons = [_stack_triton(stack), second]
@@ -152,10 +164,7 @@ def chaos_system(run_dir: Path, *, worker_env: dict[str, str]) -> Iterator[Chaos
             run_dir=run_dir,
         )
         try:
-            for service in (worker, ingress, *gateways):
-                service.process = ManagedProcess(service.spec, service.log_path)
-                service.process.start()
-            wait_all_ready([s.process for s in (worker, ingress, *gateways) if s.process is not None])
+            wait_all_ready([service.start_in_background() for service in (worker, ingress, *gateways)])
             register_webhook(stack.mlflow_tracking_uri, f"http://{LOOPBACK}:{ingress_port}/webhooks/mlflow", secret)
             yield system
         finally:

@@ -13,9 +13,9 @@ from pydantic import ValidationError
 
 from deploy.kafka.__main__ import main as make_kafka
 from deploy.stack import kafka_jars
-from deploy.stack.apache_kafka import broker_properties, new_cluster_id
+from deploy.stack.apache_kafka import KafkaNode, apache_kafka_specs, broker_properties, new_cluster_id
 from deploy.stack.errors import StackError
-from deploy.stack.kafka_broker import client_env, local_client_settings
+from deploy.stack.kafka_broker import broker_specs, client_env, local_client_settings
 from deploy.stack.ports import free_ports
 from deploy.stack.probes import kafka_metadata_answers
 from deploy.stack.settings import StackSettings
@@ -45,7 +45,8 @@ def test_clients_of_tansu_turn_idempotence_off_and_poll_fetches_fast() -> None:
 
 
 def test_broker_properties_make_one_kraft_node_on_loopback(tmp_path: Path) -> None:
-    properties = broker_properties(19092, 19093, tmp_path / "data")
+    node = KafkaNode(1, 19092, 19093)
+    properties = broker_properties(node, [node], tmp_path / "data")
     assert properties["process.roles"] == "broker,controller"
     assert properties["controller.quorum.voters"] == f"{properties['node.id']}@127.0.0.1:19093"
     assert properties["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
@@ -53,6 +54,49 @@ def test_broker_properties_make_one_kraft_node_on_loopback(tmp_path: Path) -> No
     assert properties["log.dirs"] == str(tmp_path / "data")
     assert properties["group.initial.rebalance.delay.ms"] == "0"
     assert int(properties["group.min.session.timeout.ms"]) <= 2000, "the stack's clients use 2 s sessions"
+    assert (properties["offsets.topic.replication.factor"], properties["min.insync.replicas"]) == ("1", "1")
+
+
+def test_three_nodes_are_three_voters_replicating_everything_three_times_two_in_sync(tmp_path: Path) -> None:
+    nodes = [KafkaNode(1, 19092, 19093), KafkaNode(2, 19094, 19095), KafkaNode(3, 19096, 19097)]
+    properties = broker_properties(nodes[1], nodes, tmp_path / "data")
+    assert properties["node.id"] == "2"
+    assert properties["controller.quorum.voters"] == "1@127.0.0.1:19093,2@127.0.0.1:19095,3@127.0.0.1:19097"
+    assert properties["listeners"] == "PLAINTEXT://127.0.0.1:19094,CONTROLLER://127.0.0.1:19095"
+    for key in (
+        "default.replication.factor",
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+    ):
+        assert properties[key] == "3", key
+    assert properties["min.insync.replicas"] == properties["transaction.state.log.min.isr"] == "2"
+
+
+def test_a_cluster_shares_one_cluster_id_and_a_killed_node_starts_again_on_its_data(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(kafka_jars, "CACHE_DIR", tmp_path / "cache")
+    kafka_jars.CACHE_DIR.mkdir()
+    jar = tmp_path / "kafka.jar"
+    jar.write_bytes(b"")
+    kafka_jars.cache_file().write_text(f"{jar}\n")
+    ports = free_ports(3)
+
+    specs = apache_kafka_specs(ports, tmp_path / "run")
+
+    assert [s.name for s in specs] == ["kafka-1", "kafka-2", "kafka-3"]
+    assert {s.endpoints["kafka_bootstrap_servers"] for s in specs} == {",".join(f"127.0.0.1:{p}" for p in ports)}
+    commands = [s.argv[-1] for s in specs]
+    cluster_ids = {c.split("--cluster-id=")[1].split()[0] for c in commands}
+    assert len(cluster_ids) == 1, "every node formats with the same cluster id"
+    assert all("format --ignore-formatted" in c for c in commands), "a restart must not fail on its own data"
+    data_dirs = {(s.cwd / "server.properties").read_text().split("log.dirs=")[1].split()[0] for s in specs}
+    assert len(data_dirs) == 3
+
+
+def test_tansu_runs_one_node_only(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match="tansu runs one node, not 3"):
+        broker_specs("tansu", free_ports(3), tmp_path)
 
 
 def test_cluster_ids_are_22_url_safe_characters() -> None:
@@ -123,6 +167,26 @@ def test_the_probe_wants_a_broker_and_a_controller_in_the_metadata_answer() -> N
         thread.start()
         try:
             assert kafka_metadata_answers("127.0.0.1", port) is ready, (brokers, controller)
+        finally:
+            thread.join(timeout=5)
+            server.close()
+
+
+def test_the_probe_of_a_cluster_node_waits_until_every_node_has_registered() -> None:
+    for brokers, ready in (([1, 2], False), ([1, 2, 3], True)):
+        server = socket.create_server(("127.0.0.1", 0))
+
+        def answer(server: socket.socket = server, brokers: list[int] = brokers) -> None:
+            connection, _ = server.accept()
+            with connection:
+                (size,) = struct.unpack(">i", connection.recv(4))
+                (correlation_id,) = struct.unpack_from(">i", connection.recv(size), 4)
+                connection.sendall(_metadata_answer(correlation_id, brokers, 1))
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        try:
+            assert kafka_metadata_answers("127.0.0.1", server.getsockname()[1], min_brokers=3) is ready, brokers
         finally:
             thread.join(timeout=5)
             server.close()

@@ -67,6 +67,7 @@ def test_client_env_names_and_values(tmp_path: Path) -> None:
         "PROMOTER_KAFKA_ENABLE_IDEMPOTENCE": "true",
         "PROMOTER_KAFKA_SESSION_TIMEOUT_MS": "2000",
         "PROMOTER_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+        "PROMOTER_TOPIC_REPLICATION_FACTOR": "1",
         "PROMOTER_MLFLOW_TRACKING_URI": "http://127.0.0.1:15000",
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:15000",
         "PROMOTER_TRITON_ENDPOINTS": "127.0.0.1:18000",
@@ -76,6 +77,16 @@ def test_client_env_names_and_values(tmp_path: Path) -> None:
     }
     assert stack.triton_grpc == "127.0.0.1:18001"
     assert stack.model_repository.is_absolute()
+
+
+def test_a_three_node_stack_lists_every_node_and_replicates_topics_three_times(tmp_path: Path) -> None:
+    stack = LocalStack(tmp_path, PORTS, kafka_broker="kafka", kafka_nodes=3)
+    env = stack.client_env()
+    nodes = env["PROMOTER_KAFKA_BOOTSTRAP_SERVERS"].split(",")
+    assert nodes[0] == "127.0.0.1:19092"
+    assert len(set(nodes)) == 3
+    assert env["PROMOTER_TOPIC_REPLICATION_FACTOR"] == "3"
+    assert stack.kafka_settings().bootstrap_servers == env["PROMOTER_KAFKA_BOOTSTRAP_SERVERS"]
 
 
 def test_fernet_key_reaches_only_the_mlflow_server(tmp_path: Path) -> None:
