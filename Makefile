@@ -49,6 +49,7 @@ integration: $(STAMP) kafka
 # Benchmarks on the real local stack: print the figures, write .bench/<name>.json.
 bench: $(STAMP) kafka
 	$(BIN)/python -m tests.benchmarks.promotion
+	$(BIN)/python -m tests.benchmarks.prepared_swap
 	$(BIN)/python -m tests.benchmarks.oncall
 	$(BIN)/python -m tests.benchmarks.gateway
 	$(BIN)/python -m tests.benchmarks.exactly_once

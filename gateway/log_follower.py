@@ -19,11 +19,12 @@ from runtime.settings import KafkaSettings
 from runtime.topic_replay import TopicReplayer
 from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.model_ready import ModelReady, ServingStopped
+from schemas.prepared_version import ModelPrepared
 from schemas.routing_updated import RoutingUpdated
 
 log = get_logger(__name__)
 
-_LOG_EVENTS = (ModelReady, ServingStopped, RoutingUpdated)
+_LOG_EVENTS = (ModelReady, ServingStopped, RoutingUpdated, ModelPrepared)
 
 
 class LogFollower:
@@ -48,6 +49,8 @@ class LogFollower:
         except InvalidEventError as error:
             log.warning("unreadable record on the serving-state log", topic=record.topic, error=error.message)
             return
+        if isinstance(event, ModelPrepared):
+            return  # loaded for the workers, routed by no alias: never a route
         assert isinstance(event, ModelReady | ServingStopped | RoutingUpdated)  # noqa: S101 - narrowed by allowed
         change = self.state.apply(event.data)
         if change is None:

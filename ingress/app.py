@@ -29,6 +29,7 @@ from runtime.metrics import METRICS_CONTENT_TYPE, new_registry, render
 from runtime.service_help import parse_service_args
 from runtime.settings import KafkaSettings, LogSettings, TopicSettings
 from schemas.envelope import KAFKA_HEADERS
+from schemas.prepared_version import PrepareRequested
 from schemas.promotion_requested import PromotionRequested
 
 log = get_logger(__name__)
@@ -73,7 +74,7 @@ class KafkaLink:
             log.info("connected to Kafka", bootstrap_servers=self.kafka.bootstrap_servers)
             return
 
-    async def publish(self, event: PromotionRequested) -> None:
+    async def publish(self, event: PromotionRequested | PrepareRequested) -> None:
         if self.producer is None:
             raise ConnectionError("not connected to Kafka yet")
         await asyncio.wait_for(

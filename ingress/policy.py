@@ -2,8 +2,10 @@
 
 - ``model_version_alias.created``: serve that alias (the worker re-reads what it points at now).
 - ``model_version_alias.deleted``: stop serving that alias.
-- ``model_version.created``: only with ``PROMOTER_INGRESS_PROMOTE_ON_VERSION_CREATED=<alias>``,
-  serve the new version under that alias.
+- ``model_version.created``: with ``PROMOTER_INGRESS_PROMOTE_ON_VERSION_CREATED=<alias>``, serve
+  the new version under that alias; else, when ``PROMOTER_INGRESS_PREPARE_ON_VERSION_CREATED``
+  names the model (or is ``*``), prepare it: loaded and proved on every Triton, routed by no alias,
+  so the alias move that follows swaps without a load.
 - ``model_version_tag.set``: only when it sets ``PROMOTER_INGRESS_PROMOTE_ON_TAG`` (``key=value``),
   serve the version under ``PROMOTER_INGRESS_PROMOTE_ON_TAG_ALIAS``.
   Tags in the ``promoter.`` namespace are the worker's own write-back and never promote, whatever
@@ -22,6 +24,7 @@ from pydantic import ValidationError
 from ingress.settings import IngressSettings
 from schemas.field_problems import describe, field_problems
 from schemas.mlflow_webhook import MLflowWebhookPayload
+from schemas.prepared_version import PrepareRequestedData
 from schemas.promotion_requested import PromotionRequestedData
 
 
@@ -34,13 +37,14 @@ class UnusableEventError(ValueError):
     """The webhook is about a promotion, but its data cannot make a valid request; names the field."""
 
 
-Outcome = PromotionRequestedData | Ignored
+Request = PromotionRequestedData | PrepareRequestedData
+Outcome = Request | Ignored
 Rule = Callable[[dict[str, Any], dict[str, Any], IngressSettings], Outcome]
 
 
-def _request(**fields: Any) -> PromotionRequestedData:
+def _request(kind: type[Request] = PromotionRequestedData, **fields: Any) -> Request:
     try:
-        return PromotionRequestedData.model_validate(fields, strict=False)
+        return kind.model_validate(fields, strict=False)
     except ValidationError as error:
         raise UnusableEventError(describe(field_problems(error.errors(), root="data", prefix="data"))) from None
 
@@ -55,9 +59,14 @@ def _alias_deleted(data: dict[str, Any], common: dict[str, Any], _: IngressSetti
 
 def _version_created(data: dict[str, Any], common: dict[str, Any], settings: IngressSettings) -> Outcome:
     alias = settings.promote_on_version_created
-    if alias is None:
-        return Ignored("new versions are not auto-promoted (PROMOTER_INGRESS_PROMOTE_ON_VERSION_CREATED unset)")
-    return _request(**common, alias=alias, version=data.get("version"), reason="new model version")
+    if alias is not None:
+        return _request(**common, alias=alias, version=data.get("version"), reason="new model version")
+    if settings.prepares_new_versions_of(data.get("name")):
+        return _request(PrepareRequestedData, **common, version=data.get("version"), reason="new model version")
+    return Ignored(
+        "new versions are neither auto-promoted (PROMOTER_INGRESS_PROMOTE_ON_VERSION_CREATED unset) "
+        "nor prepared (PROMOTER_INGRESS_PREPARE_ON_VERSION_CREATED does not name this model)"
+    )
 
 
 #: Tags the worker writes back onto versions (worker/registry_writeback.py): never a promotion.

@@ -29,6 +29,7 @@ from schemas.mlflow_webhook import (
     MLflowWebhookPayload,
     verify_signature,
 )
+from schemas.prepared_version import PrepareRequested, PrepareRequestedData
 from schemas.promotion_requested import PromotionRequested
 
 log = get_logger(__name__)
@@ -36,7 +37,7 @@ log = get_logger(__name__)
 OUTCOMES = ("accepted", "duplicate", "ignored", "unauthorized", "invalid", "unavailable")
 SOURCE = "/model-promoter/ingress/mlflow"
 
-Publish = Callable[[PromotionRequested], Awaitable[None]]
+Publish = Callable[[PromotionRequested | PrepareRequested], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +115,11 @@ class WebhookReceiver:
             log.info("duplicate delivery", state=state)
             # In flight elsewhere: 409 makes MLflow retry later; done: 200, it was published.
             return Answer(200 if state == "done" else 409, {"status": "duplicate", "event_id": event_id})
-        event = PromotionRequested(id=event_id, source=SOURCE, subject=outcome.model_name, data=outcome)
+        event: PromotionRequested | PrepareRequested = (
+            PrepareRequested(id=event_id, source=SOURCE, subject=outcome.model_name, data=outcome)
+            if isinstance(outcome, PrepareRequestedData)
+            else PromotionRequested(id=event_id, source=SOURCE, subject=outcome.model_name, data=outcome)
+        )
         try:
             await self._publish(event)
         except (Exception, asyncio.CancelledError) as error:
@@ -124,7 +129,10 @@ class WebhookReceiver:
             return Answer(503, error_body("Kafka is unavailable; MLflow will retry this delivery"))
         self._deliveries.complete(delivery_id)
         self._counted.labels("accepted").inc()
-        log.info("promotion requested", model=outcome.model_name, alias=outcome.alias, action=outcome.action)
+        if isinstance(outcome, PrepareRequestedData):
+            log.info("preparation requested", model=outcome.model_name, version=outcome.version)
+        else:
+            log.info("promotion requested", model=outcome.model_name, alias=outcome.alias, action=outcome.action)
         return Answer(202, {"status": "accepted", "event_id": event_id})
 
     def _invalid(self, detail: str) -> Answer:

@@ -25,12 +25,23 @@ class IngressSettings(PromoterSettings):
     promote_on_version_created: str | None = Field(
         None, description="Alias to serve every new model version under (e.g. staging); unset: ignore."
     )
+    prepare_on_version_created: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Registered models whose every new version is prepared (loaded, proved, routed by no alias), "
+            "comma-separated; `*` for every model. Unset: none."
+        ),
+    )
     promote_on_tag: str | None = Field(
         None, description="`key=value` version tag that promotes the version, e.g. validation_status=approved."
     )
     promote_on_tag_alias: str = Field("staging", description="Alias a version promoted by that tag is served under.")
 
-    @field_validator("webhook_secrets", mode="before")
+    def prepares_new_versions_of(self, model_name: object) -> bool:
+        """True when the policy prepares every new version of ``model_name``."""
+        return "*" in self.prepare_on_version_created or model_name in self.prepare_on_version_created
+
+    @field_validator("webhook_secrets", "prepare_on_version_created", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):

@@ -2,6 +2,7 @@
 
     promoter promote iris-clf --alias champion --version 7 --reason "fixes drift" --wait 120
     promoter unserve iris-clf --alias challenger
+    promoter prepare iris-clf --version 8 --wait 600
     promoter route iris-clf --shadow candidate --shadow-percent 5
     promoter webhook register --url http://ingress:8090/webhooks/mlflow
 
@@ -26,6 +27,8 @@ from promoter_cli.output import JsonOpt
 from promoter_cli.webhook_registration import DEFAULT_WEBHOOK_NAME, register_webhook
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from promoter_client.promotion import Outcome
 
 app = typer.Typer(
@@ -58,6 +61,11 @@ def _report(outcome: Outcome, as_json: bool) -> None:
         typer.echo(f"requested (event {outcome.event_id}); not waiting for the outcome")
     elif outcome.kind == "served":
         typer.echo(f"served: version {outcome.version} as Triton model {outcome.triton_model_name}")
+    elif outcome.kind == "prepared":
+        typer.echo(
+            f"prepared: version {outcome.version} loaded and proved as Triton model {outcome.triton_model_name}, "
+            "routed by no alias; moving an alias to it now swaps without a load"
+        )
     elif outcome.kind == "stopped":
         typer.echo("the alias is no longer served")
     if outcome.kind == "rejected":
@@ -76,14 +84,22 @@ def _request(
     wait: float | None,
     as_json: bool,
 ) -> None:
-    from promoter_cli.errors import EXIT_TIMEOUT, explained_failures
     from promoter_client.promotion import request_promotion
+
+    _send_and_report(
+        lambda: request_promotion(
+            model, alias=alias, version=version, reason=reason, action=action, origin="cli", wait_s=wait
+        ),
+        as_json,
+    )
+
+
+def _send_and_report(send: Callable[[], Outcome], as_json: bool) -> None:
+    from promoter_cli.errors import EXIT_TIMEOUT, explained_failures
 
     try:
         with explained_failures():
-            outcome = request_promotion(
-                model, alias=alias, version=version, reason=reason, action=action, origin="cli", wait_s=wait
-            )
+            outcome = send()
     except TimeoutError as error:
         typer.echo(f"{error}; the request stays queued: check the worker's logs and `promoter dlq list`", err=True)
         raise typer.Exit(EXIT_TIMEOUT) from None
@@ -123,6 +139,27 @@ def unserve(
     Example: promoter unserve iris-clf --alias challenger --wait 30
     """
     _request(model, alias=alias, action="unserve", version=None, reason=reason, wait=wait, as_json=as_json)
+
+
+@app.command()
+def prepare(
+    model: ModelArg,
+    version: Annotated[int, typer.Option(help="Version to load and prove on every Triton, without routing it.")],
+    reason: ReasonOpt = None,
+    wait: Annotated[float | None, typer.Option(help="Seconds to wait for model.prepared / model.rejected.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prepare VERSION of MODEL: staged, loaded and proved on every Triton, routed by no alias until one moves to it.
+
+    Unloaded after PROMOTER_WORKER_PREPARED_TTL_S if no alias takes it. Exit codes as for promote.
+
+    Example: promoter prepare iris-clf --version 8 --wait 600
+    """
+    from promoter_client.promotion import request_preparation
+
+    _send_and_report(
+        lambda: request_preparation(model, version=version, reason=reason, origin="cli", wait_s=wait), as_json
+    )
 
 
 def _weights(spec: str) -> dict[str, int]:

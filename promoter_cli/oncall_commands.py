@@ -19,14 +19,17 @@ from promoter_cli.output import JsonOpt, render_table
 if TYPE_CHECKING:
     from promoter_cli.dead_letter_log import DeadLetter, LetterFilter
     from promoter_cli.serving_status import AliasStatus, EndpointRow
+    from schemas.prepared_version import ModelPreparedData
 
-    StatusView = tuple[list[AliasStatus], list[EndpointRow]]  # what `status` prints: the aliases, the endpoints
+    # what `status` prints: the aliases, the endpoints, the prepared versions
+    StatusView = tuple[list[AliasStatus], list[EndpointRow], list[ModelPreparedData]]
 
 dlq = typer.Typer(help="Inspect and replay dead letters (failed promotion requests).", no_args_is_help=True)
 
 DEFAULT_MAX_REPLAYS = 3
 LIST_COLUMNS = ("time", "model", "target", "reason_code", "attempts", "source", "event_id", "dlq_offset", "replays")
 STATUS_TIMEOUT_S = 60.0
+PREPARED_JSON_FIELDS = {"model_name", "version", "triton_model_name", "expires_at", "request_event_id"}
 
 ModelOpt = Annotated[str | None, typer.Option(help="Only letters of this registered model.")]
 ReasonOpt = Annotated[str | None, typer.Option(help="Only this reason code, e.g. retries_exhausted.")]
@@ -214,19 +217,22 @@ def replay_letters(
 
 
 def _print_status(view: StatusView, as_json: bool) -> None:
-    rows, endpoints = view
+    from promoter_cli.serving_status import prepared_line
+
+    rows, endpoints, prepared = view
     now = datetime.now(UTC)
     if as_json:
         document = {
             "time": now.isoformat(),
             "aliases": [asdict(row) for row in rows],
             "endpoints": [row.as_json() for row in endpoints],
+            "prepared": [record.model_dump(mode="json", include=PREPARED_JSON_FIELDS) for record in prepared],
         }
         typer.echo(json.dumps(document))
         return
     typer.echo(f"{now:%H:%M:%S}")
     served = [row.line() for row in rows] or ["nothing is served yet"]
-    typer.echo("\n".join(served + [row.line() for row in endpoints]))
+    typer.echo("\n".join(served + [prepared_line(record) for record in prepared] + [row.line() for row in endpoints]))
 
 
 async def _status(watch: bool, as_json: bool) -> None:
@@ -239,11 +245,11 @@ async def _status(watch: bool, as_json: bool) -> None:
     topics = TopicSettings()
     state = ServingStatus()
     async with caught_up(KafkaSettings(), [topics.model_ready, topics.gateway_status], state.apply, STATUS_TIMEOUT_S):
-        shown = (state.report(), state.endpoints())
+        shown = (state.report(), state.endpoints(), state.prepared())
         _print_status(shown, as_json)
         while watch:
             await asyncio.sleep(1.0)  # poll: the re-render cadence; the data comes from the followed topics
-            current = (state.report(), state.endpoints())
+            current = (state.report(), state.endpoints(), state.prepared())
             if current != shown:
                 shown = current
                 _print_status(shown, as_json)

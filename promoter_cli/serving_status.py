@@ -19,6 +19,7 @@ from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.fleet_status import EndpointStatus, WorkerFleetStatus
 from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked
 from schemas.model_ready import ModelReady, ServingStopped
+from schemas.prepared_version import ModelPrepared, ModelPreparedData
 from worker.gateway_view import GatewayView
 from worker.serving_state import ServingState
 
@@ -42,6 +43,14 @@ class AliasStatus:
         if self.silent:
             text += "; silent: " + ", ".join(sorted(self.silent))
         return text
+
+
+def prepared_line(record: ModelPreparedData) -> str:
+    """One prepared version for ``promoter status``: loaded everywhere, routed by no alias, until when."""
+    return (
+        f"{record.model_name} v{record.version} prepared as {record.triton_model_name} (routed by no alias; "
+        f"unloaded at {record.expires_at:%Y-%m-%d %H:%M:%S} UTC unless an alias takes it)"
+    )
 
 
 LIVENESS_INTERVALS = 3
@@ -81,11 +90,14 @@ class ServingStatus:
     def apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:
             event = parse_any_event(
-                record.value or b"", (ModelReady, ServingStopped, GatewayHeartbeat, GatewaySwapAcked, WorkerFleetStatus)
+                record.value or b"",
+                (ModelReady, ServingStopped, ModelPrepared, GatewayHeartbeat, GatewaySwapAcked, WorkerFleetStatus),
             )
         except InvalidEventError:
             return
-        if isinstance(event, ModelReady | ServingStopped):
+        if isinstance(event, ModelPrepared):
+            self.desired.prepare(event.data)
+        elif isinstance(event, ModelReady | ServingStopped):
             self.desired.apply(event.data)
         elif isinstance(event, GatewayHeartbeat | GatewaySwapAcked):
             self.gateways.apply_event(event)
@@ -115,6 +127,11 @@ class ServingStatus:
         if self.fleet_reports:
             return ["Triton endpoints: no live worker has reported them lately"]
         return ["Triton endpoints: no worker has reported them yet"]
+
+    def prepared(self, now: datetime | None = None) -> list[ModelPreparedData]:
+        """Prepared versions awaiting an alias, not expired (the workers' bound per model is not known here)."""
+        held = self.desired.prepared_to_hold(now)
+        return [record for name, record in sorted(self.desired.awaiting_alias.items()) if name in held]
 
     def report(self, now: datetime | None = None) -> list[AliasStatus]:
         now = now or datetime.now(UTC)

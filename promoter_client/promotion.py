@@ -6,6 +6,12 @@
 
 The request is published on ``model.promotion.requested``; with ``wait_s`` the call follows
 ``model.ready`` and ``model.rejected`` until the answer to this request's event id arrives.
+
+    from promoter_client.promotion import request_preparation
+    request_preparation("iris-clf", version=8, wait_s=600).raise_for_rejection()  # loaded, not routed
+
+prepares a version ahead of its alias move: loaded and proved on every Triton, routed by no alias,
+so the later ``request_promotion(..., version=8)`` (or the MLflow alias move) swaps without a load.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from runtime.kafka_clients import assign_from_start, publish_event, started
 from runtime.settings import KafkaSettings, TopicSettings
 from runtime.topic_reading import MissingTopicError
 from schemas.catalog import InvalidEventError, parse_any_event
+from schemas.envelope import CloudEvent
 from schemas.model_ready import ModelReady, ServingStopped
+from schemas.prepared_version import ModelPrepared, PrepareRequested, PrepareRequestedData
 from schemas.promotion_rejected import PromotionRejected
 from schemas.promotion_requested import Origin, PromotionRequested, PromotionRequestedData
 
-OutcomeKind = Literal["requested", "served", "stopped", "rejected"]
+OutcomeKind = Literal["requested", "served", "prepared", "stopped", "rejected"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -70,11 +78,13 @@ async def _await_outcome(kafka: KafkaSettings, names: TopicSettings, event_id: s
 
 def _match(raw: bytes, event_id: str) -> Outcome | None:
     try:
-        event = parse_any_event(raw, (ModelReady, ServingStopped, PromotionRejected))
+        event = parse_any_event(raw, (ModelReady, ModelPrepared, ServingStopped, PromotionRejected))
     except InvalidEventError:
         return None
     if isinstance(event, ModelReady) and event.data.request_event_id == event_id:
         return Outcome(event_id, "served", event.data.version, event.data.triton_model_name)
+    if isinstance(event, ModelPrepared) and event.data.request_event_id == event_id:
+        return Outcome(event_id, "prepared", event.data.version, event.data.triton_model_name)
     if isinstance(event, ServingStopped) and event.data.request_event_id == event_id:
         return Outcome(event_id, "stopped")
     if isinstance(event, PromotionRejected) and event.data.request_event_id == event_id:
@@ -98,8 +108,6 @@ async def request_promotion_async(
     topics: TopicSettings | None = None,
 ) -> Outcome:
     """Publish a promotion request; with ``wait_s``, wait for its outcome (TimeoutError after that)."""
-    kafka = kafka or KafkaSettings()
-    topics = topics or TopicSettings()
     data = PromotionRequestedData(
         model_name=model,
         alias=alias,
@@ -110,6 +118,36 @@ async def request_promotion_async(
         reason=reason,
     )
     event = PromotionRequested(id=str(uuid.uuid4()), source=f"/model-promoter/{origin}", subject=model, data=data)
+    return await _publish_request(event, model, wait_s, kafka, topics)
+
+
+async def request_preparation_async(
+    model: str,
+    *,
+    version: int,
+    reason: str | None = None,
+    origin: Origin = "dag",
+    requester: str | None = None,
+    wait_s: float | None = None,
+    kafka: KafkaSettings | None = None,
+    topics: TopicSettings | None = None,
+) -> Outcome:
+    """Ask the workers to prepare ``version``: loaded and proved on every Triton, routed by no alias.
+
+    With ``wait_s``, wait for its outcome (kind ``prepared`` or ``rejected``; TimeoutError after that).
+    """
+    data = PrepareRequestedData(
+        model_name=model, version=version, origin=origin, requester=requester or getpass.getuser(), reason=reason
+    )
+    event = PrepareRequested(id=str(uuid.uuid4()), source=f"/model-promoter/{origin}", subject=model, data=data)
+    return await _publish_request(event, model, wait_s, kafka, topics)
+
+
+async def _publish_request(
+    event: CloudEvent, model: str, wait_s: float | None, kafka: KafkaSettings | None, topics: TopicSettings | None
+) -> Outcome:
+    kafka = kafka or KafkaSettings()
+    topics = topics or TopicSettings()
     await publish_event(kafka, topics.promotion_requested, event, key=model)
     if wait_s is None:
         return Outcome(event.id, "requested")
@@ -131,3 +169,5 @@ def blocking(coroutine_function: Callable[P, Coroutine[Any, Any, T]]) -> Callabl
 
 #: For Airflow tasks and scripts: ``request_promotion("iris-clf", version=7, wait_s=600)``.
 request_promotion = blocking(request_promotion_async)
+#: For Airflow tasks and scripts: ``request_preparation("iris-clf", version=8, wait_s=600)``.
+request_preparation = blocking(request_preparation_async)

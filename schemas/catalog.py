@@ -17,6 +17,7 @@ from schemas.field_problems import describe, field_problems
 from schemas.fleet_status import WorkerFleetStatus
 from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked
 from schemas.model_ready import ModelReady, ServingStopped
+from schemas.prepared_version import ModelPrepared, PrepareRequested
 from schemas.promotion_rejected import PromotionRejected
 from schemas.promotion_requested import PromotionRequested
 from schemas.routing_updated import RoutingUpdated
@@ -31,6 +32,8 @@ EVENT_CLASSES: tuple[type[CloudEvent], ...] = (
     RoutingUpdated,
     DeadLetterReplayed,
     WorkerFleetStatus,
+    PrepareRequested,
+    ModelPrepared,
 )
 EVENTS_BY_TYPE: dict[str, type[CloudEvent]] = {cls.event_type: cls for cls in EVENT_CLASSES}
 

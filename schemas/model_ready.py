@@ -53,9 +53,11 @@ class SignatureSummary(EventData):
     )
 
 
-class ModelReadyData(EventData):
+class ServableVersionData(EventData):
+    """A version staged, loaded on every Triton endpoint and proved: what ``model.ready`` and
+    ``model.prepared`` (:mod:`schemas.prepared_version`) both say about it."""
+
     model_name: RegisteredModelName
-    alias: Alias
     version: ModelVersion
     triton_model_name: NonEmptyStr = Field(description="Immutable Triton model for this exact version.")
     artifact_sha256: Sha256Hex = Field(description="Digest of the whole MLflow artifact tree.")
@@ -71,6 +73,14 @@ class ModelReadyData(EventData):
             "concurrent small ones within it."
         ),
     )
+    stage_seconds: dict[str, float] = Field(
+        default_factory=dict, description="Time spent per promotion stage (resolve, stage, load, ...)."
+    )
+    request_event_id: str | None = Field(None, description="The request this answers.")
+
+
+class ModelReadyData(ServableVersionData):
+    alias: Alias
     generation: int = Field(
         ge=0,
         description=(
@@ -79,10 +89,6 @@ class ModelReadyData(EventData):
             "generation is greater than the one it applied for the same model and alias."
         ),
     )
-    stage_seconds: dict[str, float] = Field(
-        default_factory=dict, description="Time spent per promotion stage (resolve, stage, load, ...)."
-    )
-    request_event_id: str | None = Field(None, description="The promotion request this answers.")
     pinned: bool | None = Field(
         None,
         description=(

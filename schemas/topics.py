@@ -13,6 +13,7 @@ from schemas.envelope import CloudEvent
 from schemas.fleet_status import WorkerFleetStatus
 from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked
 from schemas.model_ready import ModelReady, ServingStopped
+from schemas.prepared_version import ModelPrepared, PrepareRequested
 from schemas.promotion_rejected import PromotionRejected
 from schemas.promotion_requested import PromotionRequested
 from schemas.routing_updated import RoutingUpdated
@@ -57,7 +58,7 @@ PROMOTION_REQUESTED = TopicSpec(
     partitions=6,
     compacted=False,
     retention_ms=SEVEN_DAYS_MS,
-    event_types=(PromotionRequested,),
+    event_types=(PromotionRequested, PrepareRequested),
 )
 # Keyed by model name for per-model order, so it cannot be compacted without losing the other
 # aliases of a model: it is kept whole instead. One record per promotion keeps it small.
@@ -68,7 +69,7 @@ MODEL_READY = TopicSpec(
     partitions=6,
     compacted=False,
     retention_ms=RETAIN_FOREVER_MS,
-    event_types=(ModelReady, ServingStopped),
+    event_types=(ModelReady, ServingStopped, ModelPrepared),
 )
 MODEL_REJECTED = TopicSpec(
     name="model.rejected",

@@ -23,6 +23,7 @@ from schemas.model_ready import (
     SignatureSummary,
 )
 from schemas.model_ready import TensorSpec as Tensor
+from schemas.prepared_version import ModelPrepared, ModelPreparedData, PrepareRequested, PrepareRequestedData
 from schemas.promotion_rejected import PromotionRejected, PromotionRejectedData, ReasonCode
 from schemas.promotion_requested import PromotionRequested, PromotionRequestedData
 from schemas.routing_updated import RoutingUpdated, RoutingUpdatedData
@@ -149,6 +150,26 @@ def all_events() -> list[CloudEvent]:
                         since=datetime(2026, 11, 22, 3, 0, tzinfo=UTC),
                     ),
                 ],
+            ),
+        ),
+        PrepareRequested(
+            source=SOURCE,
+            subject="iris-clf",
+            data=PrepareRequestedData(model_name="iris-clf", version=4, origin="cli", requester="alice"),
+        ),
+        ModelPrepared(
+            source=SOURCE,
+            subject="iris-clf",
+            data=ModelPreparedData(
+                model_name="iris-clf",
+                version=4,
+                triton_model_name="iris-clf--v4",
+                artifact_sha256=SHA,
+                flavor="sklearn",
+                signature=signature,
+                stage_seconds={"resolve": 0.05, "load": 3.9},
+                request_event_id="req-2",
+                expires_at=datetime(2026, 11, 22, 4, 0, tzinfo=UTC),
             ),
         ),
     ]

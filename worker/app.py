@@ -177,7 +177,7 @@ def take_staging_lease(lease: StagingLease) -> None:
 def _declare_publishers(broker: KafkaBroker, topics: TopicSettings) -> None:
     """What the worker publishes, and where: for the AsyncAPI document (/docs/asyncapi) and the Kafka ACLs' test."""
     for topic, schema, title in (
-        (topics.model_ready, ModelReady, "model.ready: a version is served (or ServingStopped)"),
+        (topics.model_ready, ModelReady, "model.ready: a version is served (or ServingStopped, or ModelPrepared)"),
         (topics.model_rejected, PromotionRejected, "model.rejected: a promotion failed for good"),
         (topics.promotion_dlq, bytes, "DLQ: the original record plus x-dlq-* headers"),
     ):
@@ -201,7 +201,8 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     kafka, topics = config.kafka, config.topics
     broker = kafka_broker(kafka, description="model-promoter worker: promotion requests in, outcomes out")
     metrics = WorkerMetrics()
-    state = ServingState()
+    state = ServingState(max_prepared_per_model=config.worker.max_prepared_versions)
+    metrics.prepared_versions.set_function(lambda: len(state.prepared_to_hold()))
     fleet = TritonFleet(config.triton)
     registry = Registry(config.mlflow)
     lease = StagingLease(config.triton.model_repository, config.worker.replica_id)
@@ -236,7 +237,10 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         session_timeout_ms=kafka.session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms,
         title="promotion requests",
-        description="CloudEvents io.modelpromoter.promotion.requested.v1, keyed by registered model name.",
+        description=(
+            "CloudEvents io.modelpromoter.promotion.requested.v1 and io.modelpromoter.prepare.requested.v1, "
+            "keyed by registered model name."
+        ),
     )
     async def on_promotion_requests(msg: KafkaMessage) -> None:
         # The raw records are parsed by the service, so that malformed ones reach the DLQ with a

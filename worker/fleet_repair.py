@@ -2,7 +2,8 @@
 
 What every endpoint should hold: each routed version (the serving state rebuilt from
 ``model.ready``), the newest ``keep_loaded_versions`` versions of each model (what retirement
-keeps for instant rollback), and whatever a promotion of this process is loading right now.
+keeps for instant rollback), the prepared versions awaiting an alias, and whatever a promotion of
+this process is loading right now.
 Triton cannot push, so each endpoint's repository index is read every check interval (one
 request per endpoint): no answer, or a refusal of the worker's admin token, means the endpoint is
 **down** (the error names the setting to fix); a model it should hold that
@@ -30,7 +31,7 @@ from pathlib import Path
 from runtime.logging import get_logger
 from schemas.envelope import utc_now
 from schemas.fleet_status import EndpointState, EndpointStatus
-from schemas.model_ready import ModelReadyData, SignatureSummary
+from schemas.model_ready import ServableVersionData, SignatureSummary
 from worker.errors import PermanentFailure, PromotionFailure, TransientFailure
 from worker.metrics import ENDPOINT_STATES, WorkerMetrics
 from worker.model_loads import ModelLoads
@@ -48,9 +49,12 @@ PRESENT_STATES = frozenset({"READY", "LOADING"})  # LOADING: a promotion or anot
 MAX_REPAIR_BACKOFF_S = 60.0
 
 
-def models_to_hold(state: ServingState, *, keep_loaded_versions: int, in_flight: set[str]) -> set[str]:
-    """Triton models every endpoint should hold: routed, kept for rollback, being promoted."""
-    held = {record.triton_model_name for record in state.routes.values()} | in_flight
+def models_to_hold(
+    state: ServingState, *, keep_loaded_versions: int, in_flight: set[str], now: datetime | None = None
+) -> set[str]:
+    """Triton models every endpoint should hold: routed, kept for rollback, prepared (until they expire), being
+    promoted. Rollback keeps the newest versions that were served: a prepared version never pushes one out."""
+    held = {record.triton_model_name for record in state.routes.values()} | in_flight | state.prepared_to_hold(now)
     for versions in state.loaded_versions().values():
         held.update(sorted(versions, key=versions.__getitem__, reverse=True)[:keep_loaded_versions])
     return held
@@ -257,7 +261,7 @@ class FleetRepairer:
             atol=self.settings.parity_atol,
         )
 
-    async def _parity_case(self, model: str, record: ModelReadyData) -> ParityCase:
+    async def _parity_case(self, model: str, record: ServableVersionData) -> ParityCase:
         staged = self.repository / model / VERSION_DIR / MODEL_SUBDIR
         case = await asyncio.to_thread(self._prepare, staged, record.signature)
         self._cases[model] = case

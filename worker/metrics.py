@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from runtime.metrics import LATENCY_BUCKETS_S, new_registry
 
-OUTCOMES = ("served", "rejected", "dead_lettered", "duplicate", "coalesced", "unserved")
+OUTCOMES = ("served", "prepared", "rejected", "dead_lettered", "duplicate", "coalesced", "unserved")
 ENDPOINT_STATES = ("in_sync", "repairing", "down")
 REPAIR_OUTCOMES = ("repaired", "failed")
 WRITEBACK_OUTCOMES = ("written", "failed", "dropped", "forbidden")
@@ -52,6 +52,17 @@ class WorkerMetrics:
             "promoter_retirement_errors_total",
             "Retirements or retirement sweeps that failed unexpectedly (a bug, a broken model repository); "
             "the worker log has the traceback. Retried at the next sweep.",
+            registry=self.registry,
+        )
+        self.prepared_versions = Gauge(
+            "promoter_prepared_versions",
+            "Versions loaded and proved on every Triton endpoint, awaiting an alias (not expired), all models.",
+            registry=self.registry,
+        )
+        self.prepared_retired = Counter(
+            "promoter_prepared_retired_total",
+            "Prepared versions unloaded and removed because no alias took them in time (or newer ones pushed "
+            "them out of PROMOTER_WORKER_MAX_PREPARED_VERSIONS).",
             registry=self.registry,
         )
         self.loaded_models = Gauge(

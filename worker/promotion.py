@@ -1,5 +1,9 @@
 """The promotion pipeline: resolve -> check -> stage -> load -> prove, for one request.
 
+:meth:`Promoter.prepare` runs the same pipeline for a pinned version without an alias: the
+caller announces ``model.prepared`` instead, and a later promotion to that version finds it
+staged and READY everywhere, so it loads nothing (no ``load`` stage in its ``stage_seconds``).
+
 Each stage is timed (``stage_seconds`` in ``model.ready``, and a histogram). Failures raise
 :class:`PermanentFailure` or :class:`TransientFailure`; the caller decides about retries, the
 DLQ and announcing. Nothing here changes what is served: the new version is loaded *next to* the
@@ -14,13 +18,17 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from runtime.logging import get_logger
 from runtime.settings import TritonSettings
-from schemas.model_ready import ModelReadyData, SignatureSummary
+from schemas.envelope import utc_now
+from schemas.model_ready import ModelReadyData, ServableVersionData, SignatureSummary
+from schemas.prepared_version import ModelPreparedData, PrepareRequestedData
 from schemas.promotion_rejected import ReasonCode
 from schemas.promotion_requested import PromotionRequestedData
 from worker.artifact_check import ArtifactRejectedError, inspect_tree
@@ -45,6 +53,11 @@ from worker.triton_fleet import TritonFleet
 from worker.triton_naming import triton_model_name
 
 log = get_logger(__name__)
+
+
+def servable_fields(record: ServableVersionData) -> dict[str, Any]:
+    """The fields a served and a prepared record share, as values (nested models kept as they are)."""
+    return {field: getattr(record, field) for field in ServableVersionData.model_fields}
 
 
 class StageClock:
@@ -94,6 +107,23 @@ class Promoter:
         with structlog.contextvars.bound_contextvars(version=resolved.version):
             return await self._promote_resolved(resolved, request_event_id, clock)
 
+    async def prepare(
+        self, request: PrepareRequestedData, request_event_id: str, clock: StageClock
+    ) -> ModelPreparedData:
+        """Make the pinned version servable, routed by no alias; the ``model.prepared`` payload to announce."""
+        pinned = PromotionRequestedData(  # resolution only: the alias plays no part for a pinned version
+            model_name=request.model_name, version=request.version, origin=request.origin, requester=request.requester
+        )
+        with clock.stage("resolve"):
+            resolved = await self.registry.resolve(pinned)
+        with structlog.contextvars.bound_contextvars(version=resolved.version):
+            name = triton_model_name(resolved.model_name, resolved.version)
+            ready = await self._make_servable(resolved, name, request_event_id, clock)
+        return ModelPreparedData(
+            **servable_fields(ready),
+            expires_at=utc_now() + timedelta(seconds=self.settings.prepared_ttl_s),
+        )
+
     async def _promote_resolved(
         self, resolved: ResolvedVersion, request_event_id: str, clock: StageClock
     ) -> ModelReadyData:
@@ -103,13 +133,20 @@ class Promoter:
             # Already served under this alias: nothing to do. The served record (same generation),
             # addressed to this request; the caller decides whether anybody needs it announced.
             return current.model_copy(update={"request_event_id": request_event_id})
+        return await self._make_servable(resolved, name, request_event_id, clock)
+
+    async def _make_servable(
+        self, resolved: ResolvedVersion, name: str, request_event_id: str, clock: StageClock
+    ) -> ModelReadyData:
+        """Policy, then reuse what is staged (loading it only where it is not READY) or stage it anew."""
         with clock.stage("policy"):
             await self._check_policy(resolved)
         known = self.state.known_model(name)
         if known is not None and recorded_digest(self.repository / name) == known.artifact_sha256:
-            with clock.stage("load"), self.loads.promoting(name):
-                if not await self.fleet.ready_everywhere(name):
-                    await self._load_everywhere(name)
+            with self.loads.promoting(name):
+                if not await self.fleet.ready_everywhere(name):  # a prepared or kept version: no load, no stage
+                    with clock.stage("load"):
+                        await self._load_everywhere(name)
             log.info("reusing staged model", triton_model=name)
             return self._ready(resolved, known, request_event_id, clock)
         return await self._promote_new(resolved, name, request_event_id, clock)
@@ -180,9 +217,8 @@ class Promoter:
                 raise
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
-        known = ModelReadyData(
+        known = ServableVersionData(
             model_name=resolved.model_name,
-            alias=resolved.alias,
             version=resolved.version,
             triton_model_name=name,
             artifact_sha256=tree.sha256,
@@ -190,7 +226,6 @@ class Promoter:
             flavor=plan.flavor,
             signature=plan.signature,
             max_batch_size=batching.max_batch_size,
-            generation=0,
         )
         return self._ready(resolved, known, request_event_id, clock)
 
@@ -214,10 +249,11 @@ class Promoter:
             log.warning("could not unload rejected model", triton_model=name, error=str(error))
 
     def _ready(
-        self, resolved: ResolvedVersion, known: ModelReadyData, request_event_id: str, clock: StageClock
+        self, resolved: ResolvedVersion, known: ServableVersionData, request_event_id: str, clock: StageClock
     ) -> ModelReadyData:
-        return known.model_copy(
-            update={
+        return ModelReadyData(
+            **{
+                **servable_fields(known),
                 "model_name": resolved.model_name,
                 "alias": resolved.alias,
                 "version": resolved.version,

@@ -2,7 +2,9 @@
 
 A model is a retirement candidate when it is not among what every endpoint should hold
 (:func:`worker.fleet_repair.models_to_hold`: routed, the newest ``keep_loaded_versions`` versions
-of its registered model kept for instant rollback, or being loaded by a promotion). A candidate
+of its registered model kept for instant rollback, prepared and awaiting an alias, or being loaded
+by a promotion). A prepared version no alias took before it expired (or that newer preparations
+pushed out of the per-model bound) is a candidate like any other. A candidate
 is retired as soon as no *live* gateway routes to it (their acks and heartbeats on
 ``gateway.status``), or once ``retire_grace_s`` passed since it stopped being
 served, whatever the gateways say (a gateway that never acks must not pin a model forever).
@@ -14,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from runtime.logging import get_logger
+from schemas.envelope import utc_now
 from worker.errors import TransientFailure
 from worker.fleet_repair import models_to_hold
 from worker.gateway_view import GatewayView
@@ -41,6 +45,7 @@ class RetirementPlanner:
         grace_s: float,
         loads: ModelLoads | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.state = state
         self.gateways = gateways
@@ -48,15 +53,18 @@ class RetirementPlanner:
         self.keep = keep_loaded_versions
         self.grace_s = grace_s
         self._clock = clock
+        self._wall_clock = wall_clock  # prepared versions expire at a wall-clock time carried by their record
         self.unrouted_since: dict[str, float] = {}
         self.retired: set[str] = set()
 
     def due(self) -> list[str]:
         """Triton models to retire now."""
         now = self._clock()
-        held = models_to_hold(self.state, keep_loaded_versions=self.keep, in_flight=self.loads.in_flight())
+        held = models_to_hold(
+            self.state, keep_loaded_versions=self.keep, in_flight=self.loads.in_flight(), now=self._wall_clock()
+        )
         due: list[str] = []
-        for model_name, versions in self.state.loaded_versions().items():
+        for model_name, versions in self.state.staged_versions().items():
             for triton_model in versions:
                 if triton_model in held:
                     self.unrouted_since.pop(triton_model, None)
@@ -70,6 +78,10 @@ class RetirementPlanner:
                 else:
                     log.debug("retirement waits for gateways", model=model_name, triton_model=triton_model)
         return due
+
+    def never_served(self, triton_model: str) -> bool:
+        """True for a prepared version no alias ever took (retired because it expired or was pushed out)."""
+        return triton_model in self.state.prepared and triton_model not in self.state.by_triton_model
 
     def mark_retired(self, triton_model: str) -> None:
         self.retired.add(triton_model)
@@ -115,7 +127,11 @@ class Retirer:
         removed = await asyncio.to_thread(remove_staged_model, self.repository, triton_model, self.lease)
         self.planner.mark_retired(triton_model)
         self.metrics.retirements.inc()
-        log.info("retired old version", triton_model=triton_model, directory_removed=removed)
+        if self.planner.never_served(triton_model):
+            self.metrics.prepared_retired.inc()
+            log.info("retired a prepared version no alias took", triton_model=triton_model, directory_removed=removed)
+        else:
+            log.info("retired old version", triton_model=triton_model, directory_removed=removed)
         return True
 
     def _unexpected(self, event: str, **context: str) -> None:

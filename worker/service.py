@@ -24,19 +24,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import ConsumerRecord
 
 from runtime.logging import bind_event, get_logger
 from runtime.settings import TopicSettings
-from schemas.catalog import InvalidEventError, parse_any_event, parse_event
+from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.envelope import CONTENT_TYPE, CloudEvent
 from schemas.model_ready import ModelReady, ModelReadyData, ServingStopped, ServingStoppedData
+from schemas.prepared_version import ModelPrepared, ModelPreparedData, PrepareRequested
 from schemas.promotion_rejected import PromotionRejected, PromotionRejectedData, ReasonCode
-from schemas.promotion_requested import PromotionRequested
+from schemas.promotion_requested import PromotionRequested, PromotionRequestedData
 from worker.dead_letters import ErrorType, SourceRecord, dead_letter_headers
 from worker.errors import PermanentFailure, TransientFailure
 from worker.metrics import WorkerMetrics
@@ -67,6 +68,14 @@ class Publisher(Protocol):
 
 class PromotionRunner(Protocol):
     async def promote(self, request: Any, request_event_id: str, clock: StageClock) -> ModelReadyData: ...
+
+    async def prepare(self, request: Any, request_event_id: str, clock: StageClock) -> ModelPreparedData: ...
+
+
+#: What arrives on the requests topic: serve (or stop serving) an alias, or prepare a version.
+Request = PromotionRequested | PrepareRequested
+REQUEST_TYPES: tuple[type[CloudEvent], ...] = (PromotionRequested, PrepareRequested)
+ResultT = TypeVar("ResultT")
 
 
 async def publish_event(publisher: Publisher, event: CloudEvent, topic: str, key: str) -> None:
@@ -114,20 +123,25 @@ class PromotionService:
         """Rebuild/follow: apply one ``model.ready`` record to the serving state."""
         self.metrics.log_records.inc()
         try:
-            event = parse_any_event(record.value or b"", (ModelReady, ServingStopped))
+            event = parse_any_event(record.value or b"", (ModelReady, ServingStopped, ModelPrepared))
         except InvalidEventError as error:
             log.warning("unreadable record on the serving-state log", offset=record.offset, error=error.message)
             return
-        assert isinstance(event, ModelReady | ServingStopped)  # noqa: S101 - narrowed by `allowed`
-        self.state.apply(event.data)
+        assert isinstance(event, ModelReady | ServingStopped | ModelPrepared)  # noqa: S101 - narrowed by `allowed`
+        if isinstance(event, ModelPrepared):
+            self.state.prepare(event.data)
+        else:
+            self.state.apply(event.data)
 
     # -- requests ----------------------------------------------------------------------------------
 
     async def handle_batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        requests: list[tuple[ConsumerRecord[bytes, bytes], PromotionRequested]] = []
+        requests: list[tuple[ConsumerRecord[bytes, bytes], Request]] = []
         for record in records:
             try:
-                requests.append((record, parse_event(record.value or b"", PromotionRequested)))
+                event = parse_any_event(record.value or b"", REQUEST_TYPES)
+                assert isinstance(event, PromotionRequested | PrepareRequested)  # noqa: S101 - narrowed by the types
+                requests.append((record, event))
             except InvalidEventError as error:
                 await self._dead_letter(
                     record,
@@ -138,9 +152,13 @@ class PromotionService:
                     first_failure=datetime.now(UTC),
                     event_id=None,
                 )
-        newest = {(event.data.model_name, event.data.alias): event.id for _, event in requests}
+        newest = {
+            (event.data.model_name, event.data.alias): event.id
+            for _, event in requests
+            if isinstance(event, PromotionRequested)
+        }
         for record, event in requests:
-            if newest[(event.data.model_name, event.data.alias)] != event.id:
+            if isinstance(event, PromotionRequested) and newest[(event.data.model_name, event.data.alias)] != event.id:
                 self.metrics.promotions.labels("coalesced", "").inc()
                 log.info("coalesced into a newer request", event_id=event.id, model=event.data.model_name)
                 continue
@@ -157,29 +175,38 @@ class PromotionService:
         await asyncio.gather(*pending)
         self.state.confirm_answers(answering)  # on failure they stay unconfirmed: a redelivery re-announces
 
-    async def handle_request(self, record: ConsumerRecord[bytes, bytes], event: PromotionRequested) -> None:
+    async def handle_request(self, record: ConsumerRecord[bytes, bytes], event: Request) -> None:
         data = event.data
-        with bind_event(event.id, model=data.model_name, version=data.version, alias=data.alias):
+        alias = data.alias if isinstance(data, PromotionRequestedData) else None
+        with bind_event(event.id, model=data.model_name, version=data.version, alias=alias):
             answered = self.state.answer_to(event.id)
             if answered is not None:
                 await self._answer_duplicate(event.id, answered)
                 return
-            if data.action == "unserve":
+            if isinstance(event, PrepareRequested):
+                await self._prepare(record, event)
+                return
+            if event.data.action == "unserve":
                 await self._unserve(event)
                 return
             await self._promote(record, event)
 
-    async def _promote(self, record: ConsumerRecord[bytes, bytes], event: PromotionRequested) -> None:
-        began = time.perf_counter()
+    async def _attempt(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        event: Request,
+        run: Callable[[StageClock], Awaitable[ResultT]],
+        clock: StageClock,
+    ) -> ResultT | None:
+        """``run`` with retries of transient failures; None once the request is rejected and dead-lettered."""
         first_failure: datetime | None = None
         attempts = 0
-        clock = StageClock()
 
-        async def attempt(number: int) -> ModelReadyData:
+        async def attempt(number: int) -> ResultT:
             nonlocal attempts, first_failure
             attempts = number
             try:
-                return await self.promoter.promote(event.data, event.id, clock)
+                return await run(clock)
             except (PermanentFailure, TransientFailure):
                 first_failure = first_failure or datetime.now(UTC)
                 raise
@@ -189,7 +216,7 @@ class PromotionService:
             log.warning("transient failure, retrying", attempt=number, delay_s=round(delay, 2), error=failure.message)
 
         try:
-            ready, _ = await retry_transient(
+            result, _ = await retry_transient(
                 attempt,
                 max_attempts=self.settings.max_attempts,
                 initial_s=self.settings.backoff_initial_s,
@@ -201,15 +228,51 @@ class PromotionService:
             await self._reject(
                 record, event, ReasonCode.RETRIES_EXHAUSTED, message, "transient", attempts, first_failure
             )
-            return
+            return None
         except PermanentFailure as failure:
             message = f"stage {clock.current}: {failure.message}"
             await self._reject(record, event, failure.reason, message, "permanent", attempts, first_failure)
-            return
+            return None
         except Exception as error:  # a bug must not stop the consumer: dead-letter it for a person
             log.exception("unexpected error in promotion", stage=clock.current)
             message = f"internal error at stage {clock.current}: {type(error).__name__}: {error}"
             await self._reject(record, event, ReasonCode.INTERNAL_ERROR, message, "permanent", attempts, first_failure)
+            return None
+        return result
+
+    async def _prepare(self, record: ConsumerRecord[bytes, bytes], event: PrepareRequested) -> None:
+        """Load and prove a version on every endpoint, route nothing: announce ``model.prepared``."""
+        began = time.perf_counter()
+        clock = StageClock()
+        prepared = await self._attempt(
+            record, event, lambda clock: self.promoter.prepare(event.data, event.id, clock), clock
+        )
+        if prepared is None:
+            return
+        await self._announce(prepared)
+        self._answering.append(event.id)
+        pushed_out = self.state.prepare(prepared)
+        self.state.remember(event.id, prepared)
+        for stage, seconds in clock.seconds.items():
+            self.metrics.stage_seconds.labels(stage).observe(seconds)
+        self.metrics.promotions.labels("prepared", "").inc()
+        log.info(
+            "version prepared: loaded and proved everywhere, routed by no alias",
+            version=prepared.version,
+            triton_model=prepared.triton_model_name,
+            expires_at=prepared.expires_at.isoformat(),
+            pushed_out=pushed_out,
+            seconds=round(time.perf_counter() - began, 3),
+            stages=clock.seconds,
+        )
+
+    async def _promote(self, record: ConsumerRecord[bytes, bytes], event: PromotionRequested) -> None:
+        began = time.perf_counter()
+        clock = StageClock()
+        ready = await self._attempt(
+            record, event, lambda clock: self.promoter.promote(event.data, event.id, clock), clock
+        )
+        if ready is None:
             return
         if self.state.is_served_record(ready):
             await self._answer_already_served(event, ready)
@@ -239,7 +302,7 @@ class PromotionService:
             stages=clock.seconds,
         )
 
-    async def _answer_duplicate(self, event_id: str, answered: ModelReadyData) -> None:
+    async def _answer_duplicate(self, event_id: str, answered: ModelReadyData | ModelPreparedData) -> None:
         """A request answered before: publish nothing, unless that answer may not have reached the log."""
         self.metrics.promotions.labels("duplicate", "").inc()
         if event_id in self._answering or self.state.answer_confirmed(event_id):
@@ -283,9 +346,13 @@ class PromotionService:
         self.metrics.promotions.labels("unserved", "").inc()
         log.info("alias no longer served", generation=stopped.generation)
 
-    async def _announce(self, ready: ModelReadyData) -> None:
-        envelope = ModelReady(source=self.source, subject=ready.model_name, data=ready)
-        await self._publish(self.topics.model_ready, ready.model_name, envelope.to_json_bytes())
+    async def _announce(self, answer: ModelReadyData | ModelPreparedData) -> None:
+        envelope: ModelReady | ModelPrepared = (
+            ModelPrepared(source=self.source, subject=answer.model_name, data=answer)
+            if isinstance(answer, ModelPreparedData)
+            else ModelReady(source=self.source, subject=answer.model_name, data=answer)
+        )
+        await self._publish(self.topics.model_ready, answer.model_name, envelope.to_json_bytes())
 
     async def _publish(self, topic: str, key: str, value: bytes) -> None:
         await self._send(value, topic, key.encode(), {"content-type": CONTENT_TYPE})
@@ -298,7 +365,7 @@ class PromotionService:
     async def _reject(
         self,
         record: ConsumerRecord[bytes, bytes],
-        event: PromotionRequested,
+        event: Request,
         reason: ReasonCode,
         message: str,
         error_type: ErrorType,
@@ -311,7 +378,7 @@ class PromotionService:
             subject=data.model_name,
             data=PromotionRejectedData(
                 model_name=data.model_name,
-                alias=data.alias,
+                alias=data.alias if isinstance(data, PromotionRequestedData) else None,
                 version=data.version,
                 reason_code=reason.value,
                 message=message[:4000],

@@ -40,6 +40,12 @@ class WorkerSettings(PromoterSettings):
     parity_atol: float = Field(1e-6, ge=0, description="Absolute tolerance of the parity check.")
     onnx_backend: bool = Field(False, description="Every Triton endpoint has the onnxruntime backend.")
     keep_loaded_versions: int = Field(2, ge=1, description="Versions per model kept loaded for instant rollback.")
+    prepared_ttl_s: float = Field(
+        3600.0, gt=0, description="A prepared version no alias takes within this long is unloaded and removed."
+    )
+    max_prepared_versions: int = Field(
+        2, ge=1, description="Prepared versions per model awaiting an alias; a newer one pushes the oldest out."
+    )
     retire_grace_s: float = Field(300.0, ge=0, description="Unload an unacked old version after this long.")
     fleet_check_interval_s: float = Field(
         1.0, gt=0, description="How often each Triton endpoint is checked for a restart or a lost model."

@@ -9,6 +9,7 @@ import pytest
 import tritonclient.http as triton_http
 
 from deploy.stack.local_stack import LocalStack
+from schemas.prepared_version import PrepareRequested, PrepareRequestedData
 from tests.worker_harness import (
     WorkerHandle,
     events,
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 
 READY = "io.modelpromoter.model.ready.v1"
+PREPARED = "io.modelpromoter.model.prepared.v1"
 
 
 def _triton_predict(stack: LocalStack, triton_model: str) -> np.ndarray:  # type: ignore[type-arg]
@@ -116,3 +118,43 @@ async def test_unknown_model_is_rejected(local_stack: LocalStack, worker: Worker
     (event,) = await events_about(bootstrap, worker.topic("model_rejected"), name)
     assert event["data"]["reason_code"] == "model_not_found"
     assert name in event["data"]["message"]
+
+
+async def test_a_prepared_version_is_loaded_unrouted_then_an_alias_move_serves_it_without_a_load(
+    local_stack: LocalStack, worker: WorkerHandle
+) -> None:
+    name = f"prep-{uuid.uuid4().hex[:6]}"
+    uri = local_stack.mlflow_tracking_uri
+    version = register_iris(uri, name)
+    bootstrap = local_stack.kafka_bootstrap_servers
+    requested, ready_topic = worker.topic("promotion_requested"), worker.topic("model_ready")
+    prepare = PrepareRequested(
+        source="/tests",
+        subject=name,
+        data=PrepareRequestedData(model_name=name, version=version, origin="cli", requester="pytest"),
+    )
+
+    await produce(bootstrap, requested, [(name.encode(), prepare.to_json_bytes())])
+    (prepared,) = await events_about(bootstrap, ready_topic, name, event_type=PREPARED)
+
+    triton_model = prepared["data"]["triton_model_name"]
+    assert prepared["data"]["request_event_id"] == prepare.id
+    assert "load" in prepared["data"]["stage_seconds"]
+    triton = triton_http.InferenceServerClient(local_stack.triton_http, network_timeout=10)
+    try:
+        assert triton.is_model_ready(triton_model), "prepared: loaded on Triton"
+    finally:
+        triton.close()
+    assert worker.metric("promoter_prepared_versions") >= 1
+    loads_before = worker.metric("promoter_promotion_stage_seconds_count", stage="load")
+
+    set_alias(uri, name, "champion", version)
+    await produce(bootstrap, requested, [(name.encode(), request_bytes(name))])
+    (served,) = await events_about(bootstrap, ready_topic, name, event_type=READY)
+
+    assert (served["data"]["alias"], served["data"]["version"]) == ("champion", version)
+    assert served["data"]["triton_model_name"] == triton_model
+    assert "load" not in served["data"]["stage_seconds"], "the alias move only announces it"
+    assert worker.metric("promoter_promotion_stage_seconds_count", stage="load") == loads_before
+    on_log = await events_about(bootstrap, ready_topic, name, count=2)
+    assert [e["type"] for e in on_log] == [PREPARED, READY], "nothing routed it before the alias moved"

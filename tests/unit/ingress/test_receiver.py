@@ -14,6 +14,7 @@ from ingress.receiver import WebhookReceiver
 from ingress.settings import IngressSettings
 from runtime.metrics import new_registry
 from schemas.mlflow_webhook import compute_signature
+from schemas.prepared_version import PrepareRequested
 from schemas.promotion_requested import PromotionRequested
 from tests.paths import WEBHOOK_DELIVERIES
 
@@ -31,13 +32,17 @@ def _deliveries() -> list[tuple[dict[str, str], bytes]]:
 class FakeKafka:
     def __init__(self, failures: int = 0) -> None:
         self.events: list[PromotionRequested] = []
+        self.preparations: list[PrepareRequested] = []
         self.failures = failures
 
-    async def publish(self, event: PromotionRequested) -> None:
+    async def publish(self, event: PromotionRequested | PrepareRequested) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("broker down")
-        self.events.append(event)
+        if isinstance(event, PrepareRequested):
+            self.preparations.append(event)
+        else:
+            self.events.append(event)
 
 
 def receiver(kafka: FakeKafka, now: float, **settings: Any) -> WebhookReceiver:
@@ -222,6 +227,44 @@ async def test_version_created_and_approval_tag_promote_only_when_configured() -
     assert ignored.status == 200
     assert (auto.status, approved.status) == (202, 202)
     assert [(e.data.alias, e.data.version) for e in kafka.events] == [("staging", 4), ("prod", 4)]
+
+
+@pytest.mark.parametrize(("models", "prepared"), [("*", True), ("other,m", True), ("other", False)])
+async def test_version_created_is_prepared_for_the_configured_models(models: str, prepared: bool) -> None:
+    kafka = FakeKafka()
+    created = {"entity": "model_version", "action": "created", "timestamp": "t", "data": {"name": "m", "version": "4"}}
+    settings = IngressSettings.model_validate({"prepare_on_version_created": models})
+
+    answer = await receiver(kafka, 5, prepare_on_version_created=settings.prepare_on_version_created).receive(
+        *_signed(created, "d-8", 5)
+    )
+
+    assert kafka.events == [], "a preparation never serves an alias"
+    if prepared:
+        assert answer.status == 202
+        (event,) = kafka.preparations
+        assert (event.type, event.data.model_name, event.data.version) == (
+            "io.modelpromoter.prepare.requested.v1",
+            "m",
+            4,
+        )
+        assert event.data.origin == "mlflow_webhook"
+    else:
+        assert answer.status == 200
+        assert "PROMOTER_INGRESS_PREPARE_ON_VERSION_CREATED" in answer.body["reason"]
+        assert kafka.preparations == []
+
+
+async def test_promote_on_version_created_wins_over_prepare() -> None:
+    kafka = FakeKafka()
+    created = {"entity": "model_version", "action": "created", "timestamp": "t", "data": {"name": "m", "version": "4"}}
+
+    await receiver(kafka, 5, promote_on_version_created="staging", prepare_on_version_created=["*"]).receive(
+        *_signed(created, "d-9", 5)
+    )
+
+    assert [(e.data.alias, e.data.version) for e in kafka.events] == [("staging", 4)]
+    assert kafka.preparations == []
 
 
 def test_the_ingress_refuses_to_run_without_a_secret() -> None:

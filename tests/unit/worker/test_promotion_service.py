@@ -11,6 +11,7 @@ import pytest
 
 from runtime.settings import MLflowSettings, TopicSettings
 from schemas.model_ready import ModelReadyData
+from schemas.prepared_version import ModelPreparedData
 from schemas.promotion_rejected import ReasonCode
 from tests.event_samples import all_events, promotion_requested
 from tests.unit.worker.test_registry_writeback import FakeRegistry
@@ -24,6 +25,7 @@ from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
 
 SAMPLE: ModelReadyData = next(e for e in all_events() if e.type == "io.modelpromoter.model.ready.v1").data
+PREPARED: ModelPreparedData = next(e for e in all_events() if e.type == "io.modelpromoter.model.prepared.v1").data
 TOPICS = TopicSettings()
 
 
@@ -64,6 +66,19 @@ class FakePromoter:
                 "alias": request.alias,
                 "version": request.version or 1,
                 "generation": len(self.calls),
+                "request_event_id": request_event_id,
+            }
+        )
+
+    async def prepare(self, request: Any, request_event_id: str, clock: StageClock) -> ModelPreparedData:
+        self.calls.append(("(prepare)", request.version))
+        with clock.stage("load"):
+            if self.failures:
+                raise self.failures.pop(0)
+        return PREPARED.model_copy(
+            update={
+                "version": request.version,
+                "triton_model_name": f"iris-clf--v{request.version}",
                 "request_event_id": request_event_id,
             }
         )
