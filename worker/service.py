@@ -38,6 +38,7 @@ from schemas.model_ready import ModelReady, ModelReadyData, ServingStopped, Serv
 from schemas.prepared_version import ModelPrepared, ModelPreparedData, PrepareRequested
 from schemas.promotion_rejected import PromotionRejected, PromotionRejectedData, ReasonCode
 from schemas.promotion_requested import PromotionRequested, PromotionRequestedData
+from worker.dead_lettered_records import DeadLetteredRecords
 from worker.dead_letters import ErrorType, SourceRecord, dead_letter_headers
 from worker.errors import PermanentFailure, TransientFailure
 from worker.metrics import WorkerMetrics
@@ -116,6 +117,7 @@ class PromotionService:
         self.writeback = writeback
         self._decided: list[Decision] = []  # written back to MLflow once their outcomes are confirmed
         self._answering: list[str] = []  # event ids answered in this batch, confirmed with it
+        self.dead_lettered = DeadLetteredRecords()  # a redelivered rejection adds no second letter
 
     # -- the serving-state log ---------------------------------------------------------------------
 
@@ -138,6 +140,10 @@ class PromotionService:
     async def handle_batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         requests: list[tuple[ConsumerRecord[bytes, bytes], Request]] = []
         for record in records:
+            if self.dead_lettered.already_lettered(record):
+                self.metrics.promotions.labels("duplicate", "").inc()
+                log.info("redelivered record: its dead letter is already on the topic", offset=record.offset)
+                continue
             try:
                 event = parse_any_event(record.value or b"", REQUEST_TYPES)
                 assert isinstance(event, PromotionRequested | PrepareRequested)  # noqa: S101 - narrowed by the types
@@ -172,8 +178,13 @@ class PromotionService:
         """Wait until the broker acknowledged every outcome published so far (before committing offsets)."""
         pending, self._unconfirmed = self._unconfirmed, []
         answering, self._answering = self._answering, []
-        await asyncio.gather(*pending)
+        try:
+            await asyncio.gather(*pending)
+        except BaseException:
+            self.dead_lettered.forget_unconfirmed()  # a redelivery letters them again
+            raise
         self.state.confirm_answers(answering)  # on failure they stay unconfirmed: a redelivery re-announces
+        self.dead_lettered.confirm()
 
     async def handle_request(self, record: ConsumerRecord[bytes, bytes], event: Request) -> None:
         data = event.data
@@ -424,6 +435,7 @@ class PromotionService:
             replica_id=self.settings.replica_id,
         )
         await self._send(source.value, self.topics.promotion_dlq, source.key, headers)
+        self.dead_lettered.lettered(record)
         self.metrics.dead_letters.labels(reason_code.value, error_type).inc()
         if error_type == "malformed":
             log.warning(

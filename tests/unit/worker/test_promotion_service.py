@@ -217,6 +217,39 @@ async def test_a_permanent_failure_is_rejected_and_dead_lettered_with_the_origin
     assert headers["x-replay-count"] == "0"
 
 
+async def test_a_redelivered_rejection_adds_no_second_letter_but_a_replayed_letter_is_handled_again() -> None:
+    promoter = FakePromoter([PermanentFailure(ReasonCode.MODEL_NOT_FOUND, "no such model")] * 2)
+    svc, publisher = service(promoter)
+    raw = promotion_requested(version=5).to_json_bytes()
+
+    await svc.handle_batch([Rec(raw, 7), Rec(b"not json", 8)])
+    await svc.handle_batch([Rec(raw, 7), Rec(b"not json", 8)])  # offsets not committed: Kafka redelivers
+    assert len(publisher.on(TOPICS.model_rejected)) == 1
+    assert len(publisher.on(TOPICS.promotion_dlq)) == 2, "one letter per record, not per delivery"
+    assert svc.metrics.promotions.labels("duplicate", "")._value.get() == 2
+
+    await svc.handle_batch([Rec(raw, 9)])  # `promoter dlq replay`: the same bytes at a new offset
+    assert len(promoter.calls) == 2
+    assert len(publisher.on(TOPICS.promotion_dlq)) == 3
+
+
+async def test_a_rejection_the_broker_never_acknowledged_is_lettered_again_on_redelivery() -> None:
+    promoter = FakePromoter([PermanentFailure(ReasonCode.MODEL_NOT_FOUND, "no such model")] * 2)
+    publisher = UnconfirmedPublisher(failures=2)  # the rejection and its letter
+    svc = PromotionService(
+        WorkerSettings(replica_id="w-0"), TOPICS, promoter, ServingState(), publisher, WorkerMetrics()
+    )
+    raw = promotion_requested(version=5).to_json_bytes()
+
+    with pytest.raises(ConnectionError):
+        await svc.handle_batch([Rec(raw, 7)])
+    await svc.handle_batch([Rec(raw, 7)])
+    await svc.handle_batch([Rec(raw, 7)])  # acknowledged this time: no third letter
+
+    assert len(publisher.on(TOPICS.promotion_dlq)) == 2
+    assert len(promoter.calls) == 2
+
+
 async def test_transient_failures_are_retried_then_dead_lettered() -> None:
     promoter = FakePromoter([TransientFailure("Triton 127.0.0.1:1 is unreachable")] * 3)
     svc, publisher = service(promoter, max_attempts=3)
