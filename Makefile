@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(UV)"
-	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e ".[dev,local]"
+	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e ".[dev,local,console]"
 	touch $(STAMP)
 
 install: $(STAMP) kafka
