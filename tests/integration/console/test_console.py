@@ -48,7 +48,7 @@ class Topics:
 def topics(local_stack: LocalStack) -> Topics:
     """Every topic, fresh, created as the services would create them."""
     names = unique_topics()
-    settings = TopicSettings(**{key.removeprefix("PROMOTER_TOPIC_").lower(): value for key, value in names.items()})
+    settings = TopicSettings.model_validate({k.removeprefix("PROMOTER_TOPIC_").lower(): v for k, v in names.items()})
     bootstrap = local_stack.kafka_bootstrap_servers
     asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), settings.specs()))
     return Topics({**local_stack.client_env(), **names}, bootstrap)
