@@ -7,13 +7,13 @@ STAMP  := $(VENV)/.installed
 # the same range is in the dev extra.
 UV     := uv>=0.13,<0.14
 
-.PHONY: install kafka test demo up lint typecheck unit integration bench chaos schemas stack clean
+.PHONY: install kafka test demo up lint typecheck unit integration bench chaos schemas stack clean console e2e
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(UV)"
-	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e ".[dev,local]"
+	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e ".[dev,local,console]"
 	touch $(STAMP)
 
 install: $(STAMP) kafka
@@ -73,3 +73,13 @@ clean:
 # The fault suite on the real local stack: break it on purpose, print the figures, write .bench/chaos.json.
 chaos: $(STAMP) kafka
 	$(BIN)/python -m tests.chaos
+
+# The console for people (Streamlit) against the configured Kafka and gateways (PROMOTER_KAFKA_*,
+# PROMOTER_CONSOLE_GATEWAY_URLS); `make console ARGS=--allow-replay` shows the Replay button.
+console: $(STAMP)
+	$(BIN)/promoter console $(ARGS)
+
+# A real browser (headless Chromium: apt-get install -y chromium) opens the running console on the local
+# stack and finds the served model and its version; screenshot in .bench/console.png. Not in `make test`.
+e2e: $(STAMP) kafka
+	$(BIN)/python -m tests.e2e.console_browser

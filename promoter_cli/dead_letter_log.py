@@ -160,6 +160,30 @@ class LetterFilter:
     event_id: str | None = None
     offsets: tuple[int, int] | None = None  # inclusive range of dead-letter offsets
 
+    @classmethod
+    def parse(
+        cls,
+        *,
+        model: str | None = None,
+        reason: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        event_id: str | None = None,
+        offsets: str | None = None,
+    ) -> LetterFilter:
+        """The filter ``promoter dlq list`` and the console take as text; ValueError naming what is wrong.
+
+        Empty strings mean "no filter" (what an empty form field gives).
+        """
+        return cls(
+            model=model or None,
+            reason=reason or None,
+            since=parse_moment(since) if since else None,
+            until=parse_moment(until) if until else None,
+            event_id=event_id or None,
+            offsets=parse_offsets(offsets) if offsets else None,
+        )
+
     def matches(self, letter: DeadLetter) -> bool:
         checks = (
             self.model is None or letter.model == self.model,

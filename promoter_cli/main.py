@@ -5,6 +5,7 @@
     promoter prepare iris-clf --version 8 --wait 600
     promoter route iris-clf --shadow candidate --shadow-percent 5
     promoter webhook register --url http://ingress:8090/webhooks/mlflow
+    promoter console --allow-replay
 
 Connection settings come from the environment (``PROMOTER_KAFKA_*``, ``PROMOTER_TOPIC_*``,
 ``PROMOTER_MLFLOW_TRACKING_URI``, ``PROMOTER_INGRESS_WEBHOOK_SECRETS``): see the README table.
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
+from promoter_cli.console_command import register as register_console_command
 from promoter_cli.oncall_commands import register as register_oncall_commands
 from promoter_cli.output import JsonOpt
 from promoter_cli.webhook_registration import DEFAULT_WEBHOOK_NAME, register_webhook
@@ -39,6 +41,7 @@ app = typer.Typer(
 webhook = typer.Typer(help="Manage the MLflow webhook that feeds the ingress.", no_args_is_help=True)
 app.add_typer(webhook, name="webhook")
 register_oncall_commands(app)
+register_console_command(app)
 
 
 @app.callback()

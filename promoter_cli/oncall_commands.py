@@ -47,16 +47,11 @@ def _filter(
     event_id: str | None,
     offsets: str | None,
 ) -> LetterFilter:
-    from promoter_cli.dead_letter_log import LetterFilter, parse_moment, parse_offsets
+    from promoter_cli.dead_letter_log import LetterFilter
 
     try:
-        return LetterFilter(
-            model=model,
-            reason=reason,
-            since=parse_moment(since) if since else None,
-            until=parse_moment(until) if until else None,
-            event_id=event_id,
-            offsets=parse_offsets(offsets) if offsets else None,
+        return LetterFilter.parse(
+            model=model, reason=reason, since=since, until=until, event_id=event_id, offsets=offsets
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None

@@ -70,27 +70,35 @@ class RoutingChange:
         return weights, shadow, share
 
 
-async def current_routing(
-    model: str, *, kafka: KafkaSettings | None = None, topics: TopicSettings | None = None
-) -> RoutingUpdatedData | None:
-    """The newest policy of ``model`` on ``routing.updated`` (highest generation), None if it never had one."""
-    newest: RoutingUpdatedData | None = None
-    key = model.encode()
+class NewestPolicies:
+    """Record handler for ``routing.updated``: the newest policy (highest generation) of each model seen."""
 
-    def keep_newest(record: ConsumerRecord[bytes, bytes]) -> None:
-        nonlocal newest
-        if record.key != key:
+    def __init__(self, model: str | None = None) -> None:
+        self._key = model.encode() if model is not None else None
+        self.by_model: dict[str, RoutingUpdatedData] = {}
+
+    def apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        if self._key is not None and record.key != self._key:
             return
         try:
             event = parse_any_event(record.value or b"", (RoutingUpdated,))
         except InvalidEventError:
             return
-        if isinstance(event, RoutingUpdated) and (newest is None or event.data.generation > newest.generation):
-            newest = event.data
+        if not isinstance(event, RoutingUpdated):
+            return
+        known = self.by_model.get(event.data.model_name)
+        if known is None or event.data.generation > known.generation:
+            self.by_model[event.data.model_name] = event.data
 
+
+async def current_routing(
+    model: str, *, kafka: KafkaSettings | None = None, topics: TopicSettings | None = None
+) -> RoutingUpdatedData | None:
+    """The newest policy of ``model`` on ``routing.updated`` (highest generation), None if it never had one."""
+    policies = NewestPolicies(model)
     names = topics or TopicSettings()
-    async with caught_up(kafka or KafkaSettings(), [names.routing_updated], keep_newest, READ_TIMEOUT_S):
-        return newest  # every policy published so far was seen
+    async with caught_up(kafka or KafkaSettings(), [names.routing_updated], policies.apply, READ_TIMEOUT_S):
+        return policies.by_model.get(model)  # every policy published so far was seen
 
 
 async def update_routing(

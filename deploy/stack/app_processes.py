@@ -111,3 +111,28 @@ def ingress_spec(
         ready_path=ready_path,
         ready_timeout_s=INGRESS_READY_TIMEOUT_S,
     )
+
+
+CONSOLE_READY_TIMEOUT_S = 60.0
+
+
+def console_spec(
+    env: Mapping[str, str], *, port: int, run_dir: Path, allow_replay: bool = False, name: str = "console"
+) -> ServiceSpec:
+    """``promoter console`` (Streamlit); ready once Streamlit's ``/_stcore/health`` answers 200."""
+    url = f"http://{LOOPBACK}:{port}"
+    own = {"PROMOTER_CONSOLE_HOST": LOOPBACK, "PROMOTER_CONSOLE_PORT": str(port)}
+    argv = [sys.executable, "-c", "from promoter_cli.main import main; main()", "console"]
+
+    def ready(process: ManagedProcess) -> bool:
+        return http_ok(f"{url}/_stcore/health")
+
+    return ServiceSpec(
+        name=name,
+        argv=[*argv, "--allow-replay"] if allow_replay else argv,
+        env={**os.environ, **env, **own},
+        cwd=run_dir,
+        ready=ready,
+        ready_timeout_s=CONSOLE_READY_TIMEOUT_S,
+        endpoints={"ui": url},
+    )

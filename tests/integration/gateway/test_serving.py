@@ -1,10 +1,14 @@
 """Gateway replicas on the real stack: hot swaps from model.ready, replay, ordering, zero-failure swaps,
-A/B and shadow routing, the real tritonclient, input validation, and schemathesis against the OpenAPI."""
+A/B and shadow routing, the real tritonclient, input validation, and schemathesis against the OpenAPI;
+and the console's Try-a-model page against these gateways."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +24,7 @@ from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
 from deploy.stack.triton_server import triton_spec
 from gateway.routing_policy import client_bucket, weighted_alias
+from tests.console_harness import console_page
 from tests.gateway_harness import (
     IRIS_FEATURES,
     GatewayHandle,
@@ -37,6 +42,7 @@ from tests.worker_harness import (
     read_until,
     register_iris,
     running_worker,
+    sklearn_predictions,
     wait_for,
 )
 
@@ -494,3 +500,42 @@ async def test_schemathesis_finds_no_server_error(world: World) -> None:
     problems, calls = await asyncio.to_thread(_schemathesis_no_5xx, gateway.url, world.model)
     assert calls >= 100
     assert not problems, problems[:5]
+
+
+async def test_console_try_a_model_answers_from_a_form_and_shows_the_same_call_as_curl_and_tritonclient(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        **world.stack.client_env(),
+        **world.worker.topics,
+        "PROMOTER_CONSOLE_GATEWAY_URLS": world.gateways[0].url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    features, _ = iris_frame()
+    row = features.iloc[[120]]
+    uri = world.stack.mlflow_tracking_uri
+    expected = sklearn_predictions(uri, world.model, world.latest, row).tolist()
+
+    at = console_page("try")
+    await asyncio.to_thread(at.run)
+    assert not at.exception, at.exception
+    assert (at.selectbox[0].value, at.selectbox[1].value) == (world.model, "champion")
+    assert [entry.label for entry in at.number_input] == list(IRIS_FEATURES)
+    for entry, value in zip(at.number_input, row.iloc[0], strict=True):
+        entry.set_value(float(value))
+    at.button[0].click()
+    await asyncio.to_thread(at.run)
+
+    assert not at.exception, at.exception
+    assert {metric.label: metric.value for metric in at.metric} == {"version": f"v{world.latest}", "alias": "champion"}
+    assert json.loads(at.json[0].value) == expected
+    curl, code = (block.value for block in at.code)
+    answered = await asyncio.to_thread(subprocess.run, ["bash", "-c", curl], capture_output=True, text=True, check=True)
+    assert (json.loads(answered.stdout)["predictions"], json.loads(answered.stdout)["model_version"]) == (
+        expected,
+        world.latest,
+    )
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        await asyncio.to_thread(exec, compile(code, "tritonclient_example", "exec"), {})
+    assert json.loads(printed.getvalue()) == [[p] for p in expected]  # the output tensor: one column per row

@@ -11,7 +11,7 @@ import sys
 
 from tests.paths import REPO
 
-CLIENTS = ("mlflow", "aiokafka", "faststream", "pandas", "sklearn", "fastapi")
+CLIENTS = ("mlflow", "aiokafka", "faststream", "pandas", "sklearn", "fastapi", "streamlit")
 LOGGING = ("pydantic_settings", "structlog")  # a subcommand's logging is configured before it parses --help
 
 PROBE = """
@@ -47,6 +47,7 @@ def test_help_loads_no_client_library() -> None:
         ["dlq", "list", "--help"],
         ["route", "--help"],
         ["webhook", "register", "--help"],
+        ["console", "--help"],
     ):
         assert set(heavy_modules_loaded(*command)) <= set(LOGGING), command
 

@@ -10,7 +10,7 @@ from runtime.settings import PromoterSettings
 from tests.paths import REPO
 
 ROOT = REPO
-PACKAGES = ("runtime", "schemas", "worker", "gateway", "ingress", "promoter_cli", "promoter_client")
+PACKAGES = ("runtime", "schemas", "worker", "gateway", "ingress", "promoter_cli", "promoter_client", "console")
 RUNS_ONLY_INSIDE_TRITON = {"worker.triton_backend.model"}
 
 

@@ -1,0 +1,44 @@
+"""``promoter console``: it runs Streamlit on console/app.py with the console's settings, replay only when asked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from promoter_cli.main import app
+
+
+def _started(monkeypatch: pytest.MonkeyPatch, *args: str, **env: str) -> tuple[list[str], dict[str, str]]:
+    started: list[tuple[list[str], dict[str, str]]] = []
+
+    def execvpe(_file: str, argv: list[str], environment: dict[str, str]) -> None:
+        started.append((argv, environment))
+
+    monkeypatch.setattr(os, "execvpe", execvpe)
+    result = CliRunner().invoke(app, ["console", *args], env=env)
+    assert result.exit_code == 0, result.output
+    (call,) = started
+    return call
+
+
+def test_console_runs_streamlit_on_the_app_with_replay_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    argv, env = _started(monkeypatch, PROMOTER_CONSOLE_PORT="8600", PROMOTER_CONSOLE_ALLOW_REPLAY="true")
+    assert argv[1:4] == ["-m", "streamlit", "run"]
+    assert Path(argv[4]).name == "app.py"
+    assert Path(argv[4]).parent.name == "console"
+    assert argv[argv.index("--server.port") + 1] == "8600"
+    assert env["PROMOTER_CONSOLE_ALLOW_REPLAY"] == "false", "only --allow-replay turns replay on"
+
+
+def test_allow_replay_reaches_the_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, env = _started(monkeypatch, "--allow-replay")
+    assert env["PROMOTER_CONSOLE_ALLOW_REPLAY"] == "true"
+
+
+def test_a_bad_setting_is_named_before_anything_starts() -> None:
+    result = CliRunner().invoke(app, ["console"], env={"PROMOTER_CONSOLE_PORT": "http"})
+    assert result.exit_code == 3
+    assert "port" in result.output
