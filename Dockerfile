@@ -15,6 +15,7 @@ COPY ingress/ ingress/
 COPY gateway/ gateway/
 COPY promoter_cli/ promoter_cli/
 COPY promoter_client/ promoter_client/
+COPY console/ console/
 COPY deploy/ deploy/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 

@@ -14,7 +14,19 @@ from importlib.metadata import packages_distributions
 
 from tests.paths import REPO
 
-PACKAGES = ("runtime", "schemas", "worker", "ingress", "gateway", "promoter_cli", "promoter_client", "deploy")
+PACKAGES = (
+    "runtime",
+    "schemas",
+    "worker",
+    "ingress",
+    "gateway",
+    "promoter_cli",
+    "promoter_client",
+    "deploy",
+    "console",
+)
+#: Extras whose modules the deployables import: ``local`` (the local stack), ``console`` (Streamlit).
+EXTRAS = ("local", "console")
 #: Code that runs in someone else's environment, not ours: Triton's python backend stub, Airflow.
 RUNS_ELSEWHERE = ("worker/triton_backend/model.py", "deploy/airflow/")
 
@@ -25,7 +37,8 @@ def _normalised(distribution: str) -> str:
 
 def declared_distributions() -> set[str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    requirements = [*project["dependencies"], *project["optional-dependencies"]["local"]]
+    extras = project["optional-dependencies"]
+    requirements = [*project["dependencies"], *(r for extra in EXTRAS for r in extras[extra])]
     names = (re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement) for requirement in requirements)
     return {_normalised(name.group(0)) for name in names if name}
 
