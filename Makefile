@@ -52,6 +52,7 @@ bench: $(STAMP) kafka
 	$(BIN)/python -m tests.benchmarks.prepared_swap
 	$(BIN)/python -m tests.benchmarks.oncall
 	$(BIN)/python -m tests.benchmarks.gateway
+	$(BIN)/python -m tests.benchmarks.triton_http_client
 	$(BIN)/python -m tests.benchmarks.exactly_once
 
 # Regenerate the committed JSON Schemas after changing an event model.

@@ -1,9 +1,10 @@
 """Keep-alive HTTP/1.1 connections to one Triton endpoint: the transport under the gateway's hot path.
 
-Why not aiohttp here: against the same Triton on this 2-core machine, one POST through an aiohttp
-``ClientSession`` cost 105-250 µs of CPU, one through this pool 30-70 µs (an asyncio protocol fed by
-httptools, the parser uvicorn already uses). The gateway pays that on every inference, and it was most
-of the gap between the gateway's throughput and direct Triton's.
+Why not aiohttp or httpx here: against the same Triton on this 2-core machine, one POST through this
+pool (an asyncio protocol fed by httptools, the parser uvicorn already uses) cost 41 µs of CPU, through
+an aiohttp ``ClientSession`` 295 µs, through an ``httpx.AsyncClient`` 1,104 µs
+(``tests/benchmarks/triton_http_client.py``, run by ``make bench``). The gateway pays that on every
+inference, and it was most of the gap between the gateway's throughput and direct Triton's.
 
 The scope is deliberately small: ``POST`` with a body of known length; answers with a Content-Length
 or chunked body; one exchange per connection at a time (no pipelining); idle connections reused
