@@ -132,6 +132,14 @@ class TritonSettings(PromoterSettings):
         None, description="Value of that header; unset: no header is sent (for a Triton without the restriction)."
     )
 
+    @field_validator("admin_token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            # An empty Secret (a missing key) would send an empty header and read as a refused token.
+            raise ValueError("is set but empty: set the token Triton expects, or unset it for an unrestricted Triton")
+        return value
+
     @field_validator("endpoints", mode="before")
     @classmethod
     def _split_endpoints(cls, value: object) -> object:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from tritonclient.utils import InferenceServerException
 
 from runtime.settings import TritonSettings
@@ -160,3 +160,12 @@ def test_the_token_stays_out_of_the_settings_repr() -> None:
     assert TOKEN not in repr(config.model_dump())
     assert config.admin_token is not None
     assert config.admin_token.get_secret_value() == TOKEN
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_token_is_refused_at_start_naming_the_setting(empty: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMOTER_TRITON_ADMIN_TOKEN", empty)
+    with pytest.raises(ValidationError) as refused:
+        TritonSettings()
+    assert refused.value.errors()[0]["loc"] == ("admin_token",)
+    assert "set but empty" in str(refused.value)
