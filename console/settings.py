@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from runtime.settings import PromoterSettings
+from runtime.settings import PromoterSettings, comma_list
 
 
 class ConsoleSettings(PromoterSettings):
@@ -27,8 +27,7 @@ class ConsoleSettings(PromoterSettings):
     @field_validator("gateway_urls", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
+        value = comma_list(value)
         if isinstance(value, list):
             if not value:
                 raise ValueError("at least one gateway URL (http://host:port) is required")

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from gateway.triton_connections import Endpoint
-from runtime.settings import PromoterSettings
+from runtime.settings import PromoterSettings, comma_list
 from schemas.names import Alias
 
 
@@ -59,9 +59,7 @@ class GatewaySettings(PromoterSettings):
     @field_validator("triton_grpc_endpoints", mode="before")
     @classmethod
     def _split_endpoints(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return comma_list(value)
 
     def triton_grpc_targets(self, http_endpoints: list[str]) -> list[str]:
         """Triton's gRPC addresses: the configured ones, else derived from the HTTP endpoints (port + 1)."""

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from runtime.settings import PromoterSettings
+from runtime.settings import PromoterSettings, comma_list
 
 
 class IngressSettings(PromoterSettings):
@@ -44,6 +44,4 @@ class IngressSettings(PromoterSettings):
     @field_validator("webhook_secrets", "prepare_on_version_created", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return comma_list(value)

@@ -98,7 +98,7 @@ async def check_kafka_access(kafka: KafkaSettings, *, timeout_s: float = CHECK_T
     Returns quietly once a server accepted us, or when none could be reached within ``timeout_s``
     (an unreachable broker is the clients' to wait for). Tries the servers in order, one connection each.
     """
-    servers = [server.strip() for server in kafka.bootstrap_servers.split(",") if server.strip()]
+    servers = kafka.bootstrap_list()
     try:
         async with asyncio.timeout(timeout_s):
             for server in servers:

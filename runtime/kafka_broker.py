@@ -29,7 +29,7 @@ def broker_security(kafka: KafkaSettings) -> BaseSecurity | None:
 def kafka_broker(kafka: KafkaSettings, *, description: str, **extra: Any) -> KafkaBroker:
     """A broker whose producer waits for all in-sync replicas (``acks=all``)."""
     return KafkaBroker(
-        kafka.bootstrap_servers.split(","),
+        kafka.bootstrap_list(),
         client_id=kafka.client_id,
         request_timeout_ms=kafka.request_timeout_ms,
         enable_idempotence=kafka.enable_idempotence,

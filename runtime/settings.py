@@ -18,6 +18,16 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from schemas import topics
 
 
+def comma_list(value: object) -> object:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``: how a list setting is written in one environment variable.
+
+    For ``field_validator(..., mode="before")``; anything but a string (a list from code) passes unchanged.
+    """
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class PromoterSettings(BaseSettings):
     """Base class: every subclass's variables must appear in the README table."""
 
@@ -57,6 +67,12 @@ class KafkaSettings(PromoterSettings):
             "(Kubernetes, where Strimzi KafkaTopic objects create them)."
         ),
     )
+
+    def bootstrap_list(self) -> list[str]:
+        """The bootstrap servers, one ``host:port`` each."""
+        servers = comma_list(self.bootstrap_servers)
+        assert isinstance(servers, list)  # noqa: S101 - a str setting always splits into a list
+        return servers
 
     def _security_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"security_protocol": self.security_protocol}
@@ -143,8 +159,7 @@ class TritonSettings(PromoterSettings):
     @field_validator("endpoints", mode="before")
     @classmethod
     def _split_endpoints(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
+        value = comma_list(value)
         if isinstance(value, list) and not value:
             raise ValueError("at least one Triton endpoint (host:port) is required")
         return value
