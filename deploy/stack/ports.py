@@ -1,14 +1,30 @@
-"""Loopback ports for the local stack: check that requested ones are free, pick free ones for the rest."""
+"""Loopback ports for the local stack: check that requested ones are free, pick free ones for the rest.
+
+Free ports are picked at random *outside* the kernel's ephemeral range
+(``/proc/sys/net/ipv4/ip_local_port_range``, 32768-60999 by default). A port the kernel hands out
+for ``bind(0)`` comes from that range, and so does the source port of every outgoing connection: a
+port picked there and bound by a server a second later can be taken in between by any client
+connecting anywhere (a broker node dialling another failed to bind its controller port that way,
+under load). Below the range, only another program picking its own port can collide, and picking at
+random keeps two pytest processes apart.
+"""
 
 from __future__ import annotations
 
+import random
 import socket
 from contextlib import ExitStack
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from deploy.stack.errors import StackError
 
 LOOPBACK = "127.0.0.1"
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+DEFAULT_EPHEMERAL = (32768, 60999)
+LOWEST_PICKED = 10_000  # above the ports of well-known and registered services people run locally
+MAX_TRIES = 2_000  # distinct ports tried before giving up (a loopback that full has other problems)
+_random = random.SystemRandom()
 
 
 def _bind(port: int, host: str = LOOPBACK) -> socket.socket:
@@ -41,13 +57,41 @@ def ensure_free(port: int, host: str = LOOPBACK) -> int:
     return port
 
 
+def ephemeral_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """The kernel's range for ``bind(0)`` and outgoing connections' source ports (inclusive)."""
+    try:
+        low, high = (int(part) for part in path.read_text().split())
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL
+    return low, high
+
+
+def pickable_ports(ephemeral: tuple[int, int] | None = None) -> range:
+    """Where free ports are picked: below the ephemeral range, or above it when it starts too low."""
+    low, high = ephemeral or ephemeral_range()
+    if low - LOWEST_PICKED >= 2_000:
+        return range(LOWEST_PICKED, low)
+    return range(high + 1, 65536)
+
+
 def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
-    """``count`` distinct ports the kernel considers free right now (held together while picking)."""
+    """``count`` distinct ports free right now, outside the ephemeral range (held together while picking)."""
+    candidates = pickable_ports()
+    tried: set[int] = set()
     with ExitStack() as held:
         ports: list[int] = []
-        for _ in range(count):
-            sock = held.enter_context(_bind(0, host))
-            ports.append(int(sock.getsockname()[1]))
+        while len(ports) < count:
+            if len(tried) >= min(len(candidates), MAX_TRIES):
+                raise StackError(f"no {count} free ports in {candidates.start}-{candidates.stop - 1}: got {ports}")
+            port = _random.choice(candidates)
+            if port in tried:
+                continue
+            tried.add(port)
+            try:
+                held.enter_context(_bind(port, host))
+            except OSError:
+                continue  # taken: another candidate
+            ports.append(port)
         return ports
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deploy.stack.errors import StackError
-from deploy.stack.ports import LOOPBACK
+from deploy.stack.ports import LOOPBACK, free_ports
 from deploy.stack.probes import http_ok
 from deploy.stack.process import ManagedProcess, ReadyCheck, ServiceSpec
 
@@ -142,4 +142,18 @@ def triton_spec(
             "triton_grpc": f"{LOOPBACK}:{grpc_port}",
             "triton_metrics": f"http://{LOOPBACK}:{metrics_port}/metrics",
         },
+    )
+
+
+def triton_spec_on_free_ports(run_dir: Path, model_repository: Path, *, extra_args: Sequence[str] = ()) -> ServiceSpec:
+    """Another ``tritonserver`` (a second replica on a shared repository, a restricted one) on free ports;
+    its addresses are in ``endpoints``: ``triton_http``, ``triton_grpc``, ``triton_metrics``."""
+    http_port, grpc_port, metrics_port = free_ports(3)
+    return triton_spec(
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        run_dir=run_dir,
+        model_repository=model_repository,
+        extra_args=extra_args,
     )

@@ -32,9 +32,8 @@ import aiohttp
 import httpx
 import tritonclient.http as triton_http
 
-from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, poll_until, stop_all, wait_all_ready
-from deploy.stack.triton_server import triton_spec
+from deploy.stack.triton_server import triton_spec_on_free_ports
 from gateway.triton_connections import ConnectionPool, Endpoint
 from tests.benchmarks.bench_files import merge_figures
 from tests.integration.deploy.test_triton import write_affine_model
@@ -131,14 +130,7 @@ def main() -> None:
         run_dir = Path(tmp)
         repository = run_dir / "models"
         write_affine_model(repository, MODEL)
-        http_port, grpc_port, metrics_port = free_ports(3)
-        spec = triton_spec(
-            http_port=http_port,
-            grpc_port=grpc_port,
-            metrics_port=metrics_port,
-            run_dir=run_dir,
-            model_repository=repository,
-        )
+        spec = triton_spec_on_free_ports(run_dir, repository)
         triton = ManagedProcess(spec, run_dir / "tritonserver.log")
         triton.start()
         try:

@@ -22,7 +22,7 @@ from deploy.stack.app_processes import gateway_spec, ingress_spec, worker_spec
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import LOOPBACK, free_ports
 from deploy.stack.process import ManagedProcess, ServiceSpec, stop_all, wait_all_ready
-from deploy.stack.triton_server import triton_spec
+from deploy.stack.triton_server import triton_spec_on_free_ports
 from promoter_cli.webhook_registration import register_webhook
 
 DEADLINE_S = 120.0
@@ -107,14 +107,7 @@ class ChaosSystem:
 
 def triton_on(stack: LocalStack, run_dir: Path) -> Service:
     """Another ``tritonserver`` on the stack's model repository, on free ports (not started)."""
-    http_port, grpc_port, metrics_port = free_ports(3)
-    spec = triton_spec(
-        http_port=http_port,
-        grpc_port=grpc_port,
-        metrics_port=metrics_port,
-        run_dir=run_dir,
-        model_repository=stack.model_repository,
-    )
+    spec = triton_spec_on_free_ports(run_dir, stack.model_repository)
     return Service(spec, run_dir / "tritonserver.log")
 
 

@@ -21,9 +21,8 @@ import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from deploy.stack.local_stack import LocalStack
-from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
-from deploy.stack.triton_server import triton_spec
+from deploy.stack.triton_server import triton_spec_on_free_ports
 from tests.gateway_harness import GatewayHandle, iris_records, promote, running_gateways
 from tests.worker_harness import WorkerHandle, iris_frame, register_iris, running_worker, wait_for
 
@@ -81,14 +80,7 @@ async def fleet(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactor
     versions = [register_iris(uri, model, regularisation=c) for c in (1.0, 0.1)]
     tritons = []
     for name in ("triton-a", "triton-b"):
-        http_port, grpc_port, metrics_port = free_ports(3)
-        spec = triton_spec(
-            http_port=http_port,
-            grpc_port=grpc_port,
-            metrics_port=metrics_port,
-            run_dir=run_dir / name,
-            model_repository=local_stack.model_repository,
-        )
+        spec = triton_spec_on_free_ports(run_dir / name, local_stack.model_repository)
         process = ManagedProcess(spec, run_dir / name / "tritonserver.log")
         tritons.append(Triton(process, spec.endpoints["triton_http"], spec.endpoints["triton_metrics"]))
     with running_worker(local_stack, run_dir / "worker") as worker:

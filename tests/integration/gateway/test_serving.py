@@ -20,9 +20,8 @@ import pytest
 import tritonclient.http as triton_http
 
 from deploy.stack.local_stack import LocalStack
-from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
-from deploy.stack.triton_server import triton_spec
+from deploy.stack.triton_server import triton_spec_on_free_ports
 from gateway.routing_policy import client_bucket, weighted_alias
 from tests.console_harness import console_page
 from tests.gateway_harness import (
@@ -417,26 +416,16 @@ async def test_real_triton_failures_reach_callers_as_clear_statuses(world: World
     assert "does not serve the routed model" in missing.json()["error"]
 
     run_dir = world.run_dir / "own-triton"
-    http_port, grpc_port, metrics_port = free_ports(3)
-    triton = ManagedProcess(
-        triton_spec(
-            http_port=http_port,
-            grpc_port=grpc_port,
-            metrics_port=metrics_port,
-            run_dir=run_dir,
-            model_repository=world.stack.model_repository,
-        ),
-        run_dir / "tritonserver.log",
-    )
+    spec = triton_spec_on_free_ports(run_dir, world.stack.model_repository)
+    own_triton = spec.endpoints["triton_http"]
+    triton = ManagedProcess(spec, run_dir / "tritonserver.log")
     triton.start()
     try:
         wait_all_ready([triton])
         async with httpx.AsyncClient(timeout=60) as http:
-            load = await http.post(
-                f"http://127.0.0.1:{http_port}/v2/repository/models/{served['triton_model_name']}/load"
-            )
+            load = await http.post(f"http://{own_triton}/v2/repository/models/{served['triton_model_name']}/load")
         assert load.status_code == 200, load.text
-        own = {**world.worker.env, "PROMOTER_TRITON_ENDPOINTS": f"127.0.0.1:{http_port}"}
+        own = {**world.worker.env, "PROMOTER_TRITON_ENDPOINTS": own_triton}
         impatient = {**world.worker.env, "PROMOTER_TRITON_REQUEST_TIMEOUT_S": "0.0001"}
         with (
             running_gateways(world.stack, run_dir / "gw-own", own, ["gw-own"]) as (mine,),

@@ -12,9 +12,8 @@ import tritonclient.http as triton_http
 from typer.testing import CliRunner
 
 from deploy.stack.local_stack import LocalStack
-from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, ServiceSpec, stop_all, wait_all_ready
-from deploy.stack.triton_server import triton_spec
+from deploy.stack.triton_server import triton_spec_on_free_ports
 from promoter_cli.main import app
 from tests.worker_harness import (
     WorkerHandle,
@@ -74,15 +73,8 @@ def _start(spec: ServiceSpec, log: Path) -> ManagedProcess:
 async def test_a_triton_restarted_empty_gets_every_routed_model_back(local_stack: LocalStack, tmp_path: Path) -> None:
     name = f"heal-{uuid.uuid4().hex[:6]}"
     version = register_iris(local_stack.mlflow_tracking_uri, name)
-    http_port, grpc_port, metrics_port = free_ports(3)
-    spec = triton_spec(
-        http_port=http_port,
-        grpc_port=grpc_port,
-        metrics_port=metrics_port,
-        run_dir=tmp_path / "second-triton",
-        model_repository=local_stack.model_repository,
-    )
-    second = f"127.0.0.1:{http_port}"
+    spec = triton_spec_on_free_ports(tmp_path / "second-triton", local_stack.model_repository)
+    second = spec.endpoints["triton_http"]
     processes = [_start(spec, tmp_path / "second-triton.log")]
     try:
         with running_worker(

@@ -15,9 +15,8 @@ import tritonclient.http as triton_http
 from pydantic import SecretStr
 
 from deploy.stack.local_stack import LocalStack
-from deploy.stack.ports import LOOPBACK, free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
-from deploy.stack.triton_server import triton_spec
+from deploy.stack.triton_server import triton_spec_on_free_ports
 from runtime.settings import TritonSettings
 from schemas.promotion_rejected import ReasonCode
 from tests.integration.deploy.test_triton import write_affine_model
@@ -52,13 +51,9 @@ class RestrictedTriton:
 def restricted_triton(stack: LocalStack, run_dir: Path) -> Iterator[RestrictedTriton]:
     """A second ``tritonserver`` on the session's model repository, restricted as deploy/k8s/triton.yaml does."""
     token = secrets.token_hex(16)
-    http_port, grpc_port, metrics_port = free_ports(3)
-    spec = triton_spec(
-        http_port=http_port,
-        grpc_port=grpc_port,
-        metrics_port=metrics_port,
-        run_dir=run_dir,
-        model_repository=stack.model_repository,
+    spec = triton_spec_on_free_ports(
+        run_dir,
+        stack.model_repository,
         extra_args=[
             f"--http-restricted-api=model-repository:{HEADER}={token}",
             f"--grpc-restricted-protocol=model-repository:{HEADER}={token}",
@@ -68,7 +63,7 @@ def restricted_triton(stack: LocalStack, run_dir: Path) -> Iterator[RestrictedTr
     process.start()
     try:
         wait_all_ready([process])
-        yield RestrictedTriton(f"{LOOPBACK}:{http_port}", f"{LOOPBACK}:{grpc_port}", token)
+        yield RestrictedTriton(spec.endpoints["triton_http"], spec.endpoints["triton_grpc"], token)
     finally:
         stop_all([process])
 

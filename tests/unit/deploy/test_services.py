@@ -16,7 +16,16 @@ from deploy.stack import cli, mlflow_server, tansu_broker, triton_server
 from deploy.stack.cli import main
 from deploy.stack.errors import StackError
 from deploy.stack.local_stack import PIDS_FILE, LocalStack
-from deploy.stack.ports import StackPorts, ensure_free, free_ports, port_is_free
+from deploy.stack.ports import (
+    DEFAULT_EPHEMERAL,
+    LOOPBACK,
+    StackPorts,
+    ensure_free,
+    ephemeral_range,
+    free_ports,
+    pickable_ports,
+    port_is_free,
+)
 from deploy.stack.process import ServiceSpec, surviving_processes, wait_all_ready
 
 PORTS = StackPorts(kafka=19092, mlflow=15000, triton_http=18000, triton_grpc=18001, triton_metrics=18002)
@@ -170,6 +179,41 @@ def test_allocated_ports_are_distinct_and_keep_requested_ones() -> None:
     assert len(set(ports.as_dict().values())) == 5
     with pytest.raises(StackError, match="twice"):
         StackPorts.allocate(kafka=wanted, mlflow=wanted)
+
+
+def test_free_ports_are_free_distinct_and_outside_the_ephemeral_range() -> None:
+    low, high = ephemeral_range()
+    ports = free_ports(40)
+    assert len(set(ports)) == 40
+    assert all(not low <= port <= high for port in ports), "a client's source port could take them"
+    assert all(port_is_free(port) for port in ports)
+
+
+def test_a_port_that_is_listened_on_is_never_picked() -> None:
+    listening = [socket.create_server((LOOPBACK, port)) for port in free_ports(200)]
+    try:
+        taken = {sock.getsockname()[1] for sock in listening}
+        assert not taken & set(free_ports(200))
+    finally:
+        for sock in listening:
+            sock.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("32768\t60999\n", (32768, 60999)), ("1024 65000", (1024, 65000)), ("garbage", DEFAULT_EPHEMERAL)],
+)
+def test_the_ephemeral_range_is_read_from_the_kernel_with_a_default(
+    content: str, expected: tuple[int, int], tmp_path: Path
+) -> None:
+    (tmp_path / "range").write_text(content)
+    assert ephemeral_range(tmp_path / "range") == expected
+    assert ephemeral_range(tmp_path / "missing") == DEFAULT_EPHEMERAL
+
+
+def test_ports_are_picked_above_an_ephemeral_range_that_starts_low() -> None:
+    assert pickable_ports((32768, 60999)) == range(10_000, 32768)
+    assert pickable_ports((1024, 50000)) == range(50001, 65536)
 
 
 class _TinyStack(LocalStack):
