@@ -51,6 +51,7 @@ bench: $(STAMP) kafka
 	$(BIN)/python -m tests.benchmarks.promotion
 	$(BIN)/python -m tests.benchmarks.oncall
 	$(BIN)/python -m tests.benchmarks.gateway
+	$(BIN)/python -m tests.benchmarks.light_versions
 
 # Regenerate the committed JSON Schemas after changing an event model.
 schemas: $(STAMP)
