@@ -9,7 +9,9 @@ against the artifact digest staged beside it) and predicts. The version stays it
 Triton model; only the interpreter with scikit-learn imported is shared.
 
 Triton allows BLS only in ``execute``, so the estimator is loaded by the first request: the worker's
-parity proof, before any gateway routes to the version. A batch the runtime refuses is split per
+parity proof, before any gateway routes to the version. The worker loads the runtime before the
+version; when it is not READY anyway (a version loaded by hand), ``initialize`` loads it through
+Triton's model-loading API, so a READY version never lacks its runtime. A batch the runtime refuses is split per
 request, so a caller's bad row fails only its own request (``request_batches.py``).
 """
 
@@ -51,6 +53,8 @@ class TritonPythonModel:
         input_type = datatype_of(pb_utils.get_input_config_by_name(config, spec.input)["data_type"])
         output_type = datatype_of(pb_utils.get_output_config_by_name(config, spec.output)["data_type"])
         self._runtime = spec.runtime_model
+        if not pb_utils.is_model_ready(self._runtime):  # loaded by hand, or Triton restarted: load it first
+            pb_utils.load_model(model_name=self._runtime)
         self._input = spec.input
         self._output = spec.output
         call = [version_dir, _artifact_sha256(args["model_repository"]), input_type, output_type]

@@ -99,6 +99,7 @@ def triton(repository: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
         t for t in response.output_tensors if t.name == name
     )
     runtime_holder: list[Any] = []
+    pb_utils.is_model_ready = lambda name: name == RUNTIME_MODEL and bool(runtime_holder)  # type: ignore[attr-defined]
 
     class InferenceRequest:
         def __init__(self, model_name: str, requested_output_names: list[str], inputs: list[FakeTensor]) -> None:
