@@ -54,6 +54,7 @@ bench: $(STAMP) kafka
 	$(BIN)/python -m tests.benchmarks.gateway
 	$(BIN)/python -m tests.benchmarks.triton_http_client
 	$(BIN)/python -m tests.benchmarks.exactly_once
+	$(BIN)/python -m tests.benchmarks.light_versions
 
 # Regenerate the committed JSON Schemas after changing an event model.
 schemas: $(STAMP)

@@ -39,6 +39,7 @@ from worker.parity import ParityCase, prepare_case
 from worker.proof import prove_on
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
+from worker.shared_runtime import load_runtime_first
 from worker.staging import MODEL_SUBDIR, VERSION_DIR, recorded_digest
 from worker.triton_fleet import TritonEndpoint, TritonFleet
 from worker.triton_naming import is_triton_model_name
@@ -238,6 +239,7 @@ class FleetRepairer:
             if await endpoint.is_ready(model):
                 return None  # a promotion or another replica loaded it meanwhile
             began = time.perf_counter()
+            await load_runtime_first([endpoint], self.repository, model, self.loads)  # a restarted Triton lost it too
             await endpoint.load(model)
             try:
                 await self._prove(endpoint, model)

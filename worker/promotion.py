@@ -40,6 +40,7 @@ from worker.registry import Registry, ResolvedVersion
 from worker.serving_plan import check_metrics, check_required_tag, metric_thresholds, plan_serving
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
+from worker.shared_runtime import load_runtime_first
 from worker.staging import (
     MODEL_SUBDIR,
     VERSION_DIR,
@@ -231,6 +232,7 @@ class Promoter:
 
     async def _load_everywhere(self, name: str) -> None:
         async with self.loads.exclusive(name):
+            await load_runtime_first(self.fleet.endpoints, self.repository, name, self.loads, self.lease)
             await self.fleet.load_everywhere(name)
 
     async def _prove(self, name: str, case: ParityCase, signature: SignatureSummary) -> None:

@@ -36,11 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from runtime.logging import get_logger
-from worker.triton_backend.serving_spec import SERVING_SPEC_FILE, ServingSpec
+from worker.triton_backend.serving_spec import MARKER_FILE, SERVING_SPEC_FILE, ServingSpec
 
 log = get_logger(__name__)
 
-MARKER_FILE = "promoter.json"
 STAGING_PREFIX = ".staging-"
 VERSION_DIR = "1"
 MODEL_SUBDIR = "model"
@@ -191,6 +190,40 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def publish_directory(
+    repository: Path, name: str, fill: Callable[[Path], None], lease: StagingLease | None = None
+) -> bool:
+    """Create ``repository/name`` atomically with what ``fill(scratch)`` writes; False if it already exists.
+
+    Blocking. The directory is filled in scratch (named after ``lease``'s owner), its python files
+    precompiled so Triton's stub never writes ``__pycache__`` into it, fsynced, then renamed into
+    place; when another writer got there first (or earlier), it is left alone and False returned.
+    """
+    repository.mkdir(parents=True, exist_ok=True)
+    target = repository / name
+    if target.exists():
+        return False
+    scratch = Path(tempfile.mkdtemp(prefix=f"{_scratch_prefix(lease)}{name}-", dir=repository))
+    try:
+        fill(scratch)
+        for source in sorted(scratch.glob(f"{VERSION_DIR}/*.py")):  # the backend's files, never the MLflow model's
+            if not compileall.compile_file(source, quiet=2):
+                raise RuntimeError(f"staged {source.name} does not compile")
+        scratch.chmod(0o755)
+        _fsync_tree(scratch)
+        try:
+            scratch.rename(target)
+        except OSError:
+            if target.exists():  # another worker staged it first
+                return False
+            raise
+        _fsync_dir(repository)
+    finally:
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
+    return True
+
+
 def stage_model(
     repository: Path,
     triton_name: str,
@@ -208,12 +241,8 @@ def stage_model(
     Blocking (file copies, fsync): call it in a thread from async code. The scratch directory is
     named after ``lease``'s owner, so a restarted replica can remove it if this process dies.
     """
-    repository.mkdir(parents=True, exist_ok=True)
-    target = repository / triton_name
-    if target.exists():
-        return _reuse_or_conflict(target, sha256)
-    scratch = Path(tempfile.mkdtemp(prefix=f"{_scratch_prefix(lease)}{triton_name}-", dir=repository))
-    try:
+
+    def fill(scratch: Path) -> None:
         version_dir = scratch / VERSION_DIR
         shutil.copytree(mlflow_model_dir, version_dir / MODEL_SUBDIR, symlinks=True)
         spec = replace(serving_spec, model_dir=MODEL_SUBDIR)
@@ -221,21 +250,10 @@ def stage_model(
         stage_files(spec, mlflow_model_dir, version_dir)
         (scratch / "config.pbtxt").write_text(config_pbtxt)
         (scratch / MARKER_FILE).write_text(json.dumps({**metadata, "artifact_sha256": sha256}, indent=2))
-        for source in sorted(version_dir.glob("*.py")):  # the backend's python files, never the MLflow model's
-            if not compileall.compile_file(source, quiet=2):
-                raise RuntimeError(f"staged {source.name} does not compile")
-        scratch.chmod(0o755)
-        _fsync_tree(scratch)
-        try:
-            scratch.rename(target)
-        except OSError:
-            if target.exists():  # another worker staged it first
-                return _reuse_or_conflict(target, sha256)
-            raise
-        _fsync_dir(repository)
-    finally:
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)
+
+    target = repository / triton_name
+    if not publish_directory(repository, triton_name, fill, lease):
+        return _reuse_or_conflict(target, sha256)
     return StagedModel(triton_name=triton_name, path=target, sha256=sha256, reused=False)
 
 

@@ -1,11 +1,35 @@
-"""Files copied into every staged python-backend Triton model.
+"""Files copied into staged python-backend Triton models; each runs inside Triton's python-backend stub.
 
-``model.py`` is the entry point Triton runs; ``serving_spec.py`` is the type of ``serving.json``
-that ``model.py`` imports from beside itself (the project package is not installed there).
+The project package is not importable there, so each staged model gets its entry point as
+``model.py`` and the modules it imports beside it:
+
+- a version in a stub of its own (pyfunc): ``model.py``;
+- a light scikit-learn version, numpy only, delegating to the shared runtime: ``light_model.py``;
+- the shared scikit-learn runtime, one per Triton: ``runtime_model.py``.
 """
 
 from pathlib import Path
 
-MODEL_PY = Path(__file__).with_name("model.py")
-SERVING_SPEC_PY = Path(__file__).with_name("serving_spec.py")
-PYTHON_BACKEND_FILES = (MODEL_PY, SERVING_SPEC_PY)
+_HERE = Path(__file__).parent
+MODEL_PY = _HERE / "model.py"
+LIGHT_MODEL_PY = _HERE / "light_model.py"
+RUNTIME_MODEL_PY = _HERE / "runtime_model.py"
+SERVING_SPEC_PY = _HERE / "serving_spec.py"
+PREDICTORS_PY = _HERE / "predictors.py"
+REQUEST_BATCHES_PY = _HERE / "request_batches.py"
+RUNTIME_TENSORS_PY = _HERE / "runtime_tensors.py"
+
+ENTRY_POINT = "model.py"
+"""The name Triton's python backend runs in a version directory."""
+
+PYTHON_BACKEND_FILES = (MODEL_PY, SERVING_SPEC_PY, PREDICTORS_PY, REQUEST_BATCHES_PY)
+"""A version in its own stub: staged under their own names."""
+LIGHT_VERSION_FILES = (LIGHT_MODEL_PY, SERVING_SPEC_PY, REQUEST_BATCHES_PY, RUNTIME_TENSORS_PY)
+"""A light version: the first is staged as ``model.py``."""
+RUNTIME_FILES = (RUNTIME_MODEL_PY, SERVING_SPEC_PY, PREDICTORS_PY, REQUEST_BATCHES_PY, RUNTIME_TENSORS_PY)
+"""The shared runtime: the first is staged as ``model.py``."""
+
+
+def staged_name(files: tuple[Path, ...], source: Path) -> str:
+    """The file name of ``source`` in a version directory: the first of ``files`` is the entry point."""
+    return ENTRY_POINT if source == files[0] else source.name

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 SERVING_SPEC_FILE = "serving.json"
+MARKER_FILE = "promoter.json"
+"""Written by the worker's staging beside the version directory: who staged it, its ``artifact_sha256``."""
 DEFAULT_MODEL_DIR = "model"
 
 
@@ -52,7 +54,7 @@ class ServingSpec:
     """What ``model.py`` needs to load the MLflow model and map Triton tensors to ``predict``."""
 
     loader: str
-    """Which loader of ``model.py`` (``sklearn``, ``pyfunc``), or ``onnxruntime`` (no model.py)."""
+    """Which loader of ``predictors.py`` (``sklearn``, ``pyfunc``), or ``onnxruntime`` (no model.py)."""
     input: str
     """Name of the Triton input tensor."""
     output: str
@@ -67,6 +69,8 @@ class ServingSpec:
     """sklearn only: ``skops``, ``cloudpickle`` or ``pickle``."""
     skops_trusted_types: tuple[str, ...] | None = None
     """sklearn + skops only: types the model was saved to trust when loading."""
+    runtime_model: str | None = None
+    """The shared runtime Triton model this (light) version delegates its predictions to."""
 
     def to_json(self) -> str:
         document = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
@@ -89,4 +93,5 @@ class ServingSpec:
             model_file=_optional_text(document, "model_file"),
             serialization_format=_optional_text(document, "serialization_format"),
             skops_trusted_types=_texts(document, "skops_trusted_types"),
+            runtime_model=_optional_text(document, "runtime_model"),
         )

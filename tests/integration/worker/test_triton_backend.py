@@ -1,4 +1,4 @@
-"""model.py in the real tritonserver: a caller's NaN rows fail only that caller's requests, as HTTP 400.
+"""A light sklearn version and the shared runtime in the real tritonserver: NaN rows fail only their own requests.
 
 Concurrent clients call Triton's own HTTP API while dynamic batching (a 20 ms queue delay) puts
 their requests into shared ``execute`` calls; some clients send rows with NaN.

@@ -25,7 +25,7 @@ from tests.paths import REPO
 SERVICE_DOCKERFILE = REPO / "Dockerfile"
 TRITON_DOCKERFILE = REPO / "deploy" / "triton" / "Dockerfile"
 TRITON_REQUIREMENTS = REPO / "deploy" / "triton" / "requirements.txt"
-MODEL_PY = REPO / "worker" / "triton_backend" / "model.py"
+TRITON_BACKEND = REPO / "worker" / "triton_backend"  # every file of it is staged into Triton models
 #: nvidia-pytriton release (the local stack's tritonserver) -> the NGC image of the same Triton:
 #: 0.7.0 ships tritonserver 2.51.0, which NGC released as 24.10 (Triton's release notes).
 NGC_IMAGE_OF_PYTRITON = {"0.7.0": "nvcr.io/nvidia/tritonserver:24.10-py3"}
@@ -112,9 +112,9 @@ def test_triton_pins_are_what_the_local_stack_stub_runs_with() -> None:
     assert installed == _pins(), "deploy/triton/requirements.txt and the local stack differ: change them together"
 
 
-def test_triton_pins_cover_every_import_of_model_py() -> None:
+def test_triton_pins_cover_every_import_of_the_staged_python_files() -> None:
     imported = set()
-    for node in ast.walk(ast.parse(MODEL_PY.read_text())):
+    for node in (node for path in TRITON_BACKEND.glob("*.py") for node in ast.walk(ast.parse(path.read_text()))):
         if isinstance(node, ast.Import):
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -123,7 +123,7 @@ def test_triton_pins_cover_every_import_of_model_py() -> None:
     distributions = metadata.packages_distributions()
     pinned = {name.lower() for name in _pins()}
     unpinned = [m for m in sorted(third_party) if not {d.lower() for d in distributions[m]} & pinned]
-    assert not unpinned, f"model.py imports {unpinned}, which the Triton image would not have"
+    assert not unpinned, f"the staged python files import {unpinned}, which the Triton image would not have"
     assert "scikit-learn" in pinned, "sklearn models are unpickled with the estimator classes they reference"
 
 

@@ -28,7 +28,11 @@ PACKAGES = (
 #: Extras whose modules the deployables import: ``local`` (the local stack), ``console`` (Streamlit).
 EXTRAS = ("local", "console")
 #: Code that runs in someone else's environment, not ours: Triton's python backend stub, Airflow.
-RUNS_ELSEWHERE = ("worker/triton_backend/model.py", "deploy/airflow/")
+RUNS_ELSEWHERE = (
+    *(f"worker/triton_backend/{name}" for name in ("model.py", "light_model.py", "runtime_model.py")),
+    *(f"worker/triton_backend/{name}" for name in ("predictors.py", "request_batches.py")),
+    "deploy/airflow/",
+)
 
 
 def _normalised(distribution: str) -> str:

@@ -21,7 +21,7 @@ from worker.model_loads import ModelLoads
 from worker.parity import ParityCase
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
-from worker.staging import MARKER_FILE
+from worker.triton_backend.serving_spec import MARKER_FILE
 
 SAMPLE: ModelReadyData = next(e for e in all_events() if e.type == "io.modelpromoter.model.ready.v1").data
 ANSWER = np.array([1, 0])

@@ -15,7 +15,7 @@ from worker.promotion import Promoter, StageClock
 from worker.registry import ResolvedVersion
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
-from worker.staging import MARKER_FILE
+from worker.triton_backend.serving_spec import MARKER_FILE
 from worker.triton_naming import triton_model_name
 
 SAMPLE: ModelReadyData = next(e for e in all_events() if e.type == "io.modelpromoter.model.ready.v1").data
@@ -30,6 +30,8 @@ class FakeRegistry:
 
 
 class FakeFleet:
+    endpoints: tuple[()] = ()  # the staged models here need no shared runtime
+
     def __init__(self) -> None:
         self.loaded: list[str] = []
 

@@ -20,5 +20,10 @@ def test_spec_is_the_pyfunc_loader_with_the_tensors() -> None:
 def test_stages_the_python_backend_files(tmp_path: Path) -> None:
     FLAVOR.stage_files(ServingSpec(loader="pyfunc", input="i", output="o"), tmp_path / "mlflow", tmp_path)
 
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.py", "serving_spec.py"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "model.py",
+        "predictors.py",
+        "request_batches.py",
+        "serving_spec.py",
+    ]
     assert (FLAVOR.name, FLAVOR.backend) == ("python_function", "python")

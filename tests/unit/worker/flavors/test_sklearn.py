@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,8 @@ import pytest
 from worker.errors import PermanentFailure
 from worker.flavors.flavor import ServedTensors
 from worker.flavors.sklearn import FLAVOR
+from worker.shared_runtime import RUNTIME_MODEL
+from worker.triton_backend import LIGHT_MODEL_PY
 from worker.triton_backend.serving_spec import ServingSpec
 
 TENSORS = ServedTensors(input="input", output="output", columns=("a", "b"))
@@ -31,6 +35,7 @@ def test_skops_model_spec_carries_the_file_format_and_trusted_types() -> None:
         model_file="model.skops",
         serialization_format="skops",
         skops_trusted_types=("sklearn.tree._tree.Tree",),
+        runtime_model=RUNTIME_MODEL,
     )
 
 
@@ -46,9 +51,28 @@ def test_an_unknown_serialization_format_is_refused() -> None:
     assert caught.value.reason == "unsupported_flavor"
 
 
-def test_stages_the_python_backend_files(tmp_path: Path) -> None:
+def test_stages_a_light_version_that_imports_no_sklearn(tmp_path: Path) -> None:
     FLAVOR.stage_files(TENSORS.spec("sklearn"), tmp_path / "mlflow", tmp_path)
 
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.py", "serving_spec.py"]
-    assert "class TritonPythonModel" in (tmp_path / "model.py").read_text()
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "model.py",
+        "request_batches.py",
+        "runtime_tensors.py",
+        "serving_spec.py",
+    ]
+    staged = (tmp_path / "model.py").read_text()
+    assert staged == LIGHT_MODEL_PY.read_text()
+    third_party = {name.split(".")[0] for name in _imported_modules(tmp_path)} - set(sys.stdlib_module_names)
+    assert third_party == {"numpy", "triton_python_backend_utils"}
     assert FLAVOR.backend == "python"
+
+
+def _imported_modules(directory: Path) -> set[str]:
+    names: set[str] = set()
+    for path in directory.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:  # not the staged siblings
+                names.add(node.module)
+    return names
