@@ -19,6 +19,11 @@ PREDICTORS_PY = _HERE / "predictors.py"
 REQUEST_BATCHES_PY = _HERE / "request_batches.py"
 RUNTIME_TENSORS_PY = _HERE / "runtime_tensors.py"
 
+MODULES_INSIDE_TRITON = tuple(
+    f"{__name__}.{path.stem}" for path in (MODEL_PY, LIGHT_MODEL_PY, RUNTIME_MODEL_PY, REQUEST_BATCHES_PY)
+)
+"""Modules that import ``triton_python_backend_utils``: importable only inside Triton's stub."""
+
 ENTRY_POINT = "model.py"
 """The name Triton's python backend runs in a version directory."""
 

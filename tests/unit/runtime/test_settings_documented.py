@@ -8,17 +8,17 @@ import re
 
 from runtime.settings import PromoterSettings
 from tests.paths import REPO
+from worker.triton_backend import MODULES_INSIDE_TRITON
 
 ROOT = REPO
 PACKAGES = ("runtime", "schemas", "worker", "gateway", "ingress", "promoter_cli", "promoter_client", "console")
-RUNS_ONLY_INSIDE_TRITON = {"worker.triton_backend.model"}
 
 
 def _all_settings_classes() -> set[type[PromoterSettings]]:
     for package_name in PACKAGES:
         package = importlib.import_module(package_name)
         for module in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
-            if module.name not in RUNS_ONLY_INSIDE_TRITON:
+            if module.name not in MODULES_INSIDE_TRITON:
                 importlib.import_module(module.name)
     found: set[type[PromoterSettings]] = set()
     pending = list(PromoterSettings.__subclasses__())

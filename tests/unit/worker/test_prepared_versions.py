@@ -24,7 +24,7 @@ from worker.registry import ResolvedVersion
 from worker.retirement import RetirementPlanner
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
-from worker.staging import MARKER_FILE
+from worker.triton_backend.serving_spec import MARKER_FILE
 from worker.triton_naming import triton_model_name
 
 READY: ModelReadyData = next(e for e in all_events() if e.type == "io.modelpromoter.model.ready.v1").data

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from worker import triton_backend
 from worker.flavors.flavor import ServedTensors
 from worker.flavors.sklearn import FLAVOR as SKLEARN
 from worker.staging import stage_model
@@ -112,3 +113,13 @@ def test_keys_of_a_newer_writer_are_ignored() -> None:
 def test_unusable_files_are_named(text: str, message: str) -> None:
     with pytest.raises(ServingSpecError, match=message):
         ServingSpec.from_json(text)
+
+
+def test_the_modules_listed_as_inside_triton_are_exactly_those_importing_its_utils() -> None:
+    package = Path(triton_backend.__file__).parent
+    importing = {
+        f"worker.triton_backend.{path.stem}"
+        for path in package.glob("*.py")
+        if "import triton_python_backend_utils" in path.read_text()
+    }
+    assert importing == set(triton_backend.MODULES_INSIDE_TRITON)
