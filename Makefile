@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) kafka
 
+# `make e2e` alone adds the e2e extra (Playwright, ~51 MB download); `make test` never needs it.
+E2E_STAMP := $(VENV)/.installed-e2e
+$(E2E_STAMP): $(STAMP)
+	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e ".[dev,local,console,e2e]"
+	touch $(E2E_STAMP)
+
 # Apache Kafka's jars for the local stack, from Maven Central (needs Java 17+ and Maven), and the
 # JVM's class-data archive of a broker start: made once per version of deploy/kafka/pom.xml, cached
 # in .cache/kafka/; skipped when PROMOTER_STACK_KAFKA_BROKER=tansu.
@@ -81,7 +87,15 @@ chaos: $(STAMP) kafka
 console: $(STAMP)
 	$(BIN)/promoter console $(ARGS)
 
-# A real browser (headless Chromium: apt-get install -y chromium) opens the running console on the local
-# stack and finds the served model and its version; screenshot in .bench/console.png. Not in `make test`.
-e2e: $(STAMP) kafka
+# A real browser opens the running console on the local stack and finds the served model and its version;
+# screenshot in .bench/console.png. Playwright drives the system's Chromium: installed here with apt-get when
+# missing and we are root (with an emoji font: the console's states are emoji). Not in `make test`.
+e2e: $(E2E_STAMP) kafka
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-noto-color-emoji; \
+	  else \
+	    echo "Chromium is missing: sudo apt-get install -y chromium fonts-noto-color-emoji (Debian), then make e2e" >&2; \
+	    exit 1; \
+	  fi; }
 	$(BIN)/python -m tests.e2e.console_browser
