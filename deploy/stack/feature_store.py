@@ -15,7 +15,7 @@ from pathlib import Path
 from deploy.stack.errors import StackError
 from deploy.stack.ports import LOOPBACK
 from deploy.stack.probes import http_ok, tcp_accepts
-from deploy.stack.process import ManagedProcess, ReadyCheck, ServiceSpec
+from deploy.stack.process import ManagedProcess, ServiceSpec
 
 FEAST_DIR = Path(__file__).resolve().parents[1] / "feast"
 FEAST_VENV = FEAST_DIR.parents[1] / ".cache" / "feast-server"
@@ -58,9 +58,7 @@ def redis_spec(port: int, run_dir: Path) -> ServiceSpec:
     return ServiceSpec(name="redis", argv=argv, env=dict(os.environ), cwd=run_dir, ready=ready, ready_timeout_s=10)
 
 
-def iris_feature_server_spec(
-    port: int, redis_port: int, run_dir: Path, rows: Sequence[Sequence[float]]
-) -> ServiceSpec:
+def iris_feature_server_spec(port: int, redis_port: int, run_dir: Path, rows: Sequence[Sequence[float]]) -> ServiceSpec:
     """Feast's feature server with ``rows`` (iris measurements, in IRIS_REFERENCES order) materialised into the
     Redis at ``redis_port``, entity ``iris_id`` = the row's index."""
     run_dir.mkdir(parents=True, exist_ok=True)
