@@ -28,7 +28,7 @@ PACKAGES = (
 #: Extras whose modules the deployables import: ``local`` (the local stack), ``console`` (Streamlit).
 EXTRAS = ("local", "console")
 #: Code that runs in someone else's environment, not ours: Triton's python backend stub, Airflow.
-RUNS_ELSEWHERE = ("worker/triton_backend/model.py", "deploy/airflow/")
+RUNS_ELSEWHERE = ("worker/triton_backend/model.py", "deploy/airflow/", "deploy/feast/")  # feast/: its own venv
 
 
 def _normalised(distribution: str) -> str:
