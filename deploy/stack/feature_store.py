@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from deploy.stack.errors import StackError
-from deploy.stack.ports import LOOPBACK
+from deploy.stack.ports import LOOPBACK, free_ports
 from deploy.stack.probes import http_ok, tcp_accepts
-from deploy.stack.process import ManagedProcess, ServiceSpec
+from deploy.stack.process import ManagedProcess, ServiceSpec, stop_all, wait_all_ready
 
 FEAST_DIR = Path(__file__).resolve().parents[1] / "feast"
 FEAST_VENV = FEAST_DIR.parents[1] / ".cache" / "feast-server"
@@ -100,3 +101,21 @@ def iris_feature_server_spec(port: int, redis_port: int, run_dir: Path, rows: Se
 def iris_feast_models(model: str) -> str:
     """``PROMOTER_GATEWAY_FEAST_MODELS`` for an iris classifier registered as ``model``."""
     return json.dumps({model: {"entity_key": ENTITY_KEY, "features": IRIS_REFERENCES}})
+
+
+@contextmanager
+def running_iris_feature_store(
+    run_dir: Path, rows: Sequence[Sequence[float]]
+) -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
+    """Redis (ready) and the iris feature server (started, not yet ready: wait on it with ``wait_all_ready`` while
+    other work runs), as (Redis, the feature server); both stopped afterwards."""
+    redis_port, feast_port = free_ports(2)
+    redis = ManagedProcess(redis_spec(redis_port, run_dir / "redis"), run_dir / "redis.log")
+    feast = ManagedProcess(iris_feature_server_spec(feast_port, redis_port, run_dir, rows), run_dir / "feast.log")
+    try:
+        redis.start()
+        wait_all_ready([redis])
+        feast.start()
+        yield redis, feast
+    finally:
+        stop_all([feast, redis])

@@ -13,9 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from deploy.stack.feature_store import ENTITY_KEY, iris_feast_models, iris_feature_server_spec, redis_spec
+from deploy.stack.feature_store import ENTITY_KEY, iris_feast_models, running_iris_feature_store
 from deploy.stack.local_stack import LocalStack
-from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
 from tests.gateway_harness import IRIS_FEATURES, GatewayHandle, iris_records, promote, running_gateways
 from tests.worker_harness import iris_frame, register_iris, running_worker, sklearn_predictions
@@ -46,14 +45,8 @@ class FeastWorld:
 def world(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeastWorld]:
     run_dir = tmp_path_factory.mktemp("feast")
     model = f"feast-iris-{uuid.uuid4().hex[:6]}"
-    redis_port, feast_port = free_ports(2)
     rows = iris_frame()[0].to_numpy().tolist()
-    redis = ManagedProcess(redis_spec(redis_port, run_dir / "redis"), run_dir / "redis.log")
-    feast = ManagedProcess(iris_feature_server_spec(feast_port, redis_port, run_dir, rows), run_dir / "feast.log")
-    redis.start()
-    wait_all_ready([redis])
-    feast.start()  # applies, materialises and starts serving while the worker promotes the model
-    try:
+    with running_iris_feature_store(run_dir, rows) as (redis, feast):
         version = register_iris(local_stack.mlflow_tracking_uri, model)
         with running_worker(local_stack, run_dir / "worker") as worker:
             asyncio.run(promote(local_stack, worker, model, version))
@@ -63,10 +56,8 @@ def world(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> 
                 "PROMOTER_GATEWAY_FEAST_TIMEOUT_S": "2",
             }
             with running_gateways(local_stack, run_dir / "gateways", worker.env, ["gw-feast"], **settings) as gws:
-                wait_all_ready([feast])
+                wait_all_ready([feast])  # applied and materialised while the worker promoted the model
                 yield FeastWorld(local_stack, gws[0], model, version, redis)
-    finally:
-        stop_all([feast, redis])
 
 
 def _row(index: int) -> dict[str, float]:
