@@ -25,6 +25,7 @@ from gateway.grpc_api import GatewayServicer, GrpcServer
 from gateway.inference import InferenceService
 from gateway.log_follower import LogFollower
 from gateway.metrics import GatewayMetrics
+from gateway.online_features import FeatureMetrics, OnlineFeatures, close_online_features
 from gateway.predict_api import build_predict_router
 from gateway.routing_table import RoutingState
 from gateway.settings import GatewaySettings
@@ -105,6 +106,7 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
         metrics=metrics,
     )
     service = InferenceService(settings, state, upstream, metrics, grpc_upstream)
+    online_features = _online_features(settings, metrics)
     grpc_server = GrpcServer(
         GatewayServicer(service, follower.healthy),
         host=settings.host,
@@ -145,6 +147,7 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
                     await task
             await follower.stop()
             await service.close()
+            await close_online_features(online_features)
             await status.stop()
             await upstream.close()
             await grpc_upstream.close()
@@ -163,11 +166,20 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
     answer_errors_in_one_shape(app)
 
     app.include_router(build_v2_router(service, follower.healthy))
-    app.include_router(build_predict_router(service))
+    app.include_router(build_predict_router(service, online_features))
 
     _add_operation_routes(app, settings, state, follower, metrics)
 
     return InferFastPath(app, service, max_body_bytes=settings.max_request_bytes)
+
+
+def _online_features(settings: GatewaySettings, metrics: GatewayMetrics) -> OnlineFeatures | None:
+    """The Feast lookup of /predict, when a feature server is configured (README "Feast online features")."""
+    if not settings.feast_server_url:
+        return None
+    return OnlineFeatures(
+        settings.feast_server_url, settings.feast_models, settings.feast_timeout_s, FeatureMetrics(metrics.registry)
+    )
 
 
 def _add_operation_routes(

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway.inference import InferenceService
 from gateway.metrics import HTTP
+from gateway.online_features import MissingFeatures, OnlineFeatures
 from gateway.responses import UPSTREAM_ERROR_RESPONSES, error_response, route_headers
 from gateway.routing_policy import RouteError
 from gateway.upstream import UpstreamError
@@ -156,7 +157,7 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def build_predict_router(service: InferenceService) -> APIRouter:
+def build_predict_router(service: InferenceService, online_features: OnlineFeatures | None = None) -> APIRouter:
     router = APIRouter(tags=["Predictions"])
 
     @router.post(
@@ -181,9 +182,13 @@ def build_predict_router(service: InferenceService) -> APIRouter:
             body = json.loads(await request.body())
         except (ValueError, RecursionError):
             return error_response(422, "body: not valid JSON", route)
+        source = online_features.source_for(route.model_name) if online_features is not None else None
         try:
+            if source is not None and online_features is not None:
+                columns = [column.name for column in route.ready.signature.columns]
+                body = await online_features.complete(route.model_name, source, columns, body)
             payload, rows = build_infer_request(route.ready.signature, body)
-        except FeatureError as error:
+        except (FeatureError, MissingFeatures) as error:
             service.metrics.requests.labels(route.model_name, route.alias, str(route.version), API, HTTP, "422").inc()
             return error_response(422, error.message, route)
         headers = {"content-type": "application/json"}

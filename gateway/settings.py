@@ -5,9 +5,10 @@ from __future__ import annotations
 import socket
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from gateway.online_features import FeatureSource
 from gateway.triton_connections import Endpoint
 from runtime.settings import PromoterSettings, comma_list
 from schemas.names import Alias
@@ -55,6 +56,25 @@ class GatewaySettings(PromoterSettings):
         64 * 1024 * 1024, ge=1, description="Largest request body accepted; larger ones get a 413."
     )
     replay_timeout_s: float = Field(120.0, gt=0, description="Deadline to replay the serving-state log at start.")
+    feast_server_url: str | None = Field(
+        None, description="Feast feature server (`feast serve`) for /predict records with entity ids; unset: none."
+    )
+    feast_models: dict[str, FeatureSource] = Field(
+        default_factory=dict,
+        description=(
+            "JSON: registered model name -> {entity_key, features: {signature column: 'view:feature'}, "
+            "feature_service?}: the models whose /predict records may carry entity ids."
+        ),
+    )
+    feast_timeout_s: float = Field(
+        0.25, gt=0, description="Deadline of one feature lookup; past it the payload alone is used."
+    )
+
+    @model_validator(mode="after")
+    def _feast_server_for_models(self) -> GatewaySettings:
+        if self.feast_models and not self.feast_server_url:
+            raise ValueError("PROMOTER_GATEWAY_FEAST_MODELS needs PROMOTER_GATEWAY_FEAST_SERVER_URL")
+        return self
 
     @field_validator("triton_grpc_endpoints", mode="before")
     @classmethod

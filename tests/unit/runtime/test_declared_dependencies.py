@@ -32,6 +32,7 @@ RUNS_ELSEWHERE = (
     *(f"worker/triton_backend/{name}" for name in ("model.py", "light_model.py", "runtime_model.py")),
     *(f"worker/triton_backend/{name}" for name in ("predictors.py", "request_batches.py")),
     "deploy/airflow/",
+    "deploy/feast/",  # the feature server's own venv
 )
 
 
