@@ -508,6 +508,10 @@ async def test_console_try_a_model_answers_from_a_form_and_shows_the_same_call_a
     at = console_page("try")
     await asyncio.to_thread(at.run)
     assert not at.exception, at.exception
+    assert world.model in at.selectbox[0].options, "every served model is offered"
+    at.selectbox[0].select(world.model)  # other tests of this module route models of their own
+    await asyncio.to_thread(at.run)
+    assert not at.exception, at.exception
     assert (at.selectbox[0].value, at.selectbox[1].value) == (world.model, "champion")
     assert [entry.label for entry in at.number_input] == list(IRIS_FEATURES)
     for entry, value in zip(at.number_input, row.iloc[0], strict=True):
