@@ -40,10 +40,14 @@ class LogFollower:
         self.state = state
         self.metrics = metrics
         self.status = status
-        self.replayer = TopicReplayer(kafka, topics, batch_handler=self.apply)
+        self.replayer = TopicReplayer(kafka, topics, batch_handler=self.apply_batch)
         self.ready = asyncio.Event()
 
-    async def apply(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    async def apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Apply one record (see :meth:`apply_batch`)."""
+        await self.apply_batch([record])
+
+    async def apply_batch(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         """Apply one fetched batch of records as one new routing snapshot; once caught up, ack, count and log
         each change."""
         self.metrics.log_records.inc(len(records))

@@ -29,6 +29,7 @@ import asyncio
 import gc
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from deploy.stack.app_processes import gateway_spec
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import free_ports
-from deploy.stack.process import ManagedProcess, poll_until, stop_all
+from deploy.stack.process import ManagedProcess, cpu_seconds, poll_until, stop_all
 from gateway.inference import InferenceService
 from gateway.metrics import GatewayMetrics
 from gateway.routing_table import RoutingState
@@ -145,8 +147,18 @@ def bytecode_env(run_dir: Path) -> dict[str, str]:
     return {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(run_dir / "pycache")}
 
 
-def bare_read_s(stack: LocalStack, topics: list[str], run_dir: Path) -> tuple[float, dict[str, float]]:
-    """Spawn -> exit of the bare reader, and what it printed."""
+@dataclass
+class ColdRun:
+    """One timed start: wall seconds to the end (exit, or ``/ready``), CPU seconds spent by then, and details."""
+
+    wall_s: float
+    cpu_s: float
+    details: dict[str, float]
+
+
+def bare_read(stack: LocalStack, topics: list[str], run_dir: Path) -> ColdRun:
+    """Spawn -> exit of the bare reader (its CPU from the kernel's account of waited-for children)."""
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     done = subprocess.run(
         [sys.executable, str(BARE_READER), stack.kafka_bootstrap_servers, *topics],
@@ -155,12 +167,15 @@ def bare_read_s(stack: LocalStack, topics: list[str], run_dir: Path) -> tuple[fl
         timeout=60,
         env={**os.environ, **bytecode_env(run_dir)},
     )
-    return time.perf_counter() - began, json.loads(done.stdout)
+    took = time.perf_counter() - began
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime
+    return ColdRun(took, cpu, json.loads(done.stdout))
 
 
-def gateway_ready_s(env: dict[str, str], run_dir: Path, name: str, routes: int) -> tuple[float, dict[str, float]]:
-    """Spawn -> ``/ready`` 200 of a new gateway process (asserting it routes ``routes``), and its phases from its
-    own log lines (seconds after the spawn)."""
+def gateway_start(env: dict[str, str], run_dir: Path, name: str, routes: int) -> ColdRun:
+    """Spawn -> ``/ready`` 200 of a new gateway process (asserting it routes ``routes``), its CPU by then, and its
+    phases from its own log lines (seconds after the spawn)."""
     http_port, grpc_port = free_ports(2)
     spec = gateway_spec(env, port=http_port, grpc_port=grpc_port, run_dir=run_dir, name=name)
     process = ManagedProcess(spec, run_dir / f"{name}.log")
@@ -171,16 +186,19 @@ def gateway_ready_s(env: dict[str, str], run_dir: Path, name: str, routes: int) 
         if not poll_until(process.is_ready, 60.0, 0.01):
             raise TimeoutError(f"{name} not ready within 60 s: {process.tail()}")
         took = time.perf_counter() - began
+        cpu = cpu_seconds(process.group_pids())
         served = httpx.get(f"http://127.0.0.1:{http_port}/ready", timeout=10).json()["routes"]
         phases = _log_phases(process.log_text(), spawned)
     finally:
         stop_all([process])
     if served != routes:
         raise AssertionError(f"{name} ready with {served} routes, expected {routes}")
-    return took, phases
+    return ColdRun(took, cpu, phases)
 
 
 def _log_phases(text: str, spawned: float) -> dict[str, float]:
+    """Seconds after the spawn of: the first log line (imports and app built), the end of the lifespan start-up
+    (Kafka clients, the replay started), the replay caught up; and the replay itself."""
     phases: dict[str, float] = {}
     wanted = {"gateway started": "lifespan_done_s", "gateway caught up": "caught_up_s"}
     for line in text.splitlines():
@@ -188,11 +206,12 @@ def _log_phases(text: str, spawned: float) -> dict[str, float]:
             document = json.loads(line)
         except ValueError:
             continue
+        at = round(datetime.fromisoformat(document["timestamp"]).timestamp() - spawned, 3)
+        phases.setdefault("first_log_s", at)
         key = wanted.get(document.get("event", ""))
-        if key and key not in phases:
-            phases[key] = round(datetime.fromisoformat(document["timestamp"]).timestamp() - spawned, 3)
-        if "first_log_s" not in phases and "timestamp" in document:
-            phases["first_log_s"] = round(datetime.fromisoformat(document["timestamp"]).timestamp() - spawned, 3)
+        if key:
+            phases.setdefault(key, at)
+    phases["replay_s"] = round(phases["caught_up_s"] - phases["lifespan_done_s"], 3)
     return phases
 
 
@@ -202,37 +221,47 @@ async def cold_start(stack: LocalStack, run_dir: Path, pairs: int) -> dict[str, 
     await write_records(stack, log_topics[0], serving_log(MODELS))
     env = {**stack.client_env(), **topics, **bytecode_env(run_dir), "PROMOTER_LOG_LEVEL": "INFO"}
     routes = MODELS * len(ALIASES)
-    await asyncio.to_thread(bare_read_s, stack, log_topics, run_dir)  # warm-up runs, not timed
-    await asyncio.to_thread(gateway_ready_s, env, run_dir, f"gw-warm-up-{uuid.uuid4().hex[:6]}", routes)
-    bare_runs: list[float] = []
-    gateway_runs: list[float] = []
-    phases: list[dict[str, float]] = []
-    read: dict[str, float] = {}
+    await asyncio.to_thread(bare_read, stack, log_topics, run_dir)  # warm-up runs (bytecode), not timed
+    await asyncio.to_thread(gateway_start, env, run_dir, f"gw-warm-up-{uuid.uuid4().hex[:6]}", routes)
+    runs: dict[str, list[ColdRun]] = {"bare": [], "gateway": []}
     for index in range(pairs):  # interleaved, in turn baseline first and gateway first: drift hits both
         for side in ("bare", "gateway") if index % 2 == 0 else ("gateway", "bare"):
             if side == "bare":
-                took, read = await asyncio.to_thread(bare_read_s, stack, log_topics, run_dir)
-                if read["records"] != routes:
-                    raise AssertionError(f"bare reader read {read['records']} records")
-                bare_runs.append(took)
+                run = await asyncio.to_thread(bare_read, stack, log_topics, run_dir)
+                if run.details["records"] != routes:
+                    raise AssertionError(f"bare reader read {run.details['records']} records")
             else:
                 name = f"gw-cold-{index}-{uuid.uuid4().hex[:6]}"  # a log file of its own
-                took, seen = await asyncio.to_thread(gateway_ready_s, env, run_dir, name, routes)
-                gateway_runs.append(took)
-                phases.append(seen)
-        print(f"cold start pair {index}: bare reader {bare_runs[-1]:.3f} s, gateway {gateway_runs[-1]:.3f} s")
-    bare, gateway = statistics.median(bare_runs), statistics.median(gateway_runs)
+                run = await asyncio.to_thread(gateway_start, env, run_dir, name, routes)
+            runs[side].append(run)
+        bare_run, gateway_run = runs["bare"][-1], runs["gateway"][-1]
+        print(
+            f"cold start pair {index}: bare reader {bare_run.wall_s:.3f} s ({bare_run.cpu_s:.3f} s CPU), "
+            f"gateway {gateway_run.wall_s:.3f} s ({gateway_run.cpu_s:.3f} s CPU), phases {gateway_run.details}"
+        )
+
+    def median(side: str, figure: Callable[[ColdRun], float]) -> float:
+        return statistics.median(figure(run) for run in runs[side])
+
+    bare, gateway = median("bare", lambda run: run.wall_s), median("gateway", lambda run: run.wall_s)
+    bare_cpu, gateway_cpu = median("bare", lambda run: run.cpu_s), median("gateway", lambda run: run.cpu_s)
+    phases = {
+        key: statistics.median(run.details[key] for run in runs["gateway"])
+        for key in sorted(runs["gateway"][0].details)
+    }
     return {
         "gateway_cold_start_ratio_1000_models": round(gateway / bare, 3),
         "gateway_cold_start_s_1000_models": round(gateway, 3),
         "bare_reader_s_1000_models": round(bare, 3),
-        "bare_reader_read_only_s_1000_models": read["read_s"],
-        "serving_log_bytes_1000_models": read["bytes"],
-        "gateway_cold_start_runs_s": [round(value, 3) for value in gateway_runs],
-        "bare_reader_runs_s": [round(value, 3) for value in bare_runs],
-        "gateway_cold_start_phases_s": {
-            key: statistics.median(p[key] for p in phases if key in p) for key in sorted(phases[0])
-        },
+        "gateway_cold_start_cpu_ratio_1000_models": round(gateway_cpu / bare_cpu, 3),
+        "gateway_cold_start_cpu_s_1000_models": round(gateway_cpu, 3),
+        "bare_reader_cpu_s_1000_models": round(bare_cpu, 3),
+        "gateway_replay_s_1000_models": phases["replay_s"],
+        "bare_reader_read_only_s_1000_models": median("bare", lambda run: run.details["read_s"]),
+        "serving_log_bytes_1000_models": runs["bare"][0].details["bytes"],
+        "gateway_cold_start_runs_s": [round(run.wall_s, 3) for run in runs["gateway"]],
+        "bare_reader_runs_s": [round(run.wall_s, 3) for run in runs["bare"]],
+        "gateway_cold_start_phases_s": phases,
     }
 
 
@@ -285,9 +314,13 @@ def routing_cost(rounds: int, requests: int) -> dict[str, Any]:
             for side in order:
                 service, names = (one, one_names) if side == "one" else (many, many_names)
                 samples[side].append(decision_ns(service, list(names), headers))
-        one_ns, many_ns = statistics.median(samples["one"]), statistics.median(samples["many"])
+        one_ns, many_ns = min(samples["one"]), min(samples["many"])  # the least disturbed round of each
         ratios[kind] = round(many_ns / one_ns, 3)
-        result[f"routing_decision_ns_{kind}"] = {"1_model": round(one_ns, 1), "1000_models": round(many_ns, 1)}
+        result[f"routing_decision_ns_{kind}"] = {
+            "1_model": round(one_ns, 1),
+            "1000_models": round(many_ns, 1),
+            "median_ratio": round(statistics.median(samples["many"]) / statistics.median(samples["one"]), 3),
+        }
         print(f"routing decision ({kind}): 1 model {one_ns:.0f} ns, 1,000 models {many_ns:.0f} ns")
     result["routing_cost_ratio_by_kind"] = ratios
     result["routing_cost_ratio_1000_models"] = max(ratios.values())

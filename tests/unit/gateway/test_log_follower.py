@@ -59,7 +59,7 @@ def metric(follower: LogFollower, name: str) -> float:
 async def test_a_replayed_batch_builds_the_table_at_once_without_acks() -> None:
     log, status, snapshots = follower()
     batch = [ready_record(1, 0), record(b"not json"), ready_record(1, 0, model="n"), ready_record(2, 1)]
-    await log.apply(batch)
+    await log.apply_batch(batch)
     assert snapshots == [3]  # one snapshot for the readable records of the batch
     assert {name: model.routes["champion"].version for name, model in log.state.table.models.items()} == {
         "m": 2,
@@ -71,9 +71,9 @@ async def test_a_replayed_batch_builds_the_table_at_once_without_acks() -> None:
 
 async def test_once_caught_up_every_change_is_acked_and_stale_ones_counted() -> None:
     log, status, _ = follower()
-    await log.apply([ready_record(1, 0)])
+    await log.apply(ready_record(1, 0))
     log.ready.set()
-    await log.apply([ready_record(2, 1), ready_record(1, 0), ready_record(1, 0, model="n")])
+    await log.apply_batch([ready_record(2, 1), ready_record(1, 0), ready_record(1, 0, model="n")])
     assert [(change.model_name, change.route.version if change.route else None) for change in status.acked] == [
         ("m", 2),
         ("n", 1),
