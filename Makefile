@@ -73,6 +73,7 @@ bench: $(STAMP) kafka feast-server
 	$(BIN)/python -m tests.benchmarks.feast_lookup
 	$(BIN)/python -m tests.benchmarks.exactly_once
 	$(BIN)/python -m tests.benchmarks.light_versions
+	$(BIN)/python -m tests.benchmarks.gateway_scale
 
 # Regenerate the committed JSON Schemas after changing an event model.
 schemas: $(STAMP)

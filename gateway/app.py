@@ -194,7 +194,7 @@ def _add_operation_routes(
     @app.get("/ready", tags=["Operations"], summary="Readiness: the serving-state log is replayed")
     async def ready() -> JSONResponse:
         if follower.healthy():
-            return JSONResponse({"ready": True, "routes": len(state.table.routes())})
+            return JSONResponse({"ready": True, "routes": state.table.route_count})
         return JSONResponse({"ready": False, "reason": "replaying the serving-state log"}, status_code=503)
 
     @app.get("/models", tags=["Operations"], summary="What this replica serves")

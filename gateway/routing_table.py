@@ -13,7 +13,7 @@ applied only when its generation is greater than the model's policy generation.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -72,6 +72,7 @@ class Change:
 @dataclass(frozen=True, slots=True)
 class RoutingTable:
     models: Mapping[str, ModelRoutes] = field(default_factory=lambda: MappingProxyType({}))
+    route_count: int = 0  # routes over all models, kept by apply_all (a gauge per swap must not walk them all)
 
     def model(self, name: str) -> ModelRoutes | None:
         return self.models.get(name)
@@ -79,44 +80,72 @@ class RoutingTable:
     def routes(self) -> list[Route]:
         return [route for model in self.models.values() for route in model.routes.values()]
 
-    def _with(self, model: ModelRoutes) -> RoutingTable:
-        return RoutingTable(MappingProxyType({**self.models, model.name: model}))
-
     def apply(
         self, data: ModelReadyData | ServingStoppedData | RoutingUpdatedData, now: float | None = None
     ) -> tuple[RoutingTable, Change | None]:
         """The table after ``data`` and what changed; ``(self, None)`` when the event is stale."""
-        model = self.models.get(data.model_name) or ModelRoutes(name=data.model_name)
-        if isinstance(data, RoutingUpdatedData):
-            if model.policy is not None and data.generation <= model.policy.generation:
-                return self, None
-            policy = Policy(
-                weights=tuple(sorted(data.weights.items())),
-                shadow_alias=data.shadow_alias,
-                shadow_sample_percent=data.shadow_sample_percent if data.shadow_alias else 0.0,
-                generation=data.generation,
-            )
-            return self._with(replace(model, policy=policy)), Change("policy", data.model_name)
-        generations = model.generations.apply(data.alias, data.generation)
-        if generations is None:
-            return self, None
-        previous = model.routes.get(data.alias)
-        previous_version = previous.version if previous else None
-        if isinstance(data, ServingStoppedData):
-            routes = {alias: route for alias, route in model.routes.items() if alias != data.alias}
-            updated = replace(model, routes=MappingProxyType(routes), generations=generations)
-            return self._with(updated), Change("stop", data.model_name, data.alias, None, previous_version)
-        route = Route(
-            model_name=data.model_name,
-            alias=data.alias,
-            version=data.version,
-            triton_model_name=data.triton_model_name,
+        table, (change,) = self.apply_all([data], now)
+        return table, change
+
+    def apply_all(
+        self, events: Sequence[ModelReadyData | ServingStoppedData | RoutingUpdatedData], now: float | None = None
+    ) -> tuple[RoutingTable, list[Change | None]]:
+        """The table after ``events`` in order, and what each changed (None: stale), copying the model index once:
+        a replay of n records costs O(n), where applying them one by one copied it n times."""
+        models: dict[str, ModelRoutes] | None = None
+        route_count = self.route_count
+        changes: list[Change | None] = []
+        for data in events:
+            current = (models if models is not None else self.models).get(data.model_name)
+            model = current or ModelRoutes(name=data.model_name)
+            applied = _applied(model, data, now)
+            if applied is None:
+                changes.append(None)
+                continue
+            if models is None:
+                models = dict(self.models)
+            models[data.model_name], change = applied
+            route_count += len(models[data.model_name].routes) - len(model.routes)
+            changes.append(change)
+        if models is None:
+            return self, changes
+        return RoutingTable(MappingProxyType(models), route_count), changes
+
+
+def _applied(
+    model: ModelRoutes, data: ModelReadyData | ServingStoppedData | RoutingUpdatedData, now: float | None
+) -> tuple[ModelRoutes, Change] | None:
+    """``model`` after ``data`` and what changed; None when the event is stale."""
+    if isinstance(data, RoutingUpdatedData):
+        if model.policy is not None and data.generation <= model.policy.generation:
+            return None
+        policy = Policy(
+            weights=tuple(sorted(data.weights.items())),
+            shadow_alias=data.shadow_alias,
+            shadow_sample_percent=data.shadow_sample_percent if data.shadow_alias else 0.0,
             generation=data.generation,
-            ready=data,
-            since=time.time() if now is None else now,
         )
-        updated = replace(model, routes=MappingProxyType({**model.routes, data.alias: route}), generations=generations)
-        return self._with(updated), Change("swap", data.model_name, data.alias, route, previous_version)
+        return replace(model, policy=policy), Change("policy", data.model_name)
+    generations = model.generations.apply(data.alias, data.generation)
+    if generations is None:
+        return None
+    previous = model.routes.get(data.alias)
+    previous_version = previous.version if previous else None
+    if isinstance(data, ServingStoppedData):
+        routes = {alias: route for alias, route in model.routes.items() if alias != data.alias}
+        updated = replace(model, routes=MappingProxyType(routes), generations=generations)
+        return updated, Change("stop", data.model_name, data.alias, None, previous_version)
+    route = Route(
+        model_name=data.model_name,
+        alias=data.alias,
+        version=data.version,
+        triton_model_name=data.triton_model_name,
+        generation=data.generation,
+        ready=data,
+        since=time.time() if now is None else now,
+    )
+    updated = replace(model, routes=MappingProxyType({**model.routes, data.alias: route}), generations=generations)
+    return updated, Change("swap", data.model_name, data.alias, route, previous_version)
 
 
 class RoutingState:
@@ -129,3 +158,11 @@ class RoutingState:
         table, change = self.table.apply(data)
         self.table = table  # one assignment: readers see the old snapshot or the new one
         return change
+
+    def apply_all(
+        self, events: Sequence[ModelReadyData | ServingStoppedData | RoutingUpdatedData]
+    ) -> list[Change | None]:
+        """Every event in order, published as one new snapshot (readers never see part of them)."""
+        table, changes = self.table.apply_all(events)
+        self.table = table
+        return changes

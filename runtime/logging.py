@@ -9,6 +9,7 @@ secrets are redacted before rendering.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import Iterator, MutableMapping
@@ -25,12 +26,20 @@ REDACTED = "[redacted]"
 SILENT = logging.CRITICAL + 1  # a root level no record reaches
 
 
+@functools.lru_cache(maxsize=4096)
+def names_a_secret(key: str) -> bool:
+    """True when a log key looks like it holds a secret; remembered per key (a log line's keys repeat, and this
+    check was a third of the cost of a gateway's "routing changed" line)."""
+    lowered = key.lower()
+    return any(part in lowered for part in _SECRET_KEY_PARTS)
+
+
 def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """Replace the value of any key that names a secret, at any depth of dicts."""
 
     def scrub(mapping: MutableMapping[str, Any]) -> None:
         for key, value in mapping.items():
-            if any(part in key.lower() for part in _SECRET_KEY_PARTS):
+            if isinstance(key, str) and names_a_secret(key):
                 mapping[key] = REDACTED
             elif isinstance(value, dict):
                 scrub(value)

@@ -176,3 +176,46 @@ def test_shadow_is_sampled_and_never_the_answering_alias() -> None:
     assert 800 <= copies <= 1200
     pinned = resolve(state.table, "m", default_alias="champion", alias="shadow", rng=rng)
     assert pinned.shadow is None
+
+
+def test_a_batch_applies_like_one_event_after_another_in_one_snapshot() -> None:
+    events: list[ModelReadyData | ServingStoppedData | RoutingUpdatedData] = [
+        ready(1, generation=0),
+        ready(1, generation=0, model="other"),
+        ready(2, generation=1),
+        ready(1, generation=0),  # stale
+        ready(3, generation=2, alias="challenger"),
+        policy({"champion": 50, "challenger": 50}, generation=1),
+        ServingStoppedData(model_name="m", alias="challenger", generation=3),
+        ready(3, generation=2, alias="challenger"),  # stale after the stop
+    ]
+    one_by_one = RoutingTable()
+    expected_changes = []
+    for data in events:
+        one_by_one, change = one_by_one.apply(data, now=1.0)
+        expected_changes.append(change)
+    before = RoutingTable()
+    batched, changes = before.apply_all(events, now=1.0)
+    assert changes == expected_changes
+    assert [change is None for change in changes] == [False, False, False, True, False, False, False, True]
+    assert batched == one_by_one
+    assert batched.route_count == len(batched.routes()) == 2  # m/champion and other/champion
+    assert before.models == {}  # the table a request may hold is untouched
+
+
+def test_route_count_follows_swaps_and_stops() -> None:
+    state = RoutingState()
+    state.apply(ready(1, generation=0))
+    state.apply(ready(2, generation=1, alias="challenger"))
+    state.apply(ready(3, generation=2))  # a swap replaces a route
+    assert state.table.route_count == 2
+    state.apply(ServingStoppedData(model_name="m", alias="champion", generation=3))
+    assert state.table.route_count == len(state.table.routes()) == 1
+
+
+def test_a_batch_of_stale_events_keeps_the_snapshot() -> None:
+    state = RoutingState()
+    state.apply(ready(2, generation=1))
+    held = state.table
+    assert state.apply_all([ready(1, generation=0), ready(1, generation=1)]) == [None, None]
+    assert state.table is held

@@ -53,3 +53,16 @@ def test_level_filters(capsys: pytest.CaptureFixture[str]) -> None:
     get_logger("gateway").info("hidden")
     get_logger("gateway").warning("shown")
     assert [line["event"] for line in _lines(capsys)] == ["shown"]
+
+
+def test_secret_keys_are_redacted_at_any_depth_the_same_on_every_line(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("gateway", LogSettings(level="INFO", format="json"))
+    log = get_logger("gateway.test")
+    for _ in range(2):  # the second line is judged from the remembered verdicts
+        log.info("connecting", sasl_password="hunter2", settings={"Api_Key": "k", "host": "h"}, model="m")
+    for line in _lines(capsys):
+        assert (line["sasl_password"], line["settings"], line["model"]) == (
+            "[redacted]",
+            {"Api_Key": "[redacted]", "host": "h"},
+            "m",
+        )
