@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from aiokafka import ConsumerRecord
 from faststream import AckPolicy
@@ -37,6 +38,7 @@ from schemas.fleet_status import FLEET_STATUS_KEY_PREFIX, WorkerFleetStatus
 from schemas.model_ready import ModelReady
 from schemas.promotion_rejected import PromotionRejected
 from schemas.promotion_requested import PromotionRequested
+from worker.concurrent_batches import ConcurrentBatches, Consumer, RevocationListener
 from worker.fleet_repair import FleetRepairer
 from worker.fleet_report import FleetStatusReporter
 from worker.gateway_view import GatewayView
@@ -209,6 +211,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     promoter = Promoter(config.worker, config.triton, registry, fleet, state, ModelLoads(), lease)
     writeback = _writeback(config.worker, registry, metrics)
     service = PromotionService(config.worker, topics, promoter, state, broker, metrics, writeback)
+    batches = ConcurrentBatches(service, config.worker.concurrency)
     replayer = TopicReplayer(kafka, [topics.model_ready], service.apply_log_record)
     gateways = GatewayView()
     gateway_status = TopicReplayer(kafka, [topics.gateway_status], _without_fleet_reports(gateways.apply))
@@ -236,6 +239,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         session_timeout_ms=kafka.session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+        listener=RevocationListener(batches),  # a rebalance waits for the promotions in flight, then commits
         title="promotion requests",
         description=(
             "CloudEvents io.modelpromoter.promotion.requested.v1 and io.modelpromoter.prepare.requested.v1, "
@@ -244,13 +248,10 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     )
     async def on_promotion_requests(msg: KafkaMessage) -> None:
         # The raw records are parsed by the service, so that malformed ones reach the DLQ with a
-        # reason instead of failing the whole batch in a decoder.
-        try:
-            await service.handle_batch(list(msg.raw_message))
-        except BaseException:
-            await msg.nack()  # redelivered: unconfirmed answers are re-announced, nothing is lost
-            raise
-        await msg.ack()  # only after the broker confirmed every record's outcome
+        # reason instead of failing the whole batch in a decoder. Offsets are committed by `batches`,
+        # per partition up to the oldest record whose outcome the broker has not confirmed; on a
+        # failure it rewinds there: unconfirmed answers are re-announced, nothing is lost.
+        await batches.handle(list(msg.raw_message), cast("Consumer", msg.consumer))  # aiokafka's consumer
         await retirer.run_once()
 
     _declare_publishers(broker, topics)

@@ -7,14 +7,15 @@ is recognised here, by its place in the log, ``(topic, partition, offset)``: a r
 record, while a dead-letter replay (``promoter dlq replay``) is a new record at a new offset and is
 handled again, as it must be.
 
-A record counts once the broker acknowledged its letter (:meth:`confirm`): a letter that may never
-have reached the topic is written again on redelivery. The memory is bounded and per process; a
+A record counts once the broker acknowledged its letter (:meth:`confirm` with its place): a letter
+that may never have reached the topic is written again on redelivery. The memory is bounded and per process; a
 restarted worker may write a redelivered record's letter a second time (at-least-once, as before).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from aiokafka import ConsumerRecord
 
@@ -34,24 +35,14 @@ class DeadLetteredRecords:
     def __init__(self, limit: int = MAX_REMEMBERED) -> None:
         self._limit = limit
         self._confirmed: OrderedDict[RecordPlace, None] = OrderedDict()
-        self._pending: list[RecordPlace] = []
 
-    def lettered(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        """A letter for ``record`` was published (not yet acknowledged)."""
-        self._pending.append(place_of(record))
-
-    def confirm(self) -> None:
-        """The broker acknowledged every letter published since the last call."""
-        pending, self._pending = self._pending, []
-        for place in pending:
+    def confirm(self, places: Iterable[RecordPlace]) -> None:
+        """The broker acknowledged the letters of the records at ``places``."""
+        for place in places:
             self._confirmed[place] = None
             self._confirmed.move_to_end(place)
         while len(self._confirmed) > self._limit:
             self._confirmed.popitem(last=False)
-
-    def forget_unconfirmed(self) -> None:
-        """Publishing failed: the letters since the last :meth:`confirm` may not be on the topic."""
-        self._pending = []
 
     def already_lettered(self, record: ConsumerRecord[bytes, bytes]) -> bool:
         return place_of(record) in self._confirmed

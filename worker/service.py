@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -38,7 +39,7 @@ from schemas.model_ready import ModelReady, ModelReadyData, ServingStopped, Serv
 from schemas.prepared_version import ModelPrepared, ModelPreparedData, PrepareRequested
 from schemas.promotion_rejected import PromotionRejected, PromotionRejectedData, ReasonCode
 from schemas.promotion_requested import PromotionRequested, PromotionRequestedData
-from worker.dead_lettered_records import DeadLetteredRecords
+from worker.dead_lettered_records import DeadLetteredRecords, RecordPlace, place_of
 from worker.dead_letters import ErrorType, SourceRecord, dead_letter_headers
 from worker.errors import PermanentFailure, TransientFailure
 from worker.metrics import WorkerMetrics
@@ -95,6 +96,24 @@ def _source(record: ConsumerRecord[bytes, bytes]) -> SourceRecord:
     )
 
 
+@dataclass
+class Outcomes:
+    """What one line of work published and decided, confirmed together before its offsets may be committed.
+
+    One per batch at concurrency 1; one per model's lane when several models are worked on at once
+    (worker/concurrent_batches.py), so one lane's confirmation never waits for, or covers, another's.
+    """
+
+    confirmations: list[Awaitable[Any]] = field(default_factory=list)  # the broker's pending acknowledgements
+    answering: list[str] = field(default_factory=list)  # request event ids answered, confirmed with them
+    decided: list[Decision] = field(default_factory=list)  # written back to MLflow once confirmed
+    lettered: list[RecordPlace] = field(default_factory=list)  # records whose dead letter was published
+
+
+#: A record of a batch and what is left to do for it: None when nothing (coalesced, malformed, lettered before).
+QueuedRecord = tuple[ConsumerRecord[bytes, bytes], "Request | None"]
+
+
 class PromotionService:
     def __init__(
         self,
@@ -113,10 +132,7 @@ class PromotionService:
         self.publisher = publisher
         self.metrics = metrics
         self.source = f"/model-promoter/worker/{settings.replica_id}"
-        self._unconfirmed: list[Awaitable[Any]] = []
         self.writeback = writeback
-        self._decided: list[Decision] = []  # written back to MLflow once their outcomes are confirmed
-        self._answering: list[str] = []  # event ids answered in this batch, confirmed with it
         self.dead_lettered = DeadLetteredRecords()  # a redelivered rejection adds no second letter
 
     # -- the serving-state log ---------------------------------------------------------------------
@@ -138,18 +154,30 @@ class PromotionService:
     # -- requests ----------------------------------------------------------------------------------
 
     async def handle_batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        requests: list[tuple[ConsumerRecord[bytes, bytes], Request]] = []
+        """One request after another, in the batch's order; then confirm every outcome (concurrency 1)."""
+        outcomes = Outcomes()
+        for record, request in await self.triage(records, outcomes):
+            if request is not None:
+                await self.handle_request(record, request, outcomes)
+        await self.confirm(outcomes)
+
+    async def triage(self, records: Sequence[ConsumerRecord[bytes, bytes]], outcomes: Outcomes) -> list[QueuedRecord]:
+        """Parse, dead-letter what is malformed, coalesce per (model, alias): each record with its work, in order."""
+        queued: list[QueuedRecord] = []
         for record in records:
             if self.dead_lettered.already_lettered(record):
                 self.metrics.promotions.labels("duplicate", "").inc()
                 log.info("redelivered record: its dead letter is already on the topic", offset=record.offset)
+                queued.append((record, None))
                 continue
             try:
                 event = parse_any_event(record.value or b"", REQUEST_TYPES)
                 assert isinstance(event, PromotionRequested | PrepareRequested)  # noqa: S101 - narrowed by the types
-                requests.append((record, event))
+                queued.append((record, event))
             except InvalidEventError as error:
+                queued.append((record, None))
                 await self._dead_letter(
+                    outcomes,
                     record,
                     reason_code=ReasonCode.INVALID_EVENT,
                     reason=f"not a valid promotion request: {error.message}",
@@ -159,51 +187,49 @@ class PromotionService:
                     event_id=None,
                 )
         newest = {
-            (event.data.model_name, event.data.alias): event.id
-            for _, event in requests
-            if isinstance(event, PromotionRequested)
+            (request.data.model_name, request.data.alias): request.id
+            for _, request in queued
+            if isinstance(request, PromotionRequested)
         }
-        for record, event in requests:
-            if isinstance(event, PromotionRequested) and newest[(event.data.model_name, event.data.alias)] != event.id:
+        for index, (record, request) in enumerate(queued):
+            if isinstance(request, PromotionRequested) and newest[(request.data.model_name, request.data.alias)] != (
+                request.id
+            ):
                 self.metrics.promotions.labels("coalesced", "").inc()
-                log.info("coalesced into a newer request", event_id=event.id, model=event.data.model_name)
-                continue
-            await self.handle_request(record, event)
-        await self.confirm_published()
-        decided, self._decided = self._decided, []
+                log.info("coalesced into a newer request", event_id=request.id, model=request.data.model_name)
+                queued[index] = (record, None)
+        return queued
+
+    async def confirm(self, outcomes: Outcomes) -> None:
+        """Wait until the broker acknowledged every outcome in ``outcomes`` (before committing their offsets).
+
+        On failure nothing counts as confirmed: a redelivery re-announces the answers and letters again.
+        """
+        await asyncio.gather(*outcomes.confirmations)
+        self.state.confirm_answers(outcomes.answering)
+        self.dead_lettered.confirm(outcomes.lettered)
         if self.writeback is not None:
-            self.writeback.submit(decided)  # queued only: MLflow is written in the background
+            self.writeback.submit(outcomes.decided)  # queued only: MLflow is written in the background
 
-    async def confirm_published(self) -> None:
-        """Wait until the broker acknowledged every outcome published so far (before committing offsets)."""
-        pending, self._unconfirmed = self._unconfirmed, []
-        answering, self._answering = self._answering, []
-        try:
-            await asyncio.gather(*pending)
-        except BaseException:
-            self.dead_lettered.forget_unconfirmed()  # a redelivery letters them again
-            raise
-        self.state.confirm_answers(answering)  # on failure they stay unconfirmed: a redelivery re-announces
-        self.dead_lettered.confirm()
-
-    async def handle_request(self, record: ConsumerRecord[bytes, bytes], event: Request) -> None:
+    async def handle_request(self, record: ConsumerRecord[bytes, bytes], event: Request, outcomes: Outcomes) -> None:
         data = event.data
         alias = data.alias if isinstance(data, PromotionRequestedData) else None
         with bind_event(event.id, model=data.model_name, version=data.version, alias=alias):
             answered = self.state.answer_to(event.id)
             if answered is not None:
-                await self._answer_duplicate(event.id, answered)
+                await self._answer_duplicate(event.id, answered, outcomes)
                 return
             if isinstance(event, PrepareRequested):
-                await self._prepare(record, event)
+                await self._prepare(record, event, outcomes)
                 return
             if event.data.action == "unserve":
-                await self._unserve(event)
+                await self._unserve(event, outcomes)
                 return
-            await self._promote(record, event)
+            await self._promote(record, event, outcomes)
 
     async def _attempt(
         self,
+        outcomes: Outcomes,
         record: ConsumerRecord[bytes, bytes],
         event: Request,
         run: Callable[[StageClock], Awaitable[ResultT]],
@@ -237,31 +263,33 @@ class PromotionService:
         except RetriesExhaustedError as exhausted:
             message = f"gave up after {exhausted.attempts} attempts at stage {clock.current}: {exhausted.last.message}"
             await self._reject(
-                record, event, ReasonCode.RETRIES_EXHAUSTED, message, "transient", attempts, first_failure
+                outcomes, record, event, ReasonCode.RETRIES_EXHAUSTED, message, "transient", attempts, first_failure
             )
             return None
         except PermanentFailure as failure:
             message = f"stage {clock.current}: {failure.message}"
-            await self._reject(record, event, failure.reason, message, "permanent", attempts, first_failure)
+            await self._reject(outcomes, record, event, failure.reason, message, "permanent", attempts, first_failure)
             return None
         except Exception as error:  # a bug must not stop the consumer: dead-letter it for a person
             log.exception("unexpected error in promotion", stage=clock.current)
             message = f"internal error at stage {clock.current}: {type(error).__name__}: {error}"
-            await self._reject(record, event, ReasonCode.INTERNAL_ERROR, message, "permanent", attempts, first_failure)
+            await self._reject(
+                outcomes, record, event, ReasonCode.INTERNAL_ERROR, message, "permanent", attempts, first_failure
+            )
             return None
         return result
 
-    async def _prepare(self, record: ConsumerRecord[bytes, bytes], event: PrepareRequested) -> None:
+    async def _prepare(self, record: ConsumerRecord[bytes, bytes], event: PrepareRequested, outcomes: Outcomes) -> None:
         """Load and prove a version on every endpoint, route nothing: announce ``model.prepared``."""
         began = time.perf_counter()
         clock = StageClock()
         prepared = await self._attempt(
-            record, event, lambda clock: self.promoter.prepare(event.data, event.id, clock), clock
+            outcomes, record, event, lambda clock: self.promoter.prepare(event.data, event.id, clock), clock
         )
         if prepared is None:
             return
-        await self._announce(prepared)
-        self._answering.append(event.id)
+        await self._announce(prepared, outcomes)
+        outcomes.answering.append(event.id)
         pushed_out = self.state.prepare(prepared)
         self.state.remember(event.id, prepared)
         for stage, seconds in clock.seconds.items():
@@ -277,19 +305,21 @@ class PromotionService:
             stages=clock.seconds,
         )
 
-    async def _promote(self, record: ConsumerRecord[bytes, bytes], event: PromotionRequested) -> None:
+    async def _promote(
+        self, record: ConsumerRecord[bytes, bytes], event: PromotionRequested, outcomes: Outcomes
+    ) -> None:
         began = time.perf_counter()
         clock = StageClock()
         ready = await self._attempt(
-            record, event, lambda clock: self.promoter.promote(event.data, event.id, clock), clock
+            outcomes, record, event, lambda clock: self.promoter.promote(event.data, event.id, clock), clock
         )
         if ready is None:
             return
         if self.state.is_served_record(ready):
-            await self._answer_already_served(event, ready)
+            await self._answer_already_served(event, ready, outcomes)
             return
-        await self._announce(ready)
-        self._answering.append(event.id)
+        await self._announce(ready, outcomes)
+        outcomes.answering.append(event.id)
         before = self.state.served(ready.model_name, ready.alias)
         stale = not self.state.apply(ready)
         self.state.remember(event.id, ready)
@@ -297,7 +327,7 @@ class PromotionService:
             self.metrics.promotions.labels("duplicate", "").inc()
             log.info("a newer decision for this alias was applied meanwhile", triton_model=ready.triton_model_name)
             return
-        self._decided += alias_moved(
+        outcomes.decided += alias_moved(
             self.state, ready.model_name, ready.alias, ready, before.version if before else None
         )
         for stage, seconds in clock.seconds.items():
@@ -313,31 +343,35 @@ class PromotionService:
             stages=clock.seconds,
         )
 
-    async def _answer_duplicate(self, event_id: str, answered: ModelReadyData | ModelPreparedData) -> None:
+    async def _answer_duplicate(
+        self, event_id: str, answered: ModelReadyData | ModelPreparedData, outcomes: Outcomes
+    ) -> None:
         """A request answered before: publish nothing, unless that answer may not have reached the log."""
         self.metrics.promotions.labels("duplicate", "").inc()
-        if event_id in self._answering or self.state.answer_confirmed(event_id):
+        if event_id in outcomes.answering or self.state.answer_confirmed(event_id):
             log.info("duplicate request: its answer is already on the log", triton_model=answered.triton_model_name)
             return
-        await self._announce(answered)
-        self._answering.append(event_id)
+        await self._announce(answered, outcomes)
+        outcomes.answering.append(event_id)
         log.info(
             "duplicate request re-announced: its answer was never confirmed", triton_model=answered.triton_model_name
         )
 
-    async def _answer_already_served(self, event: PromotionRequested, served: ModelReadyData) -> None:
+    async def _answer_already_served(
+        self, event: PromotionRequested, served: ModelReadyData, outcomes: Outcomes
+    ) -> None:
         """The request's outcome is the serving state: no decision; an answer only if somebody may wait."""
         self.metrics.promotions.labels("already_served", "").inc()
         if event.data.origin in UNWAITED_ORIGINS:
             log.info("already served: nothing to announce", triton_model=served.triton_model_name)
             return
         answer = served.model_copy(update={"request_event_id": event.id})  # same generation: no reader moves
-        await self._announce(answer)
-        self._answering.append(event.id)
+        await self._announce(answer, outcomes)
+        outcomes.answering.append(event.id)
         self.state.remember(event.id, answer)
         log.info("already served: answered with the served record", triton_model=served.triton_model_name)
 
-    async def _unserve(self, event: PromotionRequested) -> None:
+    async def _unserve(self, event: PromotionRequested, outcomes: Outcomes) -> None:
         data = event.data
         before = self.state.served(data.model_name, data.alias)
         if before is None:
@@ -351,30 +385,33 @@ class PromotionService:
             request_event_id=event.id,
         )
         envelope = ServingStopped(source=self.source, subject=data.model_name, data=stopped)
-        await self._publish(self.topics.model_ready, data.model_name, envelope.to_json_bytes())
+        await self._publish(self.topics.model_ready, data.model_name, envelope.to_json_bytes(), outcomes)
         if self.state.apply(stopped) and before is not None:
-            self._decided += alias_moved(self.state, data.model_name, data.alias, None, before.version)
+            outcomes.decided += alias_moved(self.state, data.model_name, data.alias, None, before.version)
         self.metrics.promotions.labels("unserved", "").inc()
         log.info("alias no longer served", generation=stopped.generation)
 
-    async def _announce(self, answer: ModelReadyData | ModelPreparedData) -> None:
+    async def _announce(self, answer: ModelReadyData | ModelPreparedData, outcomes: Outcomes) -> None:
         envelope: ModelReady | ModelPrepared = (
             ModelPrepared(source=self.source, subject=answer.model_name, data=answer)
             if isinstance(answer, ModelPreparedData)
             else ModelReady(source=self.source, subject=answer.model_name, data=answer)
         )
-        await self._publish(self.topics.model_ready, answer.model_name, envelope.to_json_bytes())
+        await self._publish(self.topics.model_ready, answer.model_name, envelope.to_json_bytes(), outcomes)
 
-    async def _publish(self, topic: str, key: str, value: bytes) -> None:
-        await self._send(value, topic, key.encode(), {"content-type": CONTENT_TYPE})
+    async def _publish(self, topic: str, key: str, value: bytes, outcomes: Outcomes) -> None:
+        await self._send(value, topic, key.encode(), {"content-type": CONTENT_TYPE}, outcomes)
 
-    async def _send(self, value: bytes, topic: str, key: bytes | None, headers: dict[str, str]) -> None:
-        # Sent at once, confirmed in bulk by confirm_published() before the offsets are committed.
+    async def _send(
+        self, value: bytes, topic: str, key: bytes | None, headers: dict[str, str], outcomes: Outcomes
+    ) -> None:
+        # Sent at once, confirmed in bulk by confirm() before the offsets are committed.
         confirmation = await self.publisher.publish(value, topic, key=key, headers=headers, no_confirm=True)
-        self._unconfirmed.append(confirmation)
+        outcomes.confirmations.append(confirmation)
 
     async def _reject(
         self,
+        outcomes: Outcomes,
         record: ConsumerRecord[bytes, bytes],
         event: Request,
         reason: ReasonCode,
@@ -397,9 +434,10 @@ class PromotionService:
                 request_event_id=event.id,
             ),
         )
-        await self._publish(self.topics.model_rejected, data.model_name, rejected.to_json_bytes())
-        self._decided += rejection(self.state, rejected.data)
+        await self._publish(self.topics.model_rejected, data.model_name, rejected.to_json_bytes(), outcomes)
+        outcomes.decided += rejection(self.state, rejected.data)
         await self._dead_letter(
+            outcomes,
             record,
             reason_code=reason,
             reason=message,
@@ -413,6 +451,7 @@ class PromotionService:
 
     async def _dead_letter(
         self,
+        outcomes: Outcomes,
         record: ConsumerRecord[bytes, bytes],
         *,
         reason_code: ReasonCode,
@@ -434,8 +473,8 @@ class PromotionService:
             event_id=event_id,
             replica_id=self.settings.replica_id,
         )
-        await self._send(source.value, self.topics.promotion_dlq, source.key, headers)
-        self.dead_lettered.lettered(record)
+        await self._send(source.value, self.topics.promotion_dlq, source.key, headers, outcomes)
+        outcomes.lettered.append(place_of(record))
         self.metrics.dead_letters.labels(reason_code.value, error_type).inc()
         if error_type == "malformed":
             log.warning(

@@ -46,6 +46,12 @@ class WorkerSettings(PromoterSettings):
     max_prepared_versions: int = Field(
         2, ge=1, description="Prepared versions per model awaiting an alias; a newer one pushes the oldest out."
     )
+    concurrency: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Different models this replica promotes at once; one model's requests stay in order.",
+    )
     retire_grace_s: float = Field(300.0, ge=0, description="Unload an unacked old version after this long.")
     fleet_check_interval_s: float = Field(
         1.0, gt=0, description="How often each Triton endpoint is checked for a restart or a lost model."
