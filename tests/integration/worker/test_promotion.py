@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -11,7 +13,9 @@ import tritonclient.http as triton_http
 from deploy.stack.local_stack import LocalStack
 from schemas.prepared_version import PrepareRequested, PrepareRequestedData
 from tests.worker_harness import (
+    Record,
     WorkerHandle,
+    about,
     events,
     events_about,
     iris_frame,
@@ -19,6 +23,7 @@ from tests.worker_harness import (
     read_until,
     register_iris,
     request_bytes,
+    running_worker,
     set_alias,
     sklearn_predictions,
 )
@@ -28,6 +33,16 @@ pytestmark = pytest.mark.integration
 
 READY = "io.modelpromoter.model.ready.v1"
 PREPARED = "io.modelpromoter.model.prepared.v1"
+CONCURRENCY = 4
+
+
+@pytest.fixture(scope="module")
+def worker(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerHandle]:
+    """This module's worker promotes up to four models at once: every test here runs the concurrent path."""
+    with running_worker(
+        local_stack, tmp_path_factory.mktemp("worker"), PROMOTER_WORKER_CONCURRENCY=str(CONCURRENCY)
+    ) as handle:
+        yield handle
 
 
 def _triton_predict(stack: LocalStack, triton_model: str) -> np.ndarray:  # type: ignore[type-arg]
@@ -158,3 +173,35 @@ async def test_a_prepared_version_is_loaded_unrouted_then_an_alias_move_serves_i
     assert worker.metric("promoter_promotion_stage_seconds_count", stage="load") == loads_before
     on_log = await events_about(bootstrap, ready_topic, name, count=2)
     assert [e["type"] for e in on_log] == [PREPARED, READY], "nothing routed it before the alias moved"
+
+
+async def test_four_models_are_promoted_at_once_each_in_its_request_order(
+    local_stack: LocalStack, worker: WorkerHandle
+) -> None:
+    uri, bootstrap = local_stack.mlflow_tracking_uri, local_stack.kafka_bootstrap_servers
+    names = [f"iris-par{i}-{uuid.uuid4().hex[:6]}" for i in range(CONCURRENCY)]
+    versions = {name: register_iris(uri, name) for name in names}
+    requests: list[
+        tuple[bytes | None, bytes]
+    ] = [  # per model: the champion (a load), then the challenger on the same version (no load)
+        (name.encode(), request_bytes(name, alias=alias, version=versions[name]))
+        for name in names
+        for alias in ("champion", "challenger")
+    ]
+    sent = time.monotonic()
+    await produce(bootstrap, worker.topic("promotion_requested"), requests)
+
+    def all_served(records: list[Record]) -> bool:
+        return all(len(about(events(records), name, READY)) == 2 for name in names)
+
+    records = await read_until(bootstrap, worker.topic("model_ready"), all_served, timeout_s=90)
+    elapsed = time.monotonic() - sent
+
+    busy_s = 0.0
+    for name in names:
+        served = about(events(records), name, READY)
+        assert [e["data"]["alias"] for e in served] == ["champion", "challenger"], "one model's requests in order"
+        assert served[0]["data"]["generation"] < served[1]["data"]["generation"]
+        busy_s += sum(sum(e["data"]["stage_seconds"].values()) for e in served)
+    # One after another, the promotions' own time could not exceed the wall time they all took.
+    assert busy_s > elapsed, f"promotions did not overlap: {busy_s:.1f} s of work in {elapsed:.1f} s"
