@@ -74,6 +74,7 @@ bench: $(STAMP) kafka feast-server
 	$(BIN)/python -m tests.benchmarks.exactly_once
 	$(BIN)/python -m tests.benchmarks.light_versions
 	$(BIN)/python -m tests.benchmarks.gateway_scale
+	$(BIN)/python -m tests.benchmarks.parallel_promotions
 
 # Regenerate the committed JSON Schemas after changing an event model.
 schemas: $(STAMP)
