@@ -127,7 +127,8 @@ async def all_committed(stack: LocalStack, group: str, topic: str, records: int)
         committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
     finally:
         await admin.close()
-    return sum(max(0, offset.offset) for offset in committed.values()) >= records
+    done: int = sum(max(0, offset.offset) for offset in committed.values())
+    return done >= records
 
 
 def unload_all(stack: LocalStack) -> None:
