@@ -234,7 +234,8 @@ def running_worker(stack: LocalStack, run_dir: Path, **settings: str) -> Iterato
         **settings,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
-    process = ManagedProcess(worker_spec(env, health_port=port, run_dir=run_dir), run_dir / "worker.log")
+    name = settings.get("PROMOTER_WORKER_REPLICA_ID", "worker")  # the spec sets the replica id from its name
+    process = ManagedProcess(worker_spec(env, health_port=port, run_dir=run_dir, name=name), run_dir / "worker.log")
     process.start()
     try:
         wait_all_ready([process])

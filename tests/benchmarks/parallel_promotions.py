@@ -2,14 +2,20 @@
 
 ``make bench`` -> ``.bench/scale.json``:
 
-- ``parallel_ratio_50_models``: time until every one of N models requested at once is served with
+- ``parallel_ratio_50_models``: time until every one of 50 models requested at once is served with
   ``PROMOTER_WORKER_CONCURRENCY=4``, over the same with 1, measured side by side in one run (each
-  with its own freshly registered models, so neither reuses the other's loads). N defaults to 12,
-  not 50: a Triton load of a scikit-learn version takes 3-4 s here, and 50 one after another would
-  take minutes; ``--models 50`` measures the issue's figure. ``parallel_models`` says which N.
-- ``rebalance_duplicates`` / ``rebalance_lost``: two replicas (concurrency 4) in one group; the second
-  joins while the first is mid-way through the requests, which revokes every partition. Counted:
-  ``model.ready`` records beyond one per request, and requests with none.
+  with its own freshly registered models, so neither reuses the other's loads); beside it the mean
+  Triton load stage at each concurrency (from the workers' logs), which says whether Triton had the
+  CPU to load four at once. ``--models N`` measures another N (``parallel_models`` says which).
+- ``rebalance_*``: two replicas (concurrency 4) in one group; the second joins while the first is
+  mid-way through 32 requests, which revokes every partition. ``rebalance_duplicates``: decisions
+  beyond one per request (a ``model.ready`` with a generation new for its alias, or a generation
+  already on the log with another Triton model: what a gateway could act on); ``rebalance_lost``:
+  requests with no decision; ``rebalance_duplicate_loads``: Triton loads beyond one per version.
+  ``rebalance_reanswers`` counts harmless restatements (the served generation again, answering a
+  redelivered request) apart. ``rebalance_served_by_first``/``_second`` and
+  ``rebalance_lanes_at_revocation`` show the rebalance really moved work mid-flight.
+  ``--models 0`` runs this part alone.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import tempfile
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import tritonclient.http as triton_http
 from aiokafka import TopicPartition
@@ -52,10 +60,74 @@ def register_models(stack: LocalStack, prefix: str, count: int) -> dict[str, int
     }
 
 
+def ready_documents(records: list[Record]) -> list[dict[str, Any]]:
+    documents = [json.loads(r.value) for r in records if r.value]
+    return [d for d in documents if d.get("type") == READY]
+
+
 def answers(records: list[Record]) -> Counter[str]:
     """model.ready records per answered request event id."""
-    documents = [json.loads(r.value) for r in records if r.value]
-    return Counter(d["data"].get("request_event_id") for d in documents if d.get("type") == READY)
+    return Counter(d["data"].get("request_event_id") for d in ready_documents(records))
+
+
+def classify_answers(records: list[Record], ids: list[str]) -> dict[str, int]:
+    """Per request: decisions (a generation new for its model and alias: gateways switch to it) and re-answers.
+
+    A re-answer restates a decision already on the log, same generation and Triton model (``already
+    served`` after a redelivery, with the new request's id): every reader ignores it as a decision. So
+    only decisions beyond one per request are duplicates, and so is a record that gives a generation
+    already on the log another Triton model (a conflict a gateway could act on).
+    """
+    decided: dict[tuple[str, str, int], str] = {}  # (model, alias, generation) -> Triton model
+    decisions: Counter[str] = Counter()
+    reanswers: Counter[str] = Counter()
+    for document in ready_documents(records):
+        data = document["data"]
+        request, decision = data.get("request_event_id"), (data["model_name"], data["alias"], data["generation"])
+        if decided.get(decision) == data["triton_model_name"]:
+            reanswers[request] += 1
+        else:
+            decided.setdefault(decision, data["triton_model_name"])
+            decisions[request] += 1
+    return {
+        "rebalance_requests": len(ids),
+        "rebalance_duplicates": sum(max(0, decisions[i] - 1) for i in ids),
+        "rebalance_reanswers": sum(reanswers[i] for i in ids),
+        "rebalance_lost": sum(1 for i in ids if decisions[i] == 0),
+    }
+
+
+def served_lines(log_file: Path) -> list[dict[str, Any]]:
+    """The replica's "model served" log lines (each names its Triton model and the stages it ran)."""
+    lines = (json.loads(line) for line in log_file.read_text().splitlines() if '"model served"' in line)
+    return [line for line in lines if line.get("event") == "model served"]
+
+
+def mean_load_seconds(log_file: Path) -> float:
+    """The mean of the promotions' Triton load stage: what a load costs at this concurrency."""
+    loads = [line["stages"]["load"] for line in served_lines(log_file) if "load" in line.get("stages", {})]
+    return round(sum(loads) / len(loads), 3) if loads else 0.0
+
+
+def replica_figures(first_log: Path, second_log: Path) -> dict[str, int]:
+    """Who served what, loads beyond one per Triton model, and the promotions in flight at the revocation."""
+    first, second = served_lines(first_log), served_lines(second_log)
+    loads = Counter(line["triton_model"] for line in first + second if "load" in line.get("stages", {}))
+    return {
+        "rebalance_served_by_first": len(first),
+        "rebalance_served_by_second": len(second),
+        "rebalance_duplicate_loads": sum(count - 1 for count in loads.values()),
+        "rebalance_lanes_at_revocation": lanes_at_revocation(first_log),
+    }
+
+
+def lanes_at_revocation(log_file: Path) -> int:
+    """Models (lanes) the first replica had running or queued when its partitions were revoked (from its log)."""
+    lanes = 0
+    for line in log_file.read_text().splitlines():
+        if "finishing the promotions in flight first" in line:
+            lanes += json.loads(line).get("lanes", 0)
+    return lanes
 
 
 async def request_all(worker: WorkerHandle, stack: LocalStack, models: dict[str, int]) -> tuple[list[str], float]:
@@ -72,9 +144,7 @@ async def request_all(worker: WorkerHandle, stack: LocalStack, models: dict[str,
 
 async def served_seconds(stack: LocalStack, run_dir: Path, models: dict[str, int], concurrency: int) -> float:
     """Seconds from the requests' publication until every model is served."""
-    with running_worker(
-        stack, run_dir, PROMOTER_WORKER_CONCURRENCY=str(concurrency), PROMOTER_LOG_LEVEL="WARNING"
-    ) as w:
+    with running_worker(stack, run_dir, PROMOTER_WORKER_CONCURRENCY=str(concurrency)) as w:
         ids, sent = await request_all(w, stack, models)
         await read_until(
             stack.kafka_bootstrap_servers,
@@ -86,8 +156,9 @@ async def served_seconds(stack: LocalStack, run_dir: Path, models: dict[str, int
 
 
 async def rebalance_figures(stack: LocalStack, run_dir: Path, models: dict[str, int]) -> dict[str, int]:
-    """Two replicas, the second joining mid-way: model.ready records beyond one per request, and requests lost."""
-    with running_worker(stack, run_dir / "a", PROMOTER_WORKER_CONCURRENCY="4", PROMOTER_LOG_LEVEL="WARNING") as first:
+    """Two replicas, the second joining mid-way: decisions beyond one per request, re-answers, requests lost."""
+    first_dir, second_dir = run_dir / "first", run_dir / "second"
+    with running_worker(stack, first_dir, PROMOTER_WORKER_CONCURRENCY="4", PROMOTER_WORKER_REPLICA_ID="first") as first:
         ids, _ = await request_all(first, stack, models)
         ready_topic = first.topic("model_ready")
         await read_until(  # the first replica is mid-way: some served, the rest in flight or queued
@@ -95,7 +166,11 @@ async def rebalance_figures(stack: LocalStack, run_dir: Path, models: dict[str, 
         )
         same_group = {**first.topics, "PROMOTER_WORKER_GROUP_ID": first.env["PROMOTER_WORKER_GROUP_ID"]}
         with running_worker(
-            stack, run_dir / "b", PROMOTER_WORKER_CONCURRENCY="4", PROMOTER_LOG_LEVEL="WARNING", **same_group
+            stack,
+            run_dir / "second",
+            PROMOTER_WORKER_CONCURRENCY="4",
+            PROMOTER_WORKER_REPLICA_ID="second",
+            **same_group,
         ):
             records = await read_until(
                 stack.kafka_bootstrap_servers,
@@ -110,12 +185,7 @@ async def rebalance_figures(stack: LocalStack, run_dir: Path, models: dict[str, 
                 lambda: all_committed(stack, group, requested, len(ids)), timeout_s=120, what="every offset committed"
             )
             records = await read_until(stack.kafka_bootstrap_servers, ready_topic, lambda r: len(r) >= len(records))
-    counts = answers(records)
-    return {
-        "rebalance_requests": len(ids),
-        "rebalance_duplicates": sum(max(0, counts[i] - 1) for i in ids),
-        "rebalance_lost": sum(1 for i in ids if counts[i] == 0),
-    }
+    return {**classify_answers(records, ids), **replica_figures(first_dir / "worker.log", second_dir / "worker.log")}
 
 
 async def all_committed(stack: LocalStack, group: str, topic: str, records: int) -> bool:
@@ -143,6 +213,8 @@ def unload_all(stack: LocalStack) -> None:
 
 
 async def measure(stack: LocalStack, run_dir: Path, count: int, rebalance_models: int) -> dict[str, float | int]:
+    if count == 0:  # --models 0: the rebalance alone
+        return await rebalance_only(stack, run_dir, rebalance_models)
     sequential_models = register_models(stack, "par-c1", count)
     parallel_models = register_models(stack, "par-c4", count)
     one_at_a_time = await served_seconds(stack, run_dir / "c1", sequential_models, 1)
@@ -156,26 +228,52 @@ async def measure(stack: LocalStack, run_dir: Path, count: int, rebalance_models
         "parallel_concurrency_1_s": round(one_at_a_time, 2),
         "parallel_concurrency_4_s": round(four_at_once, 2),
         "parallel_ratio_50_models": round(four_at_once / one_at_a_time, 3),
+        "parallel_load_mean_concurrency_1_s": mean_load_seconds(run_dir / "c1" / "worker.log"),
+        "parallel_load_mean_concurrency_4_s": mean_load_seconds(run_dir / "c4" / "worker.log"),
         **rebalance,
     }
 
 
+async def rebalance_only(stack: LocalStack, run_dir: Path, rebalance_models: int) -> dict[str, float | int]:
+    figures = await rebalance_figures(stack, run_dir / "rebalance", register_models(stack, "reb", rebalance_models))
+    return dict(figures)
+
+
+def keep_logs(workers: Path, into: Path) -> None:
+    for log_file in workers.rglob("worker.log"):
+        target = into / log_file.relative_to(workers)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log_file, target)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--models", type=int, default=12, help="models requested at once (the issue's goal: 50)")
-    parser.add_argument("--rebalance-models", type=int, default=8)
+    parser.add_argument("--models", type=int, default=50, help="models requested at once; 0: the rebalance alone")
+    parser.add_argument("--rebalance-models", type=int, default=32)
+    parser.add_argument("--keep-logs", type=Path, help="copy the workers' logs here (the rebalance's at INFO)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-parallel-") as tmp, LocalStack(Path(tmp) / "stack") as stack:
         print(f"stack ready in {stack.startup_s:.1f} s; {args.models} models at concurrency 1, then 4")
-        figures = asyncio.run(measure(stack, Path(tmp) / "workers", args.models, args.rebalance_models))
+        try:
+            figures = asyncio.run(measure(stack, Path(tmp) / "workers", args.models, args.rebalance_models))
+        finally:
+            if args.keep_logs is not None:
+                keep_logs(Path(tmp) / "workers", args.keep_logs)
     path = merge_figures("scale", figures)
+    if args.models:
+        print(
+            f"{figures['parallel_models']} models: {figures['parallel_concurrency_1_s']} s at concurrency 1, "
+            f"{figures['parallel_concurrency_4_s']} s at 4: ratio {figures['parallel_ratio_50_models']} (goal <= 0.6); "
+            f"a Triton load takes {figures['parallel_load_mean_concurrency_1_s']} s at 1, "
+            f"{figures['parallel_load_mean_concurrency_4_s']} s at 4"
+        )
     print(
-        f"{figures['parallel_models']} models: {figures['parallel_concurrency_1_s']} s at concurrency 1, "
-        f"{figures['parallel_concurrency_4_s']} s at 4: ratio {figures['parallel_ratio_50_models']} (goal <= 0.6)"
-    )
-    print(
-        f"rebalance: {figures['rebalance_duplicates']} duplicates, {figures['rebalance_lost']} lost "
-        f"of {figures['rebalance_requests']} requests (goal 0 and 0)"
+        f"rebalance: {figures['rebalance_duplicates']} duplicate decisions, {figures['rebalance_lost']} lost "
+        f"of {figures['rebalance_requests']} requests (goal 0 and 0); {figures['rebalance_duplicate_loads']} second "
+        f"loads; {figures['rebalance_reanswers']} re-answers of a served generation; served by the first/second "
+        f"replica: {figures['rebalance_served_by_first']}/"
+        f"{figures['rebalance_served_by_second']}; {figures['rebalance_lanes_at_revocation']} model lanes running "
+        "or queued at the revocation"
     )
     print(f"wrote {path}")
 
