@@ -6,7 +6,8 @@
   ``PROMOTER_WORKER_CONCURRENCY=4``, over the same with 1, measured side by side in one run (each
   with its own freshly registered models, so neither reuses the other's loads); beside it the mean
   Triton load stage at each concurrency (from the workers' logs), which says whether Triton had the
-  CPU to load four at once. ``--models N`` measures another N (``parallel_models`` says which).
+  CPU to load four at once, and the CPU seconds the whole stack used per promotion (from /proc).
+  ``--models N`` measures another N (``parallel_models`` says which).
 - ``rebalance_*``: two replicas (concurrency 4) in one group; the second joins while the first is
   mid-way through 32 requests, which revokes every partition. ``rebalance_duplicates``: decisions
   beyond one per request (a ``model.ready`` with a generation new for its alias, or a generation
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -142,9 +144,30 @@ async def request_all(worker: WorkerHandle, stack: LocalStack, models: dict[str,
     return ids, sent
 
 
-async def served_seconds(stack: LocalStack, run_dir: Path, models: dict[str, int], concurrency: int) -> float:
-    """Seconds from the requests' publication until every model is served."""
+def cpu_seconds(process_groups: set[int]) -> float:
+    """CPU seconds (user + system) used so far by the live processes of ``process_groups`` (Linux /proc)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, ...
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) in process_groups:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def served_seconds(
+    stack: LocalStack, run_dir: Path, models: dict[str, int], concurrency: int
+) -> tuple[float, float]:
+    """Seconds from the requests' publication until every model is served; CPU seconds the stack used meanwhile.
+
+    The CPU is that of the worker, Triton (with its python-backend stubs), MLflow and Kafka: on this
+    2-core machine their sum over the wall time says how much room a higher concurrency had.
+    """
     with running_worker(stack, run_dir, PROMOTER_WORKER_CONCURRENCY=str(concurrency)) as w:
+        groups = {ids["pgid"] for ids in stack.pids().values()} | {w.process.pgid}
+        cpu_before = cpu_seconds(groups)
         ids, sent = await request_all(w, stack, models)
         await read_until(
             stack.kafka_bootstrap_servers,
@@ -152,7 +175,7 @@ async def served_seconds(stack: LocalStack, run_dir: Path, models: dict[str, int
             lambda records: all(answers(records)[i] >= 1 for i in ids),
             timeout_s=SERVED_TIMEOUT_S,
         )
-        return time.monotonic() - sent
+        return time.monotonic() - sent, cpu_seconds(groups) - cpu_before
 
 
 async def rebalance_figures(stack: LocalStack, run_dir: Path, models: dict[str, int]) -> dict[str, int]:
@@ -217,9 +240,9 @@ async def measure(stack: LocalStack, run_dir: Path, count: int, rebalance_models
         return await rebalance_only(stack, run_dir, rebalance_models)
     sequential_models = register_models(stack, "par-c1", count)
     parallel_models = register_models(stack, "par-c4", count)
-    one_at_a_time = await served_seconds(stack, run_dir / "c1", sequential_models, 1)
+    one_at_a_time, cpu_1 = await served_seconds(stack, run_dir / "c1", sequential_models, 1)
     unload_all(stack)
-    four_at_once = await served_seconds(stack, run_dir / "c4", parallel_models, 4)
+    four_at_once, cpu_4 = await served_seconds(stack, run_dir / "c4", parallel_models, 4)
     unload_all(stack)
     rebalance = await rebalance_figures(stack, run_dir / "rebalance", register_models(stack, "reb", rebalance_models))
     unload_all(stack)
@@ -228,6 +251,8 @@ async def measure(stack: LocalStack, run_dir: Path, count: int, rebalance_models
         "parallel_concurrency_1_s": round(one_at_a_time, 2),
         "parallel_concurrency_4_s": round(four_at_once, 2),
         "parallel_ratio_50_models": round(four_at_once / one_at_a_time, 3),
+        "parallel_cpu_per_promotion_concurrency_1_s": round(cpu_1 / count, 3),
+        "parallel_cpu_per_promotion_concurrency_4_s": round(cpu_4 / count, 3),
         "parallel_load_mean_concurrency_1_s": mean_load_seconds(run_dir / "c1" / "worker.log"),
         "parallel_load_mean_concurrency_4_s": mean_load_seconds(run_dir / "c4" / "worker.log"),
         **rebalance,
@@ -265,7 +290,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{figures['parallel_models']} models: {figures['parallel_concurrency_1_s']} s at concurrency 1, "
             f"{figures['parallel_concurrency_4_s']} s at 4: ratio {figures['parallel_ratio_50_models']} (goal <= 0.6); "
             f"a Triton load takes {figures['parallel_load_mean_concurrency_1_s']} s at 1, "
-            f"{figures['parallel_load_mean_concurrency_4_s']} s at 4"
+            f"{figures['parallel_load_mean_concurrency_4_s']} s at 4; the stack's CPU per promotion: "
+            f"{figures['parallel_cpu_per_promotion_concurrency_1_s']} s at 1, "
+            f"{figures['parallel_cpu_per_promotion_concurrency_4_s']} s at 4"
         )
     print(
         f"rebalance: {figures['rebalance_duplicates']} duplicate decisions, {figures['rebalance_lost']} lost "
