@@ -16,7 +16,8 @@ Rebalances (aiokafka revokes every partition of the member before it re-joins):
 another record of them, waits for the records in flight to finish and be confirmed, commits their
 watermarks and only then lets the re-join go on. The records it abandoned are uncommitted, so
 their new owner (or this replica again) fetches them from the committed offset: none lost, none
-handled twice.
+handled twice. A batch fetched before a revocation and handed over after it keeps only the records
+of partitions still assigned: the others are their new owner's.
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ class ConcurrentBatches:
         """Work the batch off; on failure, rewind each partition to its watermark (the rest is redelivered)."""
         self._consumer = consumer
         self._revoked = set()
+        owned = consumer.assignment()  # a revocation between the fetch and now left these to their new owner
+        records = [record for record in records if partition_of(record) in owned]
         self.watermarks.fetched(records)
         try:
             triaged = Outcomes()

@@ -201,6 +201,21 @@ async def test_a_revocation_finishes_the_promotions_in_flight_commits_them_and_a
     assert consumer.commits == [{TP0: 2}], "committed up to the first abandoned record, before the re-join"
 
 
+async def test_a_batch_of_a_partition_revoked_before_it_was_handled_is_left_to_the_new_owner() -> None:
+    promoter = GatedPromoter()
+    handler, publisher = batches(promoter, concurrency=1)
+    consumer = FakeConsumer(partitions=2)
+    fetched = [request("a", 1, 0, partition=0), request("b", 1, 0, partition=1)]
+    consumer.assigned.discard(TP0)  # revoked (and handed to another member) after the fetch
+    await handler.on_partitions_revoked({TP0})
+
+    await handler.handle(fetched, consumer)
+
+    assert promoter.started == [("b", 1)], "the revoked partition's record is the new owner's"
+    assert served(publisher) == [("b", 1)]
+    assert consumer.commits == [{TopicPartition(TOPICS.promotion_requested, 1): 1}]
+
+
 async def test_a_failed_confirmation_commits_nothing_and_rewinds_to_the_watermark() -> None:
     promoter = GatedPromoter()
     handler, publisher = batches(promoter, concurrency=2)
