@@ -30,6 +30,8 @@ def streamlit_command(python: str, app_path: str, host: str, port: int) -> list[
         "none",
         "--browser.gatherUsageStats",
         "false",
+        "--client.toolbarMode",
+        "viewer",  # no "Deploy" button: the console is an operations tool, not an app to publish
     ]
 
 

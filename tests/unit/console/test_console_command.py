@@ -30,6 +30,7 @@ def test_console_runs_streamlit_on_the_app_with_replay_off_by_default(monkeypatc
     assert Path(argv[4]).name == "app.py"
     assert Path(argv[4]).parent.name == "console"
     assert argv[argv.index("--server.port") + 1] == "8600"
+    assert argv[argv.index("--client.toolbarMode") + 1] == "viewer"
     assert env["PROMOTER_CONSOLE_ALLOW_REPLAY"] == "false", "only --allow-replay turns replay on"
 
 
