@@ -59,9 +59,11 @@ class KafkaLink:
             producer = AIOKafkaProducer(**self.kafka.producer_kwargs())
             try:
                 await producer.start()
-                await ensure_service_topics(self.kafka, self._topics, {self._topic})
+                await ensure_service_topics(self.kafka, self._topics, {self._topic}, log_refusal=False)
             except TopicsError as error:
                 await producer.stop()
+                if str(error) != self.not_ready:  # once per reason, not at every re-check
+                    log.error("not ready: topics", error=str(error), recheck_s=TOPIC_RECHECK_S)  # noqa: TRY400
                 self.not_ready = str(error)
                 await asyncio.sleep(TOPIC_RECHECK_S)  # until the topic exists
                 continue

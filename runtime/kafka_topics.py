@@ -131,16 +131,20 @@ async def ensure_project_topics(kafka: KafkaSettings, names: TopicSettings) -> l
     return await ensure_topics(kafka, names.specs(), replication_factor=names.replication_factor)
 
 
-async def ensure_service_topics(kafka: KafkaSettings, names: TopicSettings, used: set[str] | None = None) -> None:
+async def ensure_service_topics(
+    kafka: KafkaSettings, names: TopicSettings, used: set[str] | None = None, *, log_refusal: bool = True
+) -> None:
     """At a service's start: the topics it uses (``used``; default every one) exist, or :class:`TopicsError`.
 
-    Logs what it created, or the reason it cannot start before raising it.
+    Logs what it created, or (unless ``log_refusal`` is false: a caller that retries logs it once) the
+    reason it cannot start before raising it.
     """
     specs = [spec for spec in names.specs() if used is None or spec.name in used]
     try:
         created = await ensure_topics(kafka, specs, replication_factor=names.replication_factor)
     except TopicsError as error:
-        log.error("cannot start: topics", error=str(error))  # noqa: TRY400 (the reason, without a traceback)
+        if log_refusal:
+            log.error("cannot start: topics", error=str(error))  # noqa: TRY400 (the reason, without a traceback)
         raise
     if created:
         log.info("created topics", topics=created)
