@@ -70,7 +70,9 @@ class TritonView:
     http: httpx.AsyncClient
     url: str
     repository: Path
+    triton: ManagedProcess
     max_loaded: int = 0
+    max_stubs: int = 0
     max_dirs: int = 0
     samples: int = 0
 
@@ -82,9 +84,14 @@ class TritonView:
     def directories(self) -> set[str]:
         return {p.name for p in self.repository.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
+    def stubs(self) -> int:
+        """Python-backend stub processes: every process of Triton's group but the server."""
+        return len([pid for pid in self.triton.group_pids() if pid != self.triton.pid])
+
     async def sample(self) -> tuple[set[str], set[str]]:
         loaded, dirs = await self.loaded(), await asyncio.to_thread(self.directories)
         self.max_loaded, self.max_dirs = max(self.max_loaded, len(loaded)), max(self.max_dirs, len(dirs))
+        self.max_stubs = max(self.max_stubs, await asyncio.to_thread(self.stubs))
         self.samples += 1
         return loaded, dirs
 
@@ -107,6 +114,18 @@ class TritonView:
                 )
             await asyncio.sleep(0.05)  # polling a condition with a deadline
 
+    async def stubs_exited(self, loaded: int) -> float:
+        """Seconds until one stub per loaded model is left: Triton reports an unload done before the
+        unloaded model's stub process has exited (~1-2 s later, measured), so memory is read after that."""
+        began = time.perf_counter()
+        while (stubs := await asyncio.to_thread(self.stubs)) != loaded:
+            if time.perf_counter() - began > STEP_TIMEOUT_S:
+                raise TimeoutError(
+                    f"{stubs} python-backend stubs left for {loaded} loaded models after {STEP_TIMEOUT_S} s"
+                )
+            await asyncio.sleep(0.05)  # polling a condition with a deadline
+        return time.perf_counter() - began
+
 
 def held(routed: str, served: dict[str, int]) -> set[str]:
     """What the worker should keep: the routed model, the newest kept versions that were served, the runtime."""
@@ -116,8 +135,11 @@ def held(routed: str, served: dict[str, int]) -> set[str]:
 
 def memory_mb(triton: ManagedProcess, worker: ManagedProcess) -> dict[str, float]:
     runtime = stub_pid(triton.pid, RUNTIME_MODEL)
+    group = triton.group_pids()
     return {
-        "triton": group_rss_mb(triton.group_pids()),
+        "triton": group_rss_mb(group),
+        "server": rss_mb(triton.pid),
+        "processes": len(group),
         "worker": group_rss_mb(worker.group_pids()),
         "runtime": rss_mb(runtime) if runtime is not None else float("nan"),
     }
@@ -130,6 +152,7 @@ async def measure(stack: LocalStack, run_dir: Path, promotions: int, checkpoint:
     memory: dict[int, dict[str, float]] = {}
     swap_s: list[float] = []
     settle_s: list[float] = []
+    stub_exit_s: list[float] = []
     max_settled = (0, 0)
     served: dict[str, int] = {}
     with (
@@ -144,7 +167,7 @@ async def measure(stack: LocalStack, run_dir: Path, promotions: int, checkpoint:
         listener = ReadyListener(stack.kafka_bootstrap_servers, worker.topic("model_ready"))
         await listener.start()
         async with httpx.AsyncClient(timeout=10) as http:
-            view = TritonView(http, f"http://{stack.triton_http}", stack.model_repository)
+            view = TritonView(http, f"http://{stack.triton_http}", stack.model_repository, triton)
             sampler = asyncio.create_task(view.sample_forever())
             try:
                 for step in range(1, promotions + 1):
@@ -164,9 +187,11 @@ async def measure(stack: LocalStack, run_dir: Path, promotions: int, checkpoint:
                     settle_s.append(await view.settle(held(routed, served)))
                     loaded, dirs = await view.sample()
                     max_settled = (max(max_settled[0], len(loaded)), max(max_settled[1], len(dirs)))
-                    if step in (checkpoint, promotions):
+                    if step % checkpoint == 0 or step == promotions:
+                        stub_exit_s.append(await view.stubs_exited(len(loaded)))
                         memory[step] = memory_mb(triton, worker.process)
-                        print(f"  after {step}: " + ", ".join(f"{k} {v:.1f} MB" for k, v in memory[step].items()))
+                        mb = ", ".join(f"{k} {v:.1f} MB" for k, v in memory[step].items() if k != "processes")
+                        print(f"  after {step}: {mb}, Triton processes {memory[step]['processes']:.0f}")
             finally:
                 sampler.cancel()
                 await listener.stop()
@@ -180,6 +205,11 @@ async def measure(stack: LocalStack, run_dir: Path, promotions: int, checkpoint:
         "triton_rss_mb_200": round(last["triton"], 1),
         "worker_rss_mb_20": round(first["worker"], 1),
         "worker_rss_mb_200": round(last["worker"], 1),
+        "triton_server_rss_mb_20": round(first["server"], 1),
+        "triton_server_rss_mb_200": round(last["server"], 1),
+        "triton_processes_20": int(first["processes"]),
+        "triton_processes_200": int(last["processes"]),
+        "triton_rss_mb_series": [round(memory[step]["triton"], 1) for step in sorted(memory)],
         "shared_runtime_rss_mb_20": round(first["runtime"], 1),
         "shared_runtime_rss_mb_200": round(last["runtime"], 1),
         "max_loaded_models": view.max_loaded,
@@ -195,6 +225,8 @@ async def measure(stack: LocalStack, run_dir: Path, promotions: int, checkpoint:
         "memory_flat_swap_p50_s": round(statistics.median(swap_s), 3),
         "memory_flat_settle_p50_s": round(statistics.median(settle_s), 3),
         "memory_flat_settle_max_s": round(max(settle_s), 3),
+        "max_stub_processes": view.max_stubs,
+        "memory_flat_stub_exit_max_s": round(max(stub_exit_s), 3),
     }
 
 
