@@ -75,6 +75,7 @@ bench: $(STAMP) kafka feast-server
 	$(BIN)/python -m tests.benchmarks.light_versions
 	$(BIN)/python -m tests.benchmarks.gateway_scale
 	$(BIN)/python -m tests.benchmarks.parallel_promotions
+	$(BIN)/python -m tests.benchmarks.memory_flat
 
 # Regenerate the committed JSON Schemas after changing an event model.
 schemas: $(STAMP)
