@@ -39,7 +39,7 @@ from deploy.stack.process import ManagedProcess
 from deploy.stack.triton_server import NAME as TRITON
 from tests.benchmarks.bench_files import merge_figures
 from tests.benchmarks.light_versions import stub_pid
-from tests.benchmarks.prepared_swap import _served_everywhere
+from tests.benchmarks.prepared_swap import served_everywhere
 from tests.benchmarks.promotion import ReadyListener, rss_mb
 from tests.gateway_harness import running_gateways
 from tests.worker_harness import produce, register_iris, request_bytes, running_worker
@@ -182,7 +182,7 @@ async def measure(stack: LocalStack, run_dir: Path, promotions: int, checkpoint:
                         raise RuntimeError(f"promotion {step} of v{version} answered {event['type']}: {event}")
                     routed = event["data"]["triton_model_name"]
                     served[routed] = version
-                    await _served_everywhere(http, gws, model, version)
+                    await served_everywhere(http, gws, model, version)
                     swap_s.append(time.perf_counter() - began)
                     settle_s.append(await view.settle(held(routed, served)))
                     loaded, dirs = await view.sample()

@@ -38,7 +38,7 @@ PREPARED = "io.modelpromoter.model.prepared.v1"
 SWAP_TIMEOUT_S = 120.0
 
 
-async def _served_everywhere(http: httpx.AsyncClient, gateways: list[GatewayHandle], model: str, version: int) -> None:
+async def served_everywhere(http: httpx.AsyncClient, gateways: list[GatewayHandle], model: str, version: int) -> None:
     deadline = time.monotonic() + SWAP_TIMEOUT_S
     pending = list(gateways)
     while pending:
@@ -59,7 +59,7 @@ async def _swap(
     await produce(
         stack.kafka_bootstrap_servers, worker.topic("promotion_requested"), [(model.encode(), request_bytes(model))]
     )
-    await _served_everywhere(http, gateways, model, v)
+    await served_everywhere(http, gateways, model, v)
     return time.perf_counter() - began
 
 
