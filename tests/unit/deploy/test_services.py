@@ -232,11 +232,15 @@ class _TinyStack(LocalStack):
             )
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        go = self.run_dir / "dies.go"
+        os.mkfifo(go)  # "dies" exits once told to, after the stack saw it ready
         signal_ready = "import pathlib, sys; pathlib.Path(sys.argv[1]).touch(); print('up and running', flush=True)"
         stays = child("stays", f"{signal_ready}; import threading; threading.Event().wait()")
-        dies = child("dies", f"{signal_ready}; import time; time.sleep(0.3); sys.exit(3)")
+        dies = child("dies", f"{signal_ready}; open({str(go)!r}).read(); sys.exit(3)")
         self._start_processes([stays, dies])
         wait_all_ready(self.processes)
+        with go.open("w"):  # the reader's read() returns at this close
+            pass
         self.startup_s = 0.0
 
 

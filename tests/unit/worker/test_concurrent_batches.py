@@ -31,9 +31,11 @@ async def _notify(progress: asyncio.Condition) -> None:
 
 
 class GatedPromoter:
-    """Promotes any model; a promotion of a model in ``gates`` waits until its gate is opened."""
+    """Promotes any model; a promotion of a model in ``gates`` waits until its gate is opened, and the first
+    ``together`` promotions each wait until all of them have started (so only promotions run at once pass)."""
 
-    def __init__(self, gated: tuple[str, ...] = ()) -> None:
+    def __init__(self, gated: tuple[str, ...] = (), *, together: int = 1) -> None:
+        self.together = together
         self.progress = asyncio.Condition()  # notified at every start, finish and commit
         self.gates = {model: asyncio.Event() for model in gated}
         self.started: list[tuple[str, int | None]] = []
@@ -50,7 +52,8 @@ class GatedPromoter:
             with clock.stage("load"):
                 if request.model_name in self.gates:
                     await self.gates[request.model_name].wait()
-                await asyncio.sleep(0)  # let the other lanes run: a real load awaits Triton
+                async with asyncio.timeout(DEADLINE_S), self.progress:
+                    await self.progress.wait_for(lambda: len(self.started) >= self.together)
         finally:
             self.running -= 1
         self.finished.append((request.model_name, request.version))
@@ -129,7 +132,7 @@ def test_watermark_is_the_oldest_unfinished_record_of_each_partition() -> None:
 
 
 async def test_models_run_at_once_and_each_models_requests_keep_their_order() -> None:
-    promoter = GatedPromoter()
+    promoter = GatedPromoter(together=3)  # a, b and c's first promotions must all be running at once
     handler, publisher = batches(promoter, concurrency=3)
     batch = [request(model, version, offset) for offset, (model, version) in enumerate([("a", 1), ("b", 1), ("c", 1)])]
     batch += [request(m, 2, 3 + i, alias="challenger") for i, m in enumerate("abc")]
@@ -203,7 +206,7 @@ async def test_a_revocation_finishes_the_promotions_in_flight_commits_them_and_a
 
 async def test_a_batch_of_a_partition_revoked_before_it_was_handled_is_left_to_the_new_owner() -> None:
     promoter = GatedPromoter()
-    handler, publisher = batches(promoter, concurrency=1)
+    handler, publisher = batches(promoter, concurrency=3)
     consumer = FakeConsumer(partitions=2)
     fetched = [request("a", 1, 0, partition=0), request("b", 1, 0, partition=1)]
     consumer.assigned.discard(TP0)  # revoked (and handed to another member) after the fetch
