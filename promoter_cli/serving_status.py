@@ -65,12 +65,14 @@ class EndpointRow:
     reported_by: str
     reported_at: datetime
 
+    def details(self) -> list[str]:
+        """What is wrong beside the state: the models it misses, the error it answered."""
+        missing = [f"missing: {', '.join(self.status.missing)}"] if self.status.missing else []
+        return missing + ([self.status.error] if self.status.error else [])
+
     def line(self) -> str:
         text = f"Triton {self.status.endpoint} — {STATE_WORDS[self.status.state]} since {self.status.since:%H:%M:%S}"
-        if self.status.missing:
-            text += f"; missing: {', '.join(self.status.missing)}"
-        if self.status.error:
-            text += f"; {self.status.error}"
+        text += "".join(f"; {detail}" for detail in self.details())
         return f"{text} (worker {self.reported_by})"
 
     def as_json(self) -> dict[str, Any]:

@@ -33,10 +33,7 @@ def endpoint_text(row: EndpointRow) -> str:
     state = row.status.state
     badge = f":{STATE_COLOURS[state]}[{STATE_WORDS[state]}]"
     text = f"**Triton {row.status.endpoint}** {badge} since {row.status.since:%H:%M:%S}"
-    if row.status.missing:
-        text += f" — missing: {', '.join(row.status.missing)}"
-    if row.status.error:
-        text += f" — {row.status.error}"
+    text += "".join(f" — {detail}" for detail in row.details())
     return f"{text} (worker {row.reported_by})"
 
 
