@@ -26,8 +26,8 @@ from deploy.stack.process import ManagedProcess, ReadyCheck, ServiceSpec
 from schemas.topics import min_insync_replicas
 
 NAME = "kafka"
-# Counted from the stack's start, and the broker starts once mlflow answers (within its 60 s).
-READY_TIMEOUT_S = 120.0
+# Counted from the stack's start, and the broker starts once mlflow answers (within its own deadline).
+READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 20.0
 NODE_ID = 1
 

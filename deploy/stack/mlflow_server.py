@@ -13,7 +13,9 @@ from deploy.stack.probes import http_ok
 from deploy.stack.process import ManagedProcess, ReadyCheck, ServiceSpec
 
 NAME = "mlflow"
-READY_TIMEOUT_S = 60.0
+# A deadline for a failure, not a wait: a fresh venv's first start (bytecode, database migrations) on a loaded
+# 2-core machine took over 60 s once (load average 14).
+READY_TIMEOUT_S = 120.0
 WEBHOOK_CACHE_TTL_S = 1
 
 # The server's own environment: never printed, never put into a client's environment.

@@ -43,8 +43,9 @@ ENV_NAMES = {
     "PROMOTER_TOPIC_REPLICATION_FACTOR",
     "PROMOTER_TRITON_MODEL_REPOSITORY",
 }
-START_TIMEOUT_S = 90.0
-WHOLE_SYSTEM_START_TIMEOUT_S = 180.0
+# Deadlines for a failure: the stack's own (mlflow 120 s, then the broker) plus room; a healthy start takes 5-25 s.
+START_TIMEOUT_S = 200.0
+WHOLE_SYSTEM_START_TIMEOUT_S = 260.0
 STOP_TIMEOUT_S = 40.0
 EXAMPLE_TIMEOUT_S = 180.0
 
