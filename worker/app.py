@@ -131,7 +131,12 @@ class Upkeep:
             promoter.fleet, promoter.state, promoter.loads, config.triton.model_repository, settings, metrics
         )
         reporter = FleetStatusReporter(
-            repairer, publisher, config.topics.gateway_status, settings.replica_id, settings.fleet_status_interval_s
+            repairer,
+            publisher,
+            config.topics.gateway_status,
+            settings.replica_id,
+            settings.fleet_status_interval_s,
+            max_prepared_versions=settings.max_prepared_versions,
         )
         repairer.on_change = reporter.changed
         requests = config.topics.promotion_requested
