@@ -1,15 +1,16 @@
-"""What every console page shares: its settings, and reading the topics with a failure shown to the reader."""
+"""What every console page shares: its settings, reading the topics with a failure shown to the reader, and
+an opt-in automatic refresh of what a page read."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import streamlit as st
 
-from console.settings import ConsoleSettings
+from console.settings import MAX_REFRESH_INTERVAL_S, MIN_REFRESH_INTERVAL_S, ConsoleSettings
 from promoter_cli.errors import KAFKA_UNREACHABLE
 from runtime.settings import KafkaSettings, TopicSettings
 from runtime.topic_reading import MissingTopicError
@@ -43,3 +44,23 @@ def read_topics(what: str, reading: Coroutine[Any, Any, T], kafka: KafkaSettings
             "(and the PROMOTER_KAFKA_* security settings)"
         )
     return None
+
+
+def refreshing(page: str, settings: ConsoleSettings, content: Callable[[], None]) -> None:
+    """Render ``content``; with the page's "Refresh automatically" toggle on (off at first), Streamlit reruns it,
+    and only it, every chosen number of seconds (``st.fragment(run_every=...)``): the page reads its topics again.
+
+    Widgets inside ``content`` keep their values across refreshes (keyed); the toggle and interval are per page.
+    """
+    toggle, interval = st.columns([1, 2])
+    on = toggle.toggle("Refresh automatically", key=f"{page}.auto_refresh")
+    every = interval.number_input(
+        "every (seconds)",
+        min_value=MIN_REFRESH_INTERVAL_S,
+        max_value=MAX_REFRESH_INTERVAL_S,
+        value=settings.refresh_interval_s,
+        step=1.0,
+        key=f"{page}.refresh_s",
+        disabled=not on,
+    )
+    st.fragment(content, run_every=every if on else None)()

@@ -9,6 +9,10 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from runtime.settings import PromoterSettings, comma_list
 
+#: Bounds of an automatic refresh's interval: a page reads its topics to their end each time.
+MIN_REFRESH_INTERVAL_S = 2.0
+MAX_REFRESH_INTERVAL_S = 3600.0
+
 
 class ConsoleSettings(PromoterSettings):
     model_config = SettingsConfigDict(env_prefix="PROMOTER_CONSOLE_")
@@ -23,6 +27,12 @@ class ConsoleSettings(PromoterSettings):
         False, description="Show the Replay button on the Dead letters page (`promoter console --allow-replay`)."
     )
     read_timeout_s: float = Field(30.0, gt=0, description="Deadline to read a topic to its end for one page.")
+    refresh_interval_s: float = Field(
+        10.0,
+        ge=MIN_REFRESH_INTERVAL_S,
+        le=MAX_REFRESH_INTERVAL_S,
+        description="The interval a page's 'Refresh automatically' toggle starts with (Serving, Dead letters).",
+    )
 
     @field_validator("gateway_urls", mode="before")
     @classmethod

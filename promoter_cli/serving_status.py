@@ -4,7 +4,9 @@ Built only from the topics, never by asking a service. Which gateways are live c
 :class:`worker.gateway_view.GatewayView`; a live gateway routing another version of an alias is
 lagging, one no longer live is silent. Each Triton endpoint's state (in sync, repairing, down)
 comes from the workers' fleet reports on ``gateway.status``: the freshest report of a live
-worker replica (silent for less than three of its intervals) wins.
+worker replica (silent for less than three of its intervals) wins. Prepared versions are bounded per
+model as the workers bound them: by the ``max_prepared_versions`` of their freshest report (the default
+until one says otherwise); a report naming another bound replays the serving-state log under it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from aiokafka import ConsumerRecord
 from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.fleet_status import EndpointStatus, WorkerFleetStatus
 from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked
-from schemas.model_ready import ModelReady, ServingStopped
+from schemas.model_ready import ModelReady, ModelReadyData, ServingStopped, ServingStoppedData
 from schemas.prepared_version import ModelPrepared, ModelPreparedData
 from worker.gateway_view import GatewayView
 from worker.serving_state import ServingState
@@ -83,11 +85,22 @@ class EndpointRow:
         }
 
 
+ServingLogRecord = ModelReadyData | ServingStoppedData | ModelPreparedData
+
+
+def _follow(state: ServingState, record: ServingLogRecord) -> None:
+    if isinstance(record, ModelPreparedData):
+        state.prepare(record)
+    else:
+        state.apply(record)
+
+
 @dataclass
 class ServingStatus:
     desired: ServingState = field(default_factory=ServingState)  # what model.ready says should be served
     gateways: GatewayView = field(default_factory=GatewayView)
     fleet_reports: dict[str, WorkerFleetStatus] = field(default_factory=dict)  # worker replica -> latest
+    serving_log: list[ServingLogRecord] = field(default_factory=list)  # model.ready in order: replayed on a new bound
 
     def apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:
@@ -97,16 +110,33 @@ class ServingStatus:
             )
         except InvalidEventError:
             return
-        if isinstance(event, ModelPrepared):
-            self.desired.prepare(event.data)
-        elif isinstance(event, ModelReady | ServingStopped):
-            self.desired.apply(event.data)
+        if isinstance(event, ModelReady | ServingStopped | ModelPrepared):
+            self.serving_log.append(event.data)
+            _follow(self.desired, event.data)
         elif isinstance(event, GatewayHeartbeat | GatewaySwapAcked):
             self.gateways.apply_event(event)
         elif isinstance(event, WorkerFleetStatus):
             seen = self.fleet_reports.get(event.data.replica_id)
             if seen is None or seen.time <= event.time:
                 self.fleet_reports[event.data.replica_id] = event
+                self._bound_prepared(self.prepared_bound())
+
+    def prepared_bound(self) -> int:
+        """Prepared versions per model the workers hold: their freshest report's bound, else the default."""
+        reports = [r for r in self.fleet_reports.values() if r.data.max_prepared_versions is not None]
+        if not reports:
+            return ServingState().max_prepared_per_model
+        freshest = max(reports, key=lambda report: report.time)
+        assert freshest.data.max_prepared_versions is not None  # noqa: S101 - filtered above
+        return freshest.data.max_prepared_versions
+
+    def _bound_prepared(self, bound: int) -> None:
+        if bound == self.desired.max_prepared_per_model:
+            return
+        desired = ServingState(max_prepared_per_model=bound)  # which version a newer one pushed out depends on it
+        for record in self.serving_log:
+            _follow(desired, record)
+        self.desired = desired
 
     def endpoints(self, now: datetime | None = None) -> list[EndpointRow]:
         """Each Triton endpoint a live worker replica reports, from its freshest report."""
@@ -131,7 +161,7 @@ class ServingStatus:
         return ["Triton endpoints: no worker has reported them yet"]
 
     def prepared(self, now: datetime | None = None) -> list[ModelPreparedData]:
-        """Prepared versions awaiting an alias, not expired (the workers' bound per model is not known here)."""
+        """Prepared versions awaiting an alias, not expired, at most the workers' bound per model."""
         held = self.desired.prepared_to_hold(now)
         return [record for name, record in sorted(self.desired.awaiting_alias.items()) if name in held]
 

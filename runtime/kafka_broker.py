@@ -8,6 +8,7 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
+from runtime.logging import through_root
 from runtime.settings import KafkaSettings
 
 
@@ -26,6 +27,17 @@ def broker_security(kafka: KafkaSettings) -> BaseSecurity | None:
     return sasl[kafka.sasl_mechanism or "PLAIN"](username, password, ssl_context=ssl_context, use_ssl=use_ssl)
 
 
+def faststream_logger(name: str) -> logging.Logger:
+    """A logger for FastStream's ``logger=`` (broker, app) whose lines are the service's JSON lines.
+
+    FastStream's import gives the ``faststream`` logger, parent of ``name``, a plain-text stderr handler and
+    stops it propagating ("FastStream app starting..." as a bare line in a JSON log): taken back here too, as
+    this runs after that import whenever :func:`runtime.logging.configure_logging` ran before it.
+    """
+    through_root("faststream")
+    return through_root(name)
+
+
 def kafka_broker(kafka: KafkaSettings, *, description: str, **extra: Any) -> KafkaBroker:
     """A broker whose producer waits for all in-sync replicas (``acks=all``)."""
     return KafkaBroker(
@@ -37,6 +49,6 @@ def kafka_broker(kafka: KafkaSettings, *, description: str, **extra: Any) -> Kaf
         linger_ms=kafka.linger_ms,
         security=broker_security(kafka),
         description=description,
-        logger=logging.getLogger("faststream.broker"),  # through the structlog JSON formatter
+        logger=faststream_logger("faststream.broker"),
         **extra,
     )

@@ -1,7 +1,9 @@
 """Structured JSON logs with structlog: one line per event, context bound per promotion.
 
 ``configure_logging`` routes the standard library's loggers (aiokafka, uvicorn, faststream)
-through the same processors, so every line a service prints is JSON. The ``promoter`` command
+through the same processors, so every line a service prints is JSON. A library that gives a logger of
+its own a handler and stops it propagating (FastStream does at import: a plain-text ``faststream``
+logger, parent of the app's and the brokers') is taken back with :func:`through_root`. The ``promoter`` command
 logs nothing unless asked (``configure_command_line_logging``). ``bind_event`` binds the
 event id, model and version for everything logged inside it. Values of keys that look like
 secrets are redacted before rendering.
@@ -88,9 +90,22 @@ def configure_logging(service: str, settings: LogSettings | None = None) -> None
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and (logger.handlers or not logger.propagate):
+            through_root(name)  # configured at a library's import, before this
     root.setLevel(settings.level)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
+
+
+def through_root(name: str) -> logging.Logger:
+    """The standard library's logger ``name``, without handlers of its own and propagating: its records
+    reach the root handler (:func:`configure_logging`'s JSON lines) and nothing else."""
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.propagate = True
+    return logger
 
 
 def configure_command_line_logging(*, verbose: bool) -> None:

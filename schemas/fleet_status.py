@@ -40,6 +40,14 @@ class WorkerFleetStatusData(EventData):
     replica_id: NonEmptyStr
     interval_s: float = Field(gt=0, description="Time to the next report; silence beyond is a lost replica.")
     expected_models: int = Field(ge=0, description="Triton models every endpoint should hold.")
+    max_prepared_versions: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Prepared versions per model the replica holds awaiting an alias (PROMOTER_WORKER_MAX_PREPARED_VERSIONS); "
+            "absent from replicas older than this field."
+        ),
+    )
     endpoints: list[EndpointStatus]
 
 

@@ -6,7 +6,10 @@ import json
 from typing import Any
 
 import pyarrow as pa
+import pytest
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import parse_tree_from_messages
 
 PAGE_TIMEOUT_S = 60.0
 
@@ -40,3 +43,16 @@ def charts(at: AppTest) -> list[tuple[str, list[dict[str, Any]]]]:
         ]
         drawn.append((title.get("text", "") if isinstance(title, dict) else str(title), rows))
     return drawn
+
+
+def auto_reruns(monkeypatch: pytest.MonkeyPatch) -> list[list[float]]:
+    """Per page run from now on: the intervals of the automatic reruns the page asked the browser for
+    (``st.fragment(run_every=...)`` sends one ``auto_rerun`` message per fragment; AppTest drops them)."""
+    runs: list[list[float]] = []
+
+    def recording(messages: list[ForwardMsg]) -> Any:
+        runs.append([m.auto_rerun.interval for m in messages if m.HasField("auto_rerun")])
+        return parse_tree_from_messages(messages)
+
+    monkeypatch.setattr("streamlit.testing.v1.local_script_runner.parse_tree_from_messages", recording)
+    return runs

@@ -1,6 +1,6 @@
 """A three-node Apache Kafka cluster for the tests that kill a broker, and which node to kill.
 
-The nodes are :class:`tests.chaos.system.Service` handles: SIGKILL one, start it again on its own
+The nodes are :class:`deploy.stack.service_handle.ServiceHandle` handles: SIGKILL one, start it again on its own
 data (same ports, same cluster id), as a restarted broker pod would be.
 """
 
@@ -17,17 +17,18 @@ from aiokafka.admin import AIOKafkaAdminClient
 from deploy.stack.apache_kafka import apache_kafka_specs
 from deploy.stack.ports import free_ports
 from deploy.stack.process import stop_all, wait_all_ready
-from tests.chaos.system import Service
+from deploy.stack.service_handle import ServiceHandle
 
 CLUSTER_NODES = 3
 OFFSETS_TOPIC = "__consumer_offsets"
 
 
 @contextmanager
-def running_kafka_cluster(run_dir: Path, nodes: int = CLUSTER_NODES) -> Iterator[list[Service]]:
+def running_kafka_cluster(run_dir: Path, nodes: int = CLUSTER_NODES) -> Iterator[list[ServiceHandle]]:
     """``nodes`` KRaft nodes started together; all stopped (and their data removed) on the way out."""
     services = [
-        Service(spec, run_dir / "logs" / f"{spec.name}.log") for spec in apache_kafka_specs(free_ports(nodes), run_dir)
+        ServiceHandle(spec, run_dir / "logs" / f"{spec.name}.log")
+        for spec in apache_kafka_specs(free_ports(nodes), run_dir)
     ]
     for service in services:
         service.start_in_background()
@@ -38,7 +39,7 @@ def running_kafka_cluster(run_dir: Path, nodes: int = CLUSTER_NODES) -> Iterator
         stop_all([service.process for service in services if service.process is not None])
 
 
-def bootstrap_servers(nodes: list[Service]) -> str:
+def bootstrap_servers(nodes: list[ServiceHandle]) -> str:
     return nodes[0].spec.endpoints["kafka_bootstrap_servers"]
 
 

@@ -13,7 +13,6 @@ Run it with ``promoter-worker`` (uvicorn) or ``faststream run worker.app:app``.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -27,7 +26,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage, Topic
 
 from runtime.http_errors import JSON_CONTENT_TYPE, error_json
 from runtime.kafka_access import require_kafka_access
-from runtime.kafka_broker import kafka_broker
+from runtime.kafka_broker import faststream_logger, kafka_broker
 from runtime.kafka_topics import ensure_service_topics
 from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, render
@@ -131,7 +130,12 @@ class Upkeep:
             promoter.fleet, promoter.state, promoter.loads, config.triton.model_repository, settings, metrics
         )
         reporter = FleetStatusReporter(
-            repairer, publisher, config.topics.gateway_status, settings.replica_id, settings.fleet_status_interval_s
+            repairer,
+            publisher,
+            config.topics.gateway_status,
+            settings.replica_id,
+            settings.fleet_status_interval_s,
+            max_prepared_versions=settings.max_prepared_versions,
         )
         repairer.on_change = reporter.changed
         requests = config.topics.promotion_requested
@@ -302,7 +306,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         after_startup=[upkeep.start],
         on_shutdown=[stop_state, lambda: lease.release()],  # noqa: PLW0108 - a lambda, as for on_startup
         asyncapi_path="/docs/asyncapi",
-        logger=logging.getLogger("faststream.app"),
+        logger=faststream_logger("faststream.app"),
     )
 
 

@@ -20,9 +20,17 @@ log = get_logger(__name__)
 
 class FleetStatusReporter:
     def __init__(
-        self, repairer: FleetRepairer, publisher: Publisher, topic: str, replica_id: str, interval_s: float
+        self,
+        repairer: FleetRepairer,
+        publisher: Publisher,
+        topic: str,
+        replica_id: str,
+        interval_s: float,
+        *,
+        max_prepared_versions: int,
     ) -> None:
         self.repairer = repairer
+        self.max_prepared_versions = max_prepared_versions  # so `promoter status` bounds prepared versions alike
         self.publisher = publisher
         self.topic = topic
         self.replica_id = replica_id
@@ -41,6 +49,7 @@ class FleetStatusReporter:
                 replica_id=self.replica_id,
                 interval_s=self.interval_s,
                 expected_models=len(self.repairer.should_hold()),
+                max_prepared_versions=self.max_prepared_versions,
                 endpoints=[view.status() for view in self.repairer.views.values()],
             ),
         )

@@ -153,14 +153,6 @@ class PromotionService:
 
     # -- requests ----------------------------------------------------------------------------------
 
-    async def handle_batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        """One request after another, in the batch's order; then confirm every outcome (concurrency 1)."""
-        outcomes = Outcomes()
-        for record, request in await self.triage(records, outcomes):
-            if request is not None:
-                await self.handle_request(record, request, outcomes)
-        await self.confirm(outcomes)
-
     async def triage(self, records: Sequence[ConsumerRecord[bytes, bytes]], outcomes: Outcomes) -> list[QueuedRecord]:
         """Parse, dead-letter what is malformed, coalesce per (model, alias): each record with its work, in order."""
         queued: list[QueuedRecord] = []

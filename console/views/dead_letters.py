@@ -1,15 +1,17 @@
 """Dead letters: the filters of ``promoter dlq list``, one letter's detail with its next step, and (only when
 the console was started with ``--allow-replay``) a Replay button behind a confirmation, writing the same audit
-record as ``promoter dlq replay``."""
+record as ``promoter dlq replay``. The letters are read again every few seconds once asked (page_support.refreshing).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import getpass
+from datetime import UTC, datetime
 
 import streamlit as st
 
-from console.page_support import ConsoleConfig, read_topics
+from console.page_support import ConsoleConfig, read_topics, refreshing
 from promoter_cli.dead_letter_log import DeadLetter, LetterFilter, read_dead_letters
 from promoter_cli.dead_letter_replay import replay
 from promoter_cli.oncall_commands import DEFAULT_MAX_REPLAYS
@@ -90,6 +92,10 @@ def _replay(config: ConsoleConfig, letter: DeadLetter) -> None:
 
 def render(config: ConsoleConfig) -> None:
     st.title(TITLE)
+    refreshing("dead-letters", config.console, lambda: _letters(config))
+
+
+def _letters(config: ConsoleConfig) -> None:
     selection = _selection()
     if selection is None:
         return
@@ -98,7 +104,7 @@ def render(config: ConsoleConfig) -> None:
     if letters is None:
         return
     matching = [letter for letter in letters if selection.matches(letter)]
-    st.caption(f"{len(matching)} of {len(letters)} dead letters match")
+    st.caption(f"{len(matching)} of {len(letters)} dead letters match (read at {datetime.now(UTC):%H:%M:%S} UTC)")
     if not matching:
         return
     st.dataframe([letter.summary() for letter in matching], hide_index=True)

@@ -1,14 +1,16 @@
 """Serving: per model and alias the version each live gateway serves (lagging and silent marked), the traffic
-policy drawn as a chart, and each Triton endpoint's state from the workers' fleet reports."""
+policy drawn as a chart, and each Triton endpoint's state from the workers' fleet reports; refreshed on a button,
+or every few seconds once asked (page_support.refreshing)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import streamlit as st
 
 from console.charts import policy_chart
-from console.page_support import ConsoleConfig, read_topics
+from console.page_support import ConsoleConfig, read_topics, refreshing
 from console.topic_views import ServingSnapshot, read_serving
 from promoter_cli.serving_status import STATE_WORDS, AliasStatus, EndpointRow
 
@@ -70,13 +72,18 @@ def _endpoints(snapshot: ServingSnapshot) -> None:
         st.markdown(endpoint_text(row))
 
 
-def render(config: ConsoleConfig) -> None:
-    st.title(TITLE)
-    st.button("Refresh")
+def _serving(config: ConsoleConfig) -> None:
     snapshot = read_topics(
         "the serving state", read_serving(config.kafka, config.topics, config.console.read_timeout_s), config.kafka
     )
     if snapshot is None:
         return
+    st.caption(f"Read at {datetime.now(UTC):%H:%M:%S} UTC")
     _models(snapshot)
     _endpoints(snapshot)
+
+
+def render(config: ConsoleConfig) -> None:
+    st.title(TITLE)
+    st.button("Refresh")
+    refreshing("serving", config.console, lambda: _serving(config))

@@ -7,6 +7,11 @@ acknowledged record or the ability to write.
 Each node is ``sh -c "java ... StorageTool format --ignore-formatted ... && exec java ... kafka.Kafka ..."``:
 formatting its data dir and running the broker are one managed process, and the same command starts
 a killed node again on the data it had. Ready once a Metadata request names a controller and every node.
+
+Extra format arguments (the secured broker's ``--add-scram`` users, with their passwords) never reach a
+command line, where ``ps`` shows them to every user of the machine: they go, with ``StorageTool`` and its
+arguments, into a Java argument file readable by its owner only (``format.args``, mode 0600), which the
+command removes once the format step ran. A restart after that finds the data formatted and skips it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ NAME = "kafka"
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 20.0
 NODE_ID = 1
+#: The format step's main class and arguments when some are secret (``format_args``): 0600, removed after it.
+FORMAT_ARGS_FILE = "format.args"
 
 # Production-like where clients can tell (acks=all, idempotence, topic configs as declared), sized
 # for one node on a small machine, and quick where only waiting would differ.
@@ -96,6 +103,15 @@ def broker_properties(node: KafkaNode, voters: list[KafkaNode], data_dir: Path) 
         **_replication(len(voters)),
         **_TUNING,
     }
+
+
+def write_private_args_file(path: Path, args: Sequence[str]) -> None:
+    """A Java ``@argfile`` of ``args`` (a main class and its arguments), readable and writable by its owner only."""
+    quoted = ('"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"' for arg in args)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # an older file of another mode keeps its mode under O_CREAT
+    with os.fdopen(descriptor, "w") as file:
+        file.write("\n".join(quoted) + "\n")
 
 
 def _write_properties(path: Path, properties: Mapping[str, str]) -> None:
@@ -204,20 +220,30 @@ def _node_spec(
     home.mkdir(parents=True, exist_ok=True)
     properties = home / "server.properties"
     _write_properties(properties, {**broker_properties(node, nodes, node_data), **(extra_properties or {})})
+    format_jvm = jvm_command(home / "format-jvm.args")
     format_storage = [
-        *jvm_command(home / "format-jvm.args"),
         "kafka.tools.StorageTool",
         "format",
         "--ignore-formatted",
         f"--cluster-id={cluster_id}",
         f"--config={properties}",
-        *format_args,
     ]
     broker_jvm = jvm_command(home / "broker-jvm.args", dump_class_archive=dump_class_archive)
-    run_broker = [*broker_jvm, "kafka.Kafka", str(properties)]
+    run_broker = f"exec {shlex.join([*broker_jvm, 'kafka.Kafka', str(properties)])}"
+    if format_args:
+        args_file = home / FORMAT_ARGS_FILE
+        write_private_args_file(args_file, [*format_storage, *format_args])
+        shown = shlex.quote(str(args_file))
+        # Removed whatever the format step's exit: a failed format leaves no password behind either.
+        command = (
+            f"if [ -e {shown} ]; then {shlex.join([*format_jvm, f'@{args_file}'])}; status=$?; rm -f {shown}; "
+            f'[ "$status" -eq 0 ] || exit "$status"; fi; {run_broker}'
+        )
+    else:
+        command = f"{shlex.join([*format_jvm, *format_storage])} && {run_broker}"
     return ServiceSpec(
         name=name,
-        argv=["/bin/sh", "-c", f"{shlex.join(format_storage)} && exec {shlex.join(run_broker)}"],
+        argv=["/bin/sh", "-c", command],
         env=dict(os.environ),
         cwd=home,
         ready=ready or _ready(node.port, len(nodes)),

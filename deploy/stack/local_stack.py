@@ -23,6 +23,7 @@ from deploy.stack.errors import StackError
 from deploy.stack.mlflow_server import mlflow_spec, new_fernet_key, tracking_uri
 from deploy.stack.ports import LOOPBACK, StackPorts, free_ports
 from deploy.stack.process import ManagedProcess, ServiceSpec, poll_until, stop_all, wait_all_ready
+from deploy.stack.service_handle import ServiceHandle
 from deploy.stack.settings import KafkaBrokerName, StackSettings
 from deploy.stack.triton_server import triton_spec
 from runtime.settings import KafkaSettings
@@ -68,6 +69,7 @@ class LocalStack:
         self.mlflow_workers = mlflow_workers
         self.processes: list[ManagedProcess] = []
         self._added: list[ManagedProcess] = []  # services started beside the stack (add_services)
+        self._handles: dict[str, ServiceHandle] = {}  # by service name: one handle each (service())
         self.startup_s: float | None = None
         self._fernet_key = new_fernet_key()
 
@@ -180,6 +182,23 @@ class LocalStack:
         self._added += started
         wait_all_ready(started, started_at=began)
         return started
+
+    def service(self, name: str) -> ServiceHandle:
+        """The service ``name`` (``mlflow``, ``kafka-1``, ``worker``, ...) as a handle to kill, stop and start again.
+
+        A process the handle starts replaces the old one here: :meth:`stop` and the pids file follow it.
+        """
+        if name not in self._handles:
+            process = next((p for p in self.processes if p.name == name), None)
+            if process is None:
+                raise StackError(f"no service {name!r} in this stack: {sorted(p.name for p in self.processes)}")
+            self._handles[name] = ServiceHandle(process.spec, process.log_path, process, on_start=self._restarted)
+        return self._handles[name]
+
+    def _restarted(self, old: ManagedProcess | None, new: ManagedProcess) -> None:
+        for processes in (self.processes, self._added):
+            processes[:] = [new if process is old else process for process in processes]
+        self._write_pids()
 
     def _start_processes(self, specs: list[ServiceSpec]) -> list[ManagedProcess]:
         started: list[ManagedProcess] = []

@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 from mlflow import MlflowClient
 
+from deploy.stack.service_handle import ServiceHandle
 from promoter_client.promotion import request_promotion_async
 from runtime.settings import TopicSettings
 from tests.chaos.load import ConstantLoad, TensorShape, failures, input_tensor, summary
-from tests.chaos.system import ChaosSystem, Service, until_holds, until_served
+from tests.chaos.system import ChaosSystem, until_holds, until_served
 from tests.kafka_cluster import group_coordinator
 from tests.worker_harness import register_iris, snapshot
 from worker.staging import leftover_staging_dirs
@@ -77,7 +78,7 @@ async def first_version(run: Run) -> dict[str, Any]:
     return {"first_promotion_s": round(seconds, 2)}
 
 
-async def _restart_under_load(run: Run, outage: Callable[[Service], Awaitable[float]]) -> dict[str, Any]:
+async def _restart_under_load(run: Run, outage: Callable[[ServiceHandle], Awaitable[float]]) -> dict[str, Any]:
     """Break the second Triton with ``outage`` under load; count failures until it holds the routed model again."""
     triton = run.system.tritons[1]
     url = run.system.triton_urls[1]
@@ -113,7 +114,7 @@ async def _bare_load_s(run: Run) -> float:
 
 
 async def triton_restart(run: Run) -> dict[str, Any]:
-    async def kill_and_start(triton: Service) -> float:
+    async def kill_and_start(triton: ServiceHandle) -> float:
         began = time.monotonic()
         await asyncio.to_thread(triton.kill)
         await asyncio.to_thread(triton.start)
@@ -131,7 +132,7 @@ async def triton_restart(run: Run) -> dict[str, Any]:
 
 
 async def triton_down(run: Run) -> dict[str, Any]:
-    async def stop_wait_start(triton: Service) -> float:
+    async def stop_wait_start(triton: ServiceHandle) -> float:
         began = time.monotonic()
         await asyncio.to_thread(triton.stop)
         await keep_loading(TRITON_DOWN_S)
@@ -177,7 +178,7 @@ def _log_lines(path: Path, offset: int) -> list[dict[str, Any]]:
     return lines
 
 
-async def _until_stage(worker: Service, offset: int, stage: str, version: int) -> None:
+async def _until_stage(worker: ServiceHandle, offset: int, stage: str, version: int) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
         for line in _log_lines(worker.log_path, offset):

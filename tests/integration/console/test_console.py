@@ -26,7 +26,7 @@ from schemas.gateway_status import GatewayHeartbeat, GatewayHeartbeatData, Serve
 from schemas.model_ready import ColumnSpec, ModelReady, ModelReadyData, SignatureSummary, TensorSpec
 from schemas.promotion_rejected import PromotionRejected, PromotionRejectedData
 from schemas.routing_updated import RoutingUpdated, RoutingUpdatedData
-from tests.console_harness import charts, console_page, texts
+from tests.console_harness import auto_reruns, charts, console_page, texts
 from tests.gateway_harness import IRIS_FEATURES
 from tests.worker_harness import produce, snapshot, unique_topics
 
@@ -249,3 +249,26 @@ def test_dead_letters_filter_explain_and_replay_only_when_allowed(
     assert audit["type"] == "io.modelpromoter.dead_letter.replayed.v1"
     assert audit["data"]["replay_count"] == 1
     assert audit["data"]["target_topic"] == topics.name("promotion_requested")
+
+
+@pytest.mark.parametrize("page", ["serving", "dead-letters"])
+def test_a_page_refreshes_itself_only_when_asked_at_the_interval_chosen(
+    page: str, topics: Topics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(monkeypatch, {**topics.env, "PROMOTER_CONSOLE_REFRESH_INTERVAL_S": "15"})
+    reruns = auto_reruns(monkeypatch)
+
+    at = console_page(page).run()
+    assert not at.exception, at.exception
+    assert reruns[-1] == [], "no automatic refresh unless asked"
+    assert at.number_input(key=f"{page}.refresh_s").disabled
+
+    at.toggle(key=f"{page}.auto_refresh").set_value(True).run()
+    assert reruns[-1] == [15.0], "the interval PROMOTER_CONSOLE_REFRESH_INTERVAL_S starts with"
+    at.number_input(key=f"{page}.refresh_s").set_value(5.0).run()
+    assert reruns[-1] == [5.0]
+    assert "read at" in texts(at).lower(), "the page says when it read the topics"
+
+    at.toggle(key=f"{page}.auto_refresh").set_value(False).run()
+    assert not at.exception, at.exception
+    assert reruns[-1] == []

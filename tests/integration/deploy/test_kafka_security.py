@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 
 from deploy.kafka_resources import SERVICES, WORKER_GROUP
+from deploy.stack.apache_kafka import FORMAT_ARGS_FILE
 from deploy.stack.app_processes import ingress_spec, worker_spec
 from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, poll_until, stop_all, wait_all_ready
@@ -166,6 +167,19 @@ async def test_a_wrong_password_stops_the_ingress_at_once_saying_why(
     assert "PROMOTER_KAFKA_SASL_PASSWORD" in reason
     assert refusal[0]["level"] == "error"
     assert_no_secret(log, kafka, wrong)
+
+
+def test_no_password_is_on_the_command_line_of_the_running_broker_and_its_format_file_is_gone(
+    secure_kafka: tuple[SecureKafka, ManagedProcess],
+) -> None:
+    kafka, broker = secure_kafka
+    passwords = [password.get_secret_value() for password in kafka.passwords.values()]
+    command_lines = [Path(f"/proc/{pid}/cmdline").read_bytes().decode() for pid in broker.group_pids()]
+    assert command_lines, "the broker runs"
+    assert any("kafka.Kafka" in line for line in command_lines)
+    assert not [line for line in command_lines for password in passwords if password in line]
+    assert not (broker.spec.cwd / FORMAT_ARGS_FILE).exists(), "the SCRAM users' file was removed after formatting"
+    assert not [p for p in passwords if p in " ".join(broker.spec.argv)], "nor on the format step's command line"
 
 
 async def test_each_service_is_denied_what_is_not_its_own(secure_kafka: tuple[SecureKafka, ManagedProcess]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -54,3 +55,24 @@ def test_dead_workers_staging_dirs_are_removed_before_the_worker_is_ready(
         live.release()
         for scratch in (killed, staging_now, unowned_old):
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_every_line_the_worker_writes_is_json_with_the_promised_fields(local_stack: LocalStack, tmp_path: Path) -> None:
+    """FastStream's own lines too (its app and broker loggers): from the start to the graceful shutdown."""
+    with running_worker(local_stack, tmp_path) as worker:
+        log_path = worker.process.log_path
+    lines = log_path.read_text().splitlines()
+
+    not_json = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            not_json.append(line)
+    assert not not_json, f"{len(not_json)} of {len(lines)} lines are not JSON, e.g. {not_json[:3]}"
+    records = [json.loads(line) for line in lines]
+    assert all({"service", "level", "timestamp", "event"} <= record.keys() for record in records)
+    assert {record["service"] for record in records} == {"worker"}
+    events = [record["event"] for record in records]
+    assert "FastStream app starting..." in events
+    assert "FastStream app shut down gracefully." in events

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 # confluent_kafka.admin re-exports these without listing them in __all__.
@@ -13,7 +14,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from deploy import kafka_resources
-from deploy.stack.secure_kafka import ADMIN_USER, secure_properties
+from deploy.stack.apache_kafka import FORMAT_ARGS_FILE
+from deploy.stack.secure_kafka import ADMIN_USER, MECHANISM, secure_kafka_spec, secure_properties
 from deploy.stack.throwaway_ca import TlsFiles
 from schemas import topics
 from tests.secure_kafka_harness import service_acl_bindings
@@ -47,3 +49,19 @@ def test_the_listener_is_sasl_ssl_with_scram_and_only_the_admin_is_super(tmp_pat
     assert properties["allow.everyone.if.no.acl.found"] == "false"
     assert properties["authorizer.class.name"].endswith("StandardAuthorizer")
     assert "PLAINTEXT:" not in properties["listener.security.protocol.map"], "no unauthenticated listener"
+
+
+def test_the_scram_passwords_go_to_the_format_step_in_a_private_file_never_on_a_command_line(tmp_path: Path) -> None:
+    spec, kafka = secure_kafka_spec(tmp_path, lambda kafka: False)
+    passwords = {user: password.get_secret_value() for user, password in kafka.passwords.items()}
+
+    command = " ".join(spec.argv)
+    assert not [user for user, password in passwords.items() if password in command]
+    args_file = spec.cwd / FORMAT_ARGS_FILE
+    assert f"@{args_file}" in command, "the format step reads its arguments from the file"
+    assert f"rm -f {args_file}" in command, "and the file is removed after it"
+    assert stat.S_IMODE(args_file.stat().st_mode) == 0o600
+    lines = args_file.read_text().splitlines()
+    assert lines[:2] == ['"kafka.tools.StorageTool"', '"format"'], "the main class first: Java expands it from the file"
+    for user, password in passwords.items():
+        assert f'"--add-scram={MECHANISM}=[name={user},password={password}]"' in lines

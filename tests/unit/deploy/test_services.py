@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import sys
@@ -242,6 +243,44 @@ class _TinyStack(LocalStack):
         with go.open("w"):  # the reader's read() returns at this close
             pass
         self.startup_s = 0.0
+
+
+class _OneServiceStack(LocalStack):
+    """A LocalStack whose one "service" is a tiny Python process that stays until stopped."""
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        stays = ServiceSpec(
+            name="stays",
+            argv=[
+                sys.executable,
+                "-c",
+                "import os, pathlib, threading; pathlib.Path(f'{os.getpid()}.ready').touch(); threading.Event().wait()",
+            ],
+            env=dict(os.environ),
+            cwd=self.run_dir,
+            ready=lambda process: (self.run_dir / f"{process.pid}.ready").exists(),
+            ready_timeout_s=10.0,
+            stop_timeout_s=5.0,
+        )
+        self._start_processes([stays])
+        wait_all_ready(self.processes)
+
+
+def test_a_service_restarted_through_its_handle_is_the_one_the_stack_lists_and_stops(tmp_path: Path) -> None:
+    before = surviving_processes()
+    with _OneServiceStack(tmp_path, PORTS) as stack:
+        handle = stack.service("stays")
+        first = handle.running().pid
+        handle.kill()
+        handle.start()
+
+        assert stack.service("stays") is handle, "one handle per service"
+        assert handle.running().pid != first
+        assert json.loads((tmp_path / PIDS_FILE).read_text())["stays"]["pid"] == handle.running().pid
+        with pytest.raises(StackError, match=r"^no service 'nope' in this stack: \['stays'\]$"):
+            stack.service("nope")
+    assert surviving_processes() == before, "the stack stopped the restarted process"
 
 
 def test_up_exits_1_naming_a_service_that_died_and_stops_the_others(

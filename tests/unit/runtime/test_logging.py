@@ -5,6 +5,7 @@ import logging
 
 import pytest
 
+from runtime.kafka_broker import faststream_logger
 from runtime.logging import bind_event, configure_logging, get_logger
 from runtime.settings import LogSettings
 
@@ -66,3 +67,19 @@ def test_secret_keys_are_redacted_at_any_depth_the_same_on_every_line(capsys: py
             {"Api_Key": "[redacted]", "host": "h"},
             "m",
         )
+
+
+def test_faststream_lines_are_json_lines_not_its_own_plain_text(capfd: pytest.CaptureFixture[str]) -> None:
+    """FastStream's import gives its ``faststream`` logger a plain-text handler of its own; not in a service."""
+    import faststream  # noqa: F401 - its import installs that handler
+
+    configure_logging("worker", LogSettings(level="INFO", format="json"))
+    faststream_logger("faststream.app").info("FastStream app starting...")
+    logging.getLogger("faststream").info("from FastStream's own logger")
+
+    out, err = capfd.readouterr()
+    lines = [json.loads(line) for line in (out + err).splitlines() if line.strip()]
+    assert [(line["event"], line["service"]) for line in lines] == [
+        ("FastStream app starting...", "worker"),
+        ("from FastStream's own logger", "worker"),
+    ]

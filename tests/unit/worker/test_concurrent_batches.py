@@ -13,7 +13,7 @@ from aiokafka import TopicPartition
 from schemas.model_ready import ModelReadyData
 from schemas.prepared_version import ModelPreparedData
 from tests.event_samples import promotion_requested
-from tests.unit.worker.test_promotion_service import SAMPLE, TOPICS, FakePublisher, Rec
+from tests.unit.worker.test_promotion_service import SAMPLE, TOPICS, FakeConsumer, FakePublisher, Rec, notify
 from worker.concurrent_batches import ConcurrentBatches, OffsetWatermarks, lanes_of
 from worker.metrics import WorkerMetrics
 from worker.promotion import StageClock
@@ -23,11 +23,6 @@ from worker.settings import WorkerSettings
 
 TP0 = TopicPartition(TOPICS.promotion_requested, 0)
 DEADLINE_S = 5.0
-
-
-async def _notify(progress: asyncio.Condition) -> None:
-    async with progress:
-        progress.notify_all()
 
 
 class GatedPromoter:
@@ -47,7 +42,7 @@ class GatedPromoter:
         self.started.append((request.model_name, request.version))
         self.running += 1
         self.most_running = max(self.most_running, self.running)
-        await _notify(self.progress)
+        await notify(self.progress)
         try:
             with clock.stage("load"):
                 if request.model_name in self.gates:
@@ -57,7 +52,7 @@ class GatedPromoter:
         finally:
             self.running -= 1
         self.finished.append((request.model_name, request.version))
-        await _notify(self.progress)
+        await notify(self.progress)
         return SAMPLE.model_copy(
             update={
                 "model_name": request.model_name,
@@ -71,25 +66,6 @@ class GatedPromoter:
 
     async def prepare(self, request: Any, request_event_id: str, clock: StageClock) -> ModelPreparedData:
         raise AssertionError("not used here")
-
-
-class FakeConsumer:
-    def __init__(self, progress: asyncio.Condition | None = None, partitions: int = 1) -> None:
-        self.progress = progress
-        self.assigned = {TopicPartition(TOPICS.promotion_requested, p) for p in range(partitions)}
-        self.commits: list[dict[TopicPartition, int]] = []
-        self.seeks: list[tuple[TopicPartition, int]] = []
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.commits.append(dict(offsets))
-        if self.progress is not None:
-            await _notify(self.progress)
-
-    def seek(self, partition: TopicPartition, offset: int) -> None:
-        self.seeks.append((partition, offset))
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.assigned)
 
 
 def request(model: str, version: int, offset: int, alias: str = "champion", partition: int = 0) -> Rec:

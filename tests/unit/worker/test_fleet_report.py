@@ -46,7 +46,7 @@ async def test_the_report_names_every_endpoint_and_is_sent_again_on_change(tmp_p
         WorkerMetrics(),
     )
     publisher = FakePublisher()
-    reporter = FleetStatusReporter(fixer, publisher, "gateway.status", "w-0", interval_s=60)
+    reporter = FleetStatusReporter(fixer, publisher, "gateway.status", "w-0", interval_s=60, max_prepared_versions=3)
     fixer.on_change = reporter.changed
     loop = asyncio.create_task(reporter.run_forever())
     try:
@@ -65,3 +65,4 @@ async def test_the_report_names_every_endpoint_and_is_sent_again_on_change(tmp_p
         ("t1:8000", "down", "Triton t1:8000 is unreachable"),
     ]
     assert second.data.interval_s == 60
+    assert second.data.max_prepared_versions == 3, "the bound `promoter status` applies to prepared versions"

@@ -15,7 +15,7 @@ from schemas.promotion_rejected import ReasonCode
 from schemas.promotion_requested import PromotionRequestedData
 from tests.event_samples import all_events
 from tests.unit.worker.test_promotion_reuse import FakeFleet, FakeRegistry
-from tests.unit.worker.test_promotion_service import TOPICS, FakePromoter, Rec, service
+from tests.unit.worker.test_promotion_service import TOPICS, BatchLoop, FakePromoter, Rec, service
 from worker.errors import PermanentFailure
 from worker.fleet_repair import models_to_hold
 from worker.gateway_view import GatewayView
@@ -194,9 +194,10 @@ def _prepare_request(version: int, event_id: str) -> bytes:
 async def test_a_prepare_request_announces_model_prepared_once_and_routes_nothing() -> None:
     promoter = FakePromoter()
     svc, publisher = service(promoter)
+    worker = BatchLoop(svc)
     raw = _prepare_request(4, "prep-1")
 
-    await svc.handle_batch([Rec(raw, 0), Rec(raw, 1)])  # and a duplicate
+    await worker.handle([Rec(raw, 0), Rec(raw, 1)])  # and a duplicate
 
     announced = [json.loads(m[2]) for m in publisher.on(TOPICS.model_ready)]
     assert [e["type"] for e in announced] == ["io.modelpromoter.model.prepared.v1"]
@@ -211,8 +212,9 @@ async def test_a_prepare_request_announces_model_prepared_once_and_routes_nothin
 async def test_a_failed_preparation_is_rejected_without_an_alias() -> None:
     failure = PermanentFailure(ReasonCode.MISSING_SIGNATURE, "no signature")
     svc, publisher = service(FakePromoter(failures=[failure]))
+    worker = BatchLoop(svc)
 
-    await svc.handle_batch([Rec(_prepare_request(5, "prep-2"), 0)])
+    await worker.handle([Rec(_prepare_request(5, "prep-2"), 0)])
 
     (rejected,) = [json.loads(m[2])["data"] for m in publisher.on(TOPICS.model_rejected)]
     assert (rejected["version"], rejected["reason_code"], rejected.get("alias")) == (5, "missing_signature", None)

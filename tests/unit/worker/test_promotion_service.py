@@ -1,4 +1,7 @@
-"""Where every record ends: served, re-announced, coalesced, rejected + DLQ, or DLQ (in-memory fakes)."""
+"""Where every record ends: served, re-announced, coalesced, rejected + DLQ, or DLQ (in-memory fakes).
+
+Batches go the app's way (worker/app.py): :class:`ConcurrentBatches` over the service, committing to a fake consumer.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 
 from runtime.settings import MLflowSettings, TopicSettings
 from schemas.model_ready import ModelReadyData
@@ -15,6 +19,7 @@ from schemas.prepared_version import ModelPreparedData
 from schemas.promotion_rejected import ReasonCode
 from tests.event_samples import all_events, promotion_requested
 from tests.unit.worker.test_registry_writeback import FakeRegistry
+from worker.concurrent_batches import ConcurrentBatches
 from worker.errors import PermanentFailure, TransientFailure
 from worker.metrics import WorkerMetrics
 from worker.promotion import StageClock
@@ -90,6 +95,44 @@ class Rec:
         self.topic, self.partition, self.headers = TOPICS.promotion_requested, 0, [("trace", b"t-1")]
 
 
+async def notify(progress: asyncio.Condition) -> None:
+    async with progress:
+        progress.notify_all()
+
+
+class FakeConsumer:
+    """What ConcurrentBatches needs of aiokafka's consumer: the assignment, and commits and seeks recorded."""
+
+    def __init__(self, progress: asyncio.Condition | None = None, partitions: int = 1) -> None:
+        self.progress = progress
+        self.assigned = {TopicPartition(TOPICS.promotion_requested, p) for p in range(partitions)}
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.seeks: list[tuple[TopicPartition, int]] = []
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(dict(offsets))
+        if self.progress is not None:
+            await notify(self.progress)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.seeks.append((partition, offset))
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+
+class BatchLoop:
+    """The worker app's path for each fetched batch: one ConcurrentBatches over the service, one consumer."""
+
+    def __init__(self, service: PromotionService) -> None:
+        self.service = service
+        self.consumer = FakeConsumer()
+        self.batches = ConcurrentBatches(service, service.settings.concurrency)
+
+    async def handle(self, records: list[Rec]) -> None:
+        await self.batches.handle(records, self.consumer)
+
+
 def service(promoter: FakePromoter, **settings: Any) -> tuple[PromotionService, FakePublisher]:
     publisher = FakePublisher()
     worker = WorkerSettings(replica_id="w-0", backoff_initial_s=0.001, backoff_max_s=0.002, **settings)
@@ -99,10 +142,11 @@ def service(promoter: FakePromoter, **settings: Any) -> tuple[PromotionService, 
 async def test_queued_requests_for_one_alias_coalesce_to_the_newest() -> None:
     promoter = FakePromoter()
     svc, publisher = service(promoter)
+    worker = BatchLoop(svc)
     batch = [Rec(promotion_requested(version=v).to_json_bytes(), v) for v in (1, 2, 3)]
     batch.append(Rec(promotion_requested(alias="challenger", version=1).to_json_bytes(), 4))
 
-    await svc.handle_batch(batch)
+    await worker.handle(batch)
 
     assert promoter.calls == [("champion", 3), ("challenger", 1)]
     assert [json.loads(m[2])["data"]["version"] for m in publisher.on(TOPICS.model_ready)] == [3, 1]
@@ -111,10 +155,11 @@ async def test_queued_requests_for_one_alias_coalesce_to_the_newest() -> None:
 async def test_a_redelivered_request_whose_answer_is_on_the_log_publishes_nothing_new() -> None:
     promoter = FakePromoter()
     svc, publisher = service(promoter)
+    worker = BatchLoop(svc)
     raw = promotion_requested(version=2).to_json_bytes()
 
-    await svc.handle_batch([Rec(raw, 0), Rec(raw, 1)])  # the second copy in the same batch
-    await svc.handle_batch([Rec(raw, 2)])  # redelivered after the first batch was confirmed
+    await worker.handle([Rec(raw, 0), Rec(raw, 1)])  # the second copy in the same batch
+    await worker.handle([Rec(raw, 2)])  # redelivered after the first batch was confirmed
 
     assert len(promoter.calls) == 1
     assert len(publisher.on(TOPICS.model_ready)) == 1
@@ -145,17 +190,21 @@ async def test_a_request_whose_answer_was_never_confirmed_is_re_announced_once_o
     svc = PromotionService(
         WorkerSettings(replica_id="w-0"), TOPICS, promoter, ServingState(), publisher, WorkerMetrics()
     )
+    worker = BatchLoop(svc)
     raw = promotion_requested(version=2).to_json_bytes()
 
     with pytest.raises(ConnectionError):
-        await svc.handle_batch([Rec(raw, 0)])  # the worker nacks: the batch is redelivered
-    await svc.handle_batch([Rec(raw, 0)])
-    await svc.handle_batch([Rec(raw, 0)])  # and once more, after the re-announcement was confirmed
+        await worker.handle([Rec(raw, 0)])  # the worker nacks: the batch is redelivered
+    await worker.handle([Rec(raw, 0)])
+    await worker.handle([Rec(raw, 0)])  # and once more, after the re-announcement was confirmed
 
     assert len(promoter.calls) == 1, "no second copy or load"
     announced = [json.loads(m[2])["data"] for m in publisher.on(TOPICS.model_ready)]
     assert len(announced) == 2
     assert announced[0] == announced[1], "re-announced unchanged"
+    partition = TopicPartition(TOPICS.promotion_requested, 0)
+    assert worker.consumer.seeks == [(partition, 0)], "rewound to the record whose answer is unconfirmed"
+    assert worker.consumer.commits == [{partition: 1}], "committed past it once, after the confirmation"
 
 
 class ServedAlreadyPromoter(FakePromoter):
@@ -182,12 +231,13 @@ async def test_a_request_for_what_is_served_already_is_answered_only_if_somebody
     svc = PromotionService(
         WorkerSettings(replica_id="w-0"), TOPICS, ServedAlreadyPromoter(state), state, publisher, WorkerMetrics()
     )
-    await svc.handle_batch([Rec(promotion_requested(version=2).to_json_bytes(), 0)])
+    worker = BatchLoop(svc)
+    await worker.handle([Rec(promotion_requested(version=2).to_json_bytes(), 0)])
     first = json.loads(publisher.on(TOPICS.model_ready)[0][2])["data"]
     again = promotion_requested(origin=origin)  # e.g. the registry reconcile asking for the same drift
 
-    await svc.handle_batch([Rec(again.to_json_bytes(), 1)])
-    await svc.handle_batch([Rec(again.to_json_bytes(), 2)])  # and redelivered
+    await worker.handle([Rec(again.to_json_bytes(), 1)])
+    await worker.handle([Rec(again.to_json_bytes(), 2)])  # and redelivered
 
     announced = [json.loads(m[2])["data"] for m in publisher.on(TOPICS.model_ready)]
     assert len(announced) == 1 + answers
@@ -200,9 +250,10 @@ async def test_a_request_for_what_is_served_already_is_answered_only_if_somebody
 
 async def test_a_permanent_failure_is_rejected_and_dead_lettered_with_the_original_bytes() -> None:
     svc, publisher = service(FakePromoter([PermanentFailure(ReasonCode.MISSING_SIGNATURE, "no signature")]))
+    worker = BatchLoop(svc)
     raw = promotion_requested(version=5).to_json_bytes()
 
-    await svc.handle_batch([Rec(raw, 7)])
+    await worker.handle([Rec(raw, 7)])
 
     ((_, key, rejected, _),) = publisher.on(TOPICS.model_rejected)
     assert key == b"iris-clf"
@@ -220,15 +271,16 @@ async def test_a_permanent_failure_is_rejected_and_dead_lettered_with_the_origin
 async def test_a_redelivered_rejection_adds_no_second_letter_but_a_replayed_letter_is_handled_again() -> None:
     promoter = FakePromoter([PermanentFailure(ReasonCode.MODEL_NOT_FOUND, "no such model")] * 2)
     svc, publisher = service(promoter)
+    worker = BatchLoop(svc)
     raw = promotion_requested(version=5).to_json_bytes()
 
-    await svc.handle_batch([Rec(raw, 7), Rec(b"not json", 8)])
-    await svc.handle_batch([Rec(raw, 7), Rec(b"not json", 8)])  # offsets not committed: Kafka redelivers
+    await worker.handle([Rec(raw, 7), Rec(b"not json", 8)])
+    await worker.handle([Rec(raw, 7), Rec(b"not json", 8)])  # offsets not committed: Kafka redelivers
     assert len(publisher.on(TOPICS.model_rejected)) == 1
     assert len(publisher.on(TOPICS.promotion_dlq)) == 2, "one letter per record, not per delivery"
     assert svc.metrics.promotions.labels("duplicate", "")._value.get() == 2
 
-    await svc.handle_batch([Rec(raw, 9)])  # `promoter dlq replay`: the same bytes at a new offset
+    await worker.handle([Rec(raw, 9)])  # `promoter dlq replay`: the same bytes at a new offset
     assert len(promoter.calls) == 2
     assert len(publisher.on(TOPICS.promotion_dlq)) == 3
 
@@ -239,12 +291,13 @@ async def test_a_rejection_the_broker_never_acknowledged_is_lettered_again_on_re
     svc = PromotionService(
         WorkerSettings(replica_id="w-0"), TOPICS, promoter, ServingState(), publisher, WorkerMetrics()
     )
+    worker = BatchLoop(svc)
     raw = promotion_requested(version=5).to_json_bytes()
 
     with pytest.raises(ConnectionError):
-        await svc.handle_batch([Rec(raw, 7)])
-    await svc.handle_batch([Rec(raw, 7)])
-    await svc.handle_batch([Rec(raw, 7)])  # acknowledged this time: no third letter
+        await worker.handle([Rec(raw, 7)])
+    await worker.handle([Rec(raw, 7)])
+    await worker.handle([Rec(raw, 7)])  # acknowledged this time: no third letter
 
     assert len(publisher.on(TOPICS.promotion_dlq)) == 2
     assert len(promoter.calls) == 2
@@ -253,8 +306,9 @@ async def test_a_rejection_the_broker_never_acknowledged_is_lettered_again_on_re
 async def test_transient_failures_are_retried_then_dead_lettered() -> None:
     promoter = FakePromoter([TransientFailure("Triton 127.0.0.1:1 is unreachable")] * 3)
     svc, publisher = service(promoter, max_attempts=3)
+    worker = BatchLoop(svc)
 
-    await svc.handle_batch([Rec(promotion_requested(version=1).to_json_bytes(), 0)])
+    await worker.handle([Rec(promotion_requested(version=1).to_json_bytes(), 0)])
 
     assert len(promoter.calls) == 3
     ((_, _, _, headers),) = publisher.on(TOPICS.promotion_dlq)
@@ -266,8 +320,9 @@ async def test_transient_failures_are_retried_then_dead_lettered() -> None:
 async def test_a_transient_failure_that_recovers_is_served() -> None:
     promoter = FakePromoter([TransientFailure("MLflow 503")])
     svc, publisher = service(promoter, max_attempts=3)
+    worker = BatchLoop(svc)
 
-    await svc.handle_batch([Rec(promotion_requested(version=1).to_json_bytes(), 0)])
+    await worker.handle([Rec(promotion_requested(version=1).to_json_bytes(), 0)])
 
     assert len(publisher.on(TOPICS.model_ready)) == 1
     assert publisher.on(TOPICS.promotion_dlq) == []
@@ -302,8 +357,9 @@ async def test_a_bug_in_a_stage_is_rejected_at_once_as_internal_error_not_retrie
     client = BuggyMlflowClient()
     registry = Registry(MLflowSettings(tracking_uri="http://127.0.0.1:9"), client=client)  # type: ignore[arg-type]
     svc, publisher = service(ResolvingPromoter(registry), max_attempts=5)
+    worker = BatchLoop(svc)
 
-    await svc.handle_batch([Rec(promotion_requested(version=1).to_json_bytes(), 0)])
+    await worker.handle([Rec(promotion_requested(version=1).to_json_bytes(), 0)])
 
     assert client.calls == 1, "a bug is not retried"
     assert publisher.on(TOPICS.model_ready) == []
@@ -321,8 +377,9 @@ async def test_a_bug_in_a_stage_is_rejected_at_once_as_internal_error_not_retrie
 async def test_malformed_records_go_to_the_dlq_and_the_batch_goes_on(raw: bytes) -> None:
     promoter = FakePromoter()
     svc, publisher = service(promoter)
+    worker = BatchLoop(svc)
 
-    await svc.handle_batch([Rec(raw, 0, key=None), Rec(promotion_requested().to_json_bytes(), 1)])
+    await worker.handle([Rec(raw, 0, key=None), Rec(promotion_requested().to_json_bytes(), 1)])
 
     ((_, key, letter, headers),) = publisher.on(TOPICS.promotion_dlq)
     assert (key, letter) == (None, raw)
@@ -333,9 +390,10 @@ async def test_malformed_records_go_to_the_dlq_and_the_batch_goes_on(raw: bytes)
 
 async def test_unserve_stops_a_served_alias_with_a_greater_generation() -> None:
     svc, publisher = service(FakePromoter())
-    await svc.handle_batch([Rec(promotion_requested(version=1).to_json_bytes(), 0)])
+    worker = BatchLoop(svc)
+    await worker.handle([Rec(promotion_requested(version=1).to_json_bytes(), 0)])
 
-    await svc.handle_batch([Rec(promotion_requested(action="unserve").to_json_bytes(), 1)])
+    await worker.handle([Rec(promotion_requested(action="unserve").to_json_bytes(), 1)])
 
     ready, stopped = (json.loads(m[2]) for m in publisher.on(TOPICS.model_ready))
     assert stopped["type"] == "io.modelpromoter.serving.stopped.v1"
@@ -345,8 +403,9 @@ async def test_unserve_stops_a_served_alias_with_a_greater_generation() -> None:
 
 async def test_unserving_an_alias_that_is_not_served_still_answers() -> None:
     svc, publisher = service(FakePromoter())
+    worker = BatchLoop(svc)
 
-    await svc.handle_batch([Rec(promotion_requested(alias="ghost", action="unserve").to_json_bytes(), 0)])
+    await worker.handle([Rec(promotion_requested(alias="ghost", action="unserve").to_json_bytes(), 0)])
 
     (stopped,) = (json.loads(m[2]) for m in publisher.on(TOPICS.model_ready))
     assert stopped["type"] == "io.modelpromoter.serving.stopped.v1"
@@ -354,7 +413,7 @@ async def test_unserving_an_alias_that_is_not_served_still_answers() -> None:
 
 
 class RecordingWriteback(RegistryWriteback):
-    """Counts what the publisher had sent whenever decisions are handed over."""
+    """Counts what the publisher had sent whenever decisions are handed over (none: the triage's own confirm)."""
 
     def __init__(self, publisher: FakePublisher) -> None:
         super().__init__(FakeRegistry(), WorkerMetrics())
@@ -362,19 +421,22 @@ class RecordingWriteback(RegistryWriteback):
         self.sent_at_submit: list[int] = []
 
     def submit(self, decisions: Iterable[Decision]) -> None:
-        self.sent_at_submit.append(len(self.publisher.sent))
+        decisions = list(decisions)
+        if decisions:
+            self.sent_at_submit.append(len(self.publisher.sent))
         super().submit(decisions)
 
 
 async def test_decisions_are_handed_to_the_write_back_after_the_batch_is_published() -> None:
     promoter = FakePromoter([PermanentFailure(ReasonCode.MISSING_SIGNATURE, "no signature")])
     svc, publisher = service(promoter)
+    worker = BatchLoop(svc)
     wb = RecordingWriteback(publisher)
     svc.writeback = wb
 
-    await svc.handle_batch([Rec(promotion_requested(version=2).to_json_bytes(), 0)])  # rejected
-    await svc.handle_batch([Rec(promotion_requested(version=1).to_json_bytes(), 1)])  # served
-    await svc.handle_batch([Rec(promotion_requested(action="unserve").to_json_bytes(), 2)])
+    await worker.handle([Rec(promotion_requested(version=2).to_json_bytes(), 0)])  # rejected
+    await worker.handle([Rec(promotion_requested(version=1).to_json_bytes(), 1)])  # served
+    await worker.handle([Rec(promotion_requested(action="unserve").to_json_bytes(), 2)])
 
     assert wb.sent_at_submit == [2, 3, 4]  # rejection + DLQ, then model.ready, then the stop: all sent first
     status = {key: tags.tags["promoter.status"] for key, tags in wb.pending.versions.items()}
