@@ -82,12 +82,12 @@ def ready(model: str, alias: str, version: int, generation: int, at: datetime) -
     return ModelReady(source=SOURCE, subject=model, time=at, data=data).to_json_bytes()
 
 
-def heartbeat(gateway: str, routes: list[tuple[str, str, int]], at: datetime) -> bytes:
+def heartbeat(gateway: str, routes: list[tuple[str, str, int]], at: datetime, interval_s: float = 5.0) -> bytes:
     served = [
         ServedRoute(model_name=m, alias=a, version=v, triton_model_name=f"{m}--v{v}", generation=1)
         for m, a, v in routes
     ]
-    data = GatewayHeartbeatData(gateway_id=gateway, ready=True, started_at=at, interval_s=5.0, routes=served)
+    data = GatewayHeartbeatData(gateway_id=gateway, ready=True, started_at=at, interval_s=interval_s, routes=served)
     return GatewayHeartbeat(source=SOURCE, time=at, data=data).to_json_bytes()
 
 
@@ -117,9 +117,10 @@ def test_serving_shows_each_gateway_the_policy_as_a_chart_and_the_endpoints(
         (key, ready(model, "champion", 3, 1, now)), (key, ready(model, "challenger", 4, 2, now)),
     ]))  # fmt: skip
     asyncio.run(produce(topics.bootstrap, topics.name("gateway_status"), [
-        (b"gw-on", heartbeat("gw-on", [(model, "champion", 3), (model, "challenger", 4)], now)),
-        (b"gw-lag", heartbeat("gw-lag", [(model, "champion", 2)], now)),
-        (b"gw-gone", heartbeat("gw-gone", [(model, "champion", 3)], now - timedelta(minutes=5))),
+        # Live for minutes (a loaded broker took 30 s to take these records), silent for a day.
+        (b"gw-on", heartbeat("gw-on", [(model, "champion", 3), (model, "challenger", 4)], now, interval_s=300)),
+        (b"gw-lag", heartbeat("gw-lag", [(model, "champion", 2)], now, interval_s=300)),
+        (b"gw-gone", heartbeat("gw-gone", [(model, "champion", 3)], now - timedelta(days=1))),
         (b"worker/worker-a", WorkerFleetStatus(source=SOURCE, time=now, data=fleet).to_json_bytes()),
     ]))  # fmt: skip
     routing = RoutingUpdated(source=SOURCE, subject=model, data=policy).to_json_bytes()

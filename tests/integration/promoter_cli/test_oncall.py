@@ -179,9 +179,9 @@ def test_status_reports_a_gateway_that_stopped_acking(local_stack: LocalStack) -
     ready = next(e for e in all_events() if isinstance(e, ModelReady))
     route = ServedRoute(model_name="iris-clf", alias="champion", version=3, triton_model_name="t3", generation=7)
 
-    def beat(gateway: str, seconds_ago: float) -> bytes:
+    def beat(gateway: str, seconds_ago: float, interval_s: float) -> bytes:
         data = GatewayHeartbeatData(
-            gateway_id=gateway, ready=True, started_at=datetime.now(UTC), interval_s=5, routes=[route]
+            gateway_id=gateway, ready=True, started_at=datetime.now(UTC), interval_s=interval_s, routes=[route]
         )
         when = datetime.now(UTC) - timedelta(seconds=seconds_ago)
         return GatewayHeartbeat(source="/tests", time=when, data=data).to_json_bytes()
@@ -191,7 +191,7 @@ def test_status_reports_a_gateway_that_stopped_acking(local_stack: LocalStack) -
         ready_topic, status_topic = topics["PROMOTER_TOPIC_MODEL_READY"], topics["PROMOTER_TOPIC_GATEWAY_STATUS"]
         await ensure_topics(kafka, [replace(MODEL_READY, name=ready_topic), replace(GATEWAY_STATUS, name=status_topic)])
         await produce(bootstrap, ready_topic, [(b"iris-clf", ready.to_json_bytes())])
-        await produce(bootstrap, status_topic, [(b"gw-1", beat("gw-1", 1)), (b"gw-2", beat("gw-2", 120))])
+        await produce(bootstrap, status_topic, [(b"gw-1", beat("gw-1", 1, 300)), (b"gw-2", beat("gw-2", 86400, 5))])
 
     asyncio.run(publish())
     env = {**local_stack.client_env(), **topics}
