@@ -23,10 +23,13 @@ install: $(STAMP) kafka feast-server grpc-front
 GO          ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 GRPC_FRONT  := .cache/bin/promoter-grpc-front
 GO_SOURCES  := $(wildcard gateway/grpc_front_go/*.go) gateway/grpc_front_go/go.mod gateway/grpc_front_go/go.sum
+# One set of build flags for build, vet and test: they then share every compiled package in Go's cache (with
+# cgo on, vet and test compiled the standard library and grpc-go a second time: 2.3 CPU-minutes on a cold cache).
+GO_ENV      := CGO_ENABLED=0 GOFLAGS=-trimpath
 $(GRPC_FRONT): $(GO_SOURCES)
 	@test -x "$(GO)" || command -v "$(GO)" >/dev/null || { echo "Go not found: install Go 1.26 (https://go.dev/dl/) for the native gRPC front, or set PROMOTER_GATEWAY_GRPC_FRONT=python" >&2; exit 1; }
 	mkdir -p $(dir $(GRPC_FRONT))
-	cd gateway/grpc_front_go && CGO_ENABLED=0 $(GO) build -trimpath -o ../../$(GRPC_FRONT) .
+	cd gateway/grpc_front_go && $(GO_ENV) $(GO) build -o ../../$(GRPC_FRONT) .
 
 grpc-front: $(GRPC_FRONT)
 
@@ -53,11 +56,11 @@ $(E2E_STAMP): $(STAMP)
 kafka: $(STAMP)
 	$(BIN)/python -m deploy.kafka
 
-lint: $(STAMP)
+lint: $(STAMP) grpc-front
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	cd gateway/grpc_front_go && test -z "$$(gofmt -l .)" || { gofmt -l . >&2; echo "gofmt: format the files above" >&2; exit 1; }
-	cd gateway/grpc_front_go && $(GO) vet ./... && $(GO) test ./...
+	cd gateway/grpc_front_go && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) test ./...
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

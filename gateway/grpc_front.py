@@ -355,7 +355,7 @@ class NativeFront:
 
 
 class GrpcFront:
-    """The replica's gRPC API as the app starts and stops it: ``servers`` answers on the public port, or the
+    """The replica's gRPC API as the app starts and stops it: ``server`` answers on the public port, or the
     native front does and ``server`` is its slow path on a loopback port of its own."""
 
     def __init__(

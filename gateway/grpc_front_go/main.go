@@ -9,7 +9,8 @@
 //
 // and writes newline-delimited JSON on stdout: {"listening": "<host:port>"} once serving, the answer to each
 // {"metrics": id}, and {"failed": {...}} for each Triton failure it handed to the slow path. Its stdin
-// closing (the replica stopped or died) stops it. Logs are JSON lines on stderr, in the replica's format.
+// closing (the replica stopped or died) stops it; SIGINT and SIGTERM are ignored. Logs are JSON lines on
+// stderr, in the replica's format.
 package main
 
 import (
@@ -20,8 +21,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -90,6 +93,9 @@ func newLogger() *slog.Logger {
 func main() {
 	configJSON := flag.String("config", "", "settings as one JSON document (written by gateway/grpc_front.py)")
 	flag.Parse()
+	// The replica stops it by closing its stdin, after its own graceful stop began; a signal to the whole
+	// process group (Ctrl-C, a supervisor's SIGTERM) must not cut the requests in flight before that.
+	signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
 	log := newLogger()
 	var settings config
 	if err := json.Unmarshal([]byte(*configJSON), &settings); err != nil {
