@@ -16,7 +16,14 @@ from tritonclient.grpc import service_pb2_grpc
 
 from gateway.endpoint_rotation import Backoff, Choice
 from gateway.grpc_api import GatewayServicer
-from gateway.grpc_front import BUILT_BINARY, FrontCollector, GrpcFront, ejected_entry, model_entry
+from gateway.grpc_front import (
+    BUILT_BINARY,
+    FrontCollector,
+    GrpcFront,
+    NativeFrontMissing,
+    ejected_entry,
+    model_entry,
+)
 from gateway.inference import InferenceService
 from gateway.metrics import REQUEST_BUCKETS_S, GatewayMetrics
 from gateway.routing_policy import client_bucket
@@ -160,3 +167,19 @@ async def test_an_unreachable_endpoint_on_the_fast_path_fails_no_request(
 
 def test_the_checkout_build_is_where_make_puts_it() -> None:
     assert BUILT_BINARY.parts[-3:] == (".cache", "bin", "promoter-grpc-front")
+
+
+async def test_a_missing_native_front_stops_the_start_naming_the_make_target(tmp_path: Path) -> None:
+    metrics = GatewayMetrics()
+    upstream = TritonGrpcUpstream(["127.0.0.1:9"], timeout_s=1.0, metrics=metrics)
+    settings = GatewaySettings(grpc_front="native", grpc_port=0, grpc_front_binary=str(tmp_path / "absent"))
+    state = RoutingState()
+    service = InferenceService(
+        settings, state, TritonUpstream(TritonSettings(endpoints="127.0.0.1:9"), connect_timeout_s=0.5), metrics
+    )
+    front = GrpcFront(settings, GatewayServicer(service, lambda: True), state, upstream.rotation, metrics, timeout_s=1)
+    with pytest.raises(NativeFrontMissing) as missing:
+        await front.start()
+    await front.stop()
+    assert "make grpc-front" in str(missing.value)
+    assert "PROMOTER_GATEWAY_GRPC_FRONT=python" in str(missing.value)
