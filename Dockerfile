@@ -19,8 +19,18 @@ COPY console/ console/
 COPY deploy/ deploy/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
+# --- the gateway's native gRPC front (Go; README "gRPC API"): a static binary --------------------
+FROM golang:1.26-bookworm AS grpc-front
+WORKDIR /src
+COPY gateway/grpc_front_go/go.mod gateway/grpc_front_go/go.sum ./
+RUN go mod download
+COPY gateway/grpc_front_go/ ./
+RUN CGO_ENABLED=0 go build -trimpath -o /out/promoter-grpc-front .
+
 # --- runtime: the built wheel and its dependencies, nothing else --------------------------------
 FROM python:3.11-slim-bookworm AS runtime
+# On PATH: the gateway starts it as its child (PROMOTER_GATEWAY_GRPC_FRONT=native, the default).
+COPY --from=grpc-front /out/promoter-grpc-front /usr/local/bin/promoter-grpc-front
 COPY --from=build /wheels/ /tmp/wheels/
 RUN pip install --no-cache-dir /tmp/wheels/model_promoter-*.whl \
     && rm -rf /tmp/wheels \

@@ -21,7 +21,8 @@ from starlette.types import ASGIApp
 
 from gateway.acks import StatusPublisher
 from gateway.endpoint_rotation import Backoff
-from gateway.grpc_api import GatewayServicer, GrpcServer
+from gateway.grpc_api import GatewayServicer
+from gateway.grpc_front import GrpcFront
 from gateway.inference import InferenceService
 from gateway.log_follower import LogFollower
 from gateway.metrics import GatewayMetrics
@@ -107,11 +108,13 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
     )
     service = InferenceService(settings, state, upstream, metrics, grpc_upstream)
     online_features = _online_features(settings, metrics)
-    grpc_server = GrpcServer(
+    grpc_server = GrpcFront(
+        settings,
         GatewayServicer(service, follower.healthy),
-        host=settings.host,
-        port=settings.grpc_port,
-        max_message_bytes=settings.max_request_bytes,
+        state,
+        grpc_upstream.rotation,
+        metrics,
+        timeout_s=config.triton.request_timeout_s,
     )
     background: list[asyncio.Task[None]] = []
 
@@ -168,7 +171,7 @@ def build_app(config: GatewayConfig | None = None) -> ASGIApp:
     app.include_router(build_v2_router(service, follower.healthy))
     app.include_router(build_predict_router(service, online_features))
 
-    _add_operation_routes(app, settings, state, follower, metrics)
+    _add_operation_routes(app, settings, state, follower, metrics, grpc_server)
 
     return InferFastPath(app, service, max_body_bytes=settings.max_request_bytes)
 
@@ -183,7 +186,12 @@ def _online_features(settings: GatewaySettings, metrics: GatewayMetrics) -> Onli
 
 
 def _add_operation_routes(
-    app: FastAPI, settings: GatewaySettings, state: RoutingState, follower: LogFollower, metrics: GatewayMetrics
+    app: FastAPI,
+    settings: GatewaySettings,
+    state: RoutingState,
+    follower: LogFollower,
+    metrics: GatewayMetrics,
+    grpc_front: GrpcFront,
 ) -> None:
     """``/health``, ``/ready``, ``/models`` and ``/metrics``."""
 
@@ -207,6 +215,7 @@ def _add_operation_routes(
 
     @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics")
     async def prometheus() -> Response:
+        await grpc_front.refresh_metrics()  # the native gRPC front's counts, merged into the gRPC series
         return Response(render(metrics.registry), media_type=METRICS_CONTENT_TYPE)
 
 

@@ -80,6 +80,11 @@ class EndpointRotation:
         self._next = 0
         self._ejected: dict[Key, _Ejection] = {}
         self._swept_at = 0.0
+        self.listeners: list[Callable[[], None]] = []  # told after every ejection and readmission
+
+    def ejected_keys(self) -> list[Key]:
+        """What is out of rotation now, by endpoint index: (index, Triton model or None for all)."""
+        return list(self._ejected)
 
     def ejected(self) -> dict[tuple[str, str | None], str]:
         """What is out of rotation now: (endpoint, Triton model or None for all) -> reason."""
@@ -219,3 +224,5 @@ class EndpointRotation:
         endpoints = sum(1 for _, model in self._ejected if model is None)
         self.metrics.ejected.labels(ENDPOINT_SCOPE).set(endpoints)
         self.metrics.ejected.labels(MODEL_SCOPE).set(len(self._ejected) - endpoints)
+        for listener in self.listeners:
+            listener()

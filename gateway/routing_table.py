@@ -13,7 +13,7 @@ applied only when its generation is greater than the model's policy generation.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -149,14 +149,17 @@ def _applied(
 
 
 class RoutingState:
-    """Holds the current snapshot; the only writer is the log follower (one task)."""
+    """Holds the current snapshot; the only writer is the log follower (one task). ``listeners`` are told what
+    each published snapshot changed (the native gRPC front's feed: ``gateway.grpc_front``)."""
 
     def __init__(self) -> None:
         self.table = RoutingTable()
+        self.listeners: list[Callable[[Sequence[Change | None]], None]] = []
 
     def apply(self, data: ModelReadyData | ServingStoppedData | RoutingUpdatedData) -> Change | None:
         table, change = self.table.apply(data)
         self.table = table  # one assignment: readers see the old snapshot or the new one
+        self._told([change])
         return change
 
     def apply_all(
@@ -165,4 +168,9 @@ class RoutingState:
         """Every event in order, published as one new snapshot (readers never see part of them)."""
         table, changes = self.table.apply_all(events)
         self.table = table
+        self._told(changes)
         return changes
+
+    def _told(self, changes: Sequence[Change | None]) -> None:
+        for listener in self.listeners:
+            listener(changes)

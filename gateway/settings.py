@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -22,6 +22,20 @@ class GatewaySettings(PromoterSettings):
     port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API.")
     grpc_port: int = Field(
         8085, ge=0, le=65535, description="Port of the gRPC API (inference.GRPCInferenceService), on the same host."
+    )
+    grpc_front: Literal["native", "python"] = Field(
+        "native",
+        description=(
+            "Who answers PROMOTER_GATEWAY_GRPC_PORT: native (the Go front promoter-grpc-front, `make grpc-front`, "
+            "with the Python server as its slow path on a loopback port) or python (the Python server alone)."
+        ),
+    )
+    grpc_front_binary: str = Field(
+        "",
+        description=(
+            "Path of promoter-grpc-front (empty: on PATH, else .cache/bin/ of the checkout, where `make grpc-front` "
+            "builds it)."
+        ),
     )
     triton_grpc_endpoints: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -19,7 +19,9 @@ Measured side by side with the same client (aiohttp, asyncio) on the same machin
   1-row p50 through the gateway's gRPC API over direct Triton gRPC; ``grpc_throughput_ratio_16``, requests/s
   at 16 concurrent clients on one channel, gateway over direct (median of interleaved pairs), with the
   absolute rates, the CPU per request (``grpc_cpu_us_per_request_16``) and the share of requests merged
-  (``grpc_merged_share_16``); ``--grpc-only`` measures just this; ``grpc_failed_requests_during_swaps``,
+  (``grpc_merged_share_16``); the gateway answers gRPC with its native front (Go), and a replica with the
+  Python front alone (``PROMOTER_GATEWAY_GRPC_FRONT=python``) is measured in the same runs
+  (``grpc_python_front_*``); ``--grpc-only`` measures just this; ``grpc_failed_requests_during_swaps``,
   failed requests of the same steady ~200 requests/s load over the 4 replicas' gRPC APIs across 10 more
   promotions (after the HTTP run, not beside it: one client process cannot drive both).
 """
@@ -216,40 +218,56 @@ async def grpc_sequential_ms(stub: Any, request: Any, count: int) -> list[float]
 
 
 async def grpc_side_by_side(
-    stack: LocalStack, gateway: GatewayHandle, name: str, triton_model: str, sequential: int, seconds: float, pairs: int
+    stack: LocalStack,
+    gateway: GatewayHandle,
+    python_gateway: GatewayHandle,
+    name: str,
+    triton_model: str,
+    sequential: int,
+    seconds: float,
+    pairs: int,
 ) -> dict[str, Any]:
-    """Direct Triton gRPC vs the gateway's gRPC API: sequential p50 ratio, then throughput at 16 clients sharing
-    one channel, with the CPU each request cost and the share of requests the gateway merged."""
+    """Direct Triton gRPC vs the gateway's gRPC API (its native front; and a replica with the Python front alone,
+    ``grpc_python_*``): sequential p50 ratio, then throughput at 16 clients sharing one channel, with the CPU each
+    request cost and the share of requests the gateway merged."""
     result: dict[str, Any] = {}
     triton_process = next(p for p in stack.processes if p.name == TRITON)
     processes = {
         "direct": {"triton": triton_process},
         "gateway": {"triton": triton_process, "gateway": gateway.process},
+        "python": {"triton": triton_process, "gateway": python_gateway.process},
     }
     async with (
         grpc.aio.insecure_channel(stack.triton_grpc) as direct_channel,
         grpc.aio.insecure_channel(gateway.grpc_address) as gateway_channel,
+        grpc.aio.insecure_channel(python_gateway.grpc_address) as python_channel,
     ):
         sides = {
             "direct": (service_pb2_grpc.GRPCInferenceServiceStub(direct_channel), grpc_request(triton_model)),
             "gateway": (service_pb2_grpc.GRPCInferenceServiceStub(gateway_channel), grpc_request(name)),
+            "python": (service_pb2_grpc.GRPCInferenceServiceStub(python_channel), grpc_request(name)),
         }
         for stub, request in sides.values():
-            await grpc_sequential_ms(stub, request, 50)  # warm both paths
-        samples: dict[str, list[float]] = {"direct": [], "gateway": []}
-        for _ in range(sequential // 100):  # interleaved blocks: drift hits both sides alike
+            await grpc_sequential_ms(stub, request, 50)  # warm every path
+        samples: dict[str, list[float]] = {side: [] for side in sides}
+        for _ in range(sequential // 100):  # interleaved blocks: drift hits every side alike
             for side, (stub, request) in sides.items():
                 samples[side] += await grpc_sequential_ms(stub, request, 100)
-        direct_p50, gateway_p50 = (statistics.median(samples[side]) for side in ("direct", "gateway"))
+        direct_p50, gateway_p50, python_p50 = (statistics.median(samples[side]) for side in sides)
         result["grpc_direct_p50_ms"] = round(direct_p50, 3)
         result["grpc_gateway_p50_ms"] = round(gateway_p50, 3)
         result["grpc_overhead_ratio"] = round(gateway_p50 / direct_p50, 3)
-        print(f"gRPC sequential p50: direct {direct_p50:.3f} ms, gateway {gateway_p50:.3f} ms")
+        result["grpc_python_front_p50_ms"] = round(python_p50, 3)
+        result["grpc_python_front_overhead_ratio"] = round(python_p50 / direct_p50, 3)
+        print(
+            f"gRPC sequential p50: direct {direct_p50:.3f} ms, gateway {gateway_p50:.3f} ms "
+            f"(Python front {python_p50:.3f} ms)"
+        )
         merged_before = gateway.metric("gateway_merged_requests_total")
         answered_before = gateway.metric("gateway_requests_total", protocol="grpc", code="200")
         runs = []
-        for index in range(pairs):  # in turn direct first and gateway first
-            order = ("direct", "gateway") if index % 2 == 0 else ("gateway", "direct")
+        for index in range(pairs):  # the order turns: each side is first, second and third alike
+            order = list(sides)[index % 3 :] + list(sides)[: index % 3]
             run = {}
             for side in order:
                 stub, request = sides[side]
@@ -257,9 +275,17 @@ async def grpc_side_by_side(
                     functools.partial(stub.ModelInfer, request, timeout=10), 16, seconds, processes[side]
                 )
             runs.append(run)
-            print(f"gRPC 16 clients: direct {run['direct'][0]:.0f}/s, gateway {run['gateway'][0]:.0f}/s")
+            print(
+                f"gRPC 16 clients: direct {run['direct'][0]:.0f}/s, gateway {run['gateway'][0]:.0f}/s "
+                f"(Python front {run['python'][0]:.0f}/s)"
+            )
         merged = gateway.metric("gateway_merged_requests_total") - merged_before
         answered = gateway.metric("gateway_requests_total", protocol="grpc", code="200") - answered_before
+    python_ratios = sorted(run["python"][0] / run["direct"][0] for run in runs)
+    result["grpc_python_front_throughput_ratio_16"] = round(python_ratios[len(python_ratios) // 2], 3)
+    result["grpc_python_front_cpu_us_per_request_16"] = sorted(
+        (run["python"][1] for run in runs), key=lambda cpu: cpu.get("gateway", 0.0)
+    )[len(runs) // 2]
     runs.sort(key=lambda run: run["gateway"][0] / run["direct"][0])
     (direct_rps, direct_cpu), (gateway_rps, gateway_cpu) = (
         runs[len(runs) // 2]["direct"],
@@ -483,12 +509,19 @@ async def measure(
     with running_worker(stack, run_dir / "worker", PROMOTER_LOG_LEVEL="WARNING") as worker:
         templates = [await promote(stack, worker, name, v) for v in versions]  # v2 is champion now
         env = {**worker.env, "PROMOTER_LOG_LEVEL": "INFO"}
-        with stopped(worker.process), running_gateways(stack, run_dir / "alone", env, ["gw-alone"]) as (alone,):
+        python_front = {"PROMOTER_GATEWAY_GRPC_FRONT": "python"}
+        with (
+            stopped(worker.process),
+            running_gateways(stack, run_dir / "alone", env, ["gw-alone"]) as (alone,),
+            running_gateways(stack, run_dir / "alone-python", env, ["gw-python"], **python_front) as (python,),
+        ):
             triton = templates[-1]["data"]["triton_model_name"]
             direct_url = f"http://{stack.triton_http}/v2/models/{triton}/infer"
             if not grpc_only:
                 result.update(await side_by_side(stack, alone, direct_url, name, sequential, seconds, throughput_pairs))
-            result.update(await grpc_side_by_side(stack, alone, name, triton, sequential, seconds, throughput_pairs))
+            result.update(
+                await grpc_side_by_side(stack, alone, python, name, triton, sequential, seconds, throughput_pairs)
+            )
         if grpc_only:
             return result
         names = [f"gw-{i}" for i in range(4)]

@@ -1,6 +1,8 @@
 """The gateway's gRPC API on the real stack, called with ``tritonclient.grpc`` (and the raw stubs where the
 trailing metadata matters): metadata, answers equal to direct Triton gRPC's, a swap under gRPC load, the A/B
-split by client-id metadata, and every status code it answers with."""
+split by client-id metadata, and every status code it answers with. Replica grpc-a has the native front (Go),
+grpc-b the Python one alone (``PROMOTER_GATEWAY_GRPC_FRONT=python``: merging is the Python server's), so the
+tests that use both compare them."""
 
 from __future__ import annotations
 
@@ -62,8 +64,13 @@ async def world(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactor
     with running_worker(local_stack, run_dir / "worker") as worker:
         current = World(local_stack, worker, model, run_dir, registered)
         await current.promote(registered[0])
-        with running_gateways(local_stack, run_dir / "gateways", worker.env, ["grpc-a", "grpc-b"]) as gateways:
-            current.gateways = gateways
+        with (
+            running_gateways(local_stack, run_dir / "gateways", worker.env, ["grpc-a"]) as native,
+            running_gateways(
+                local_stack, run_dir / "gateways-python", worker.env, ["grpc-b"], PROMOTER_GATEWAY_GRPC_FRONT="python"
+            ) as python,
+        ):
+            current.gateways = [*native, *python]
             yield current
 
 
@@ -335,3 +342,22 @@ async def test_triton_unreachable_is_unavailable_and_the_callers_deadline_is_hon
             what="the gateway ending the request at the caller's deadline",
         )
         assert stuck.metric("gateway_request_duration_seconds_sum", protocol="grpc") < triton_timeout_s / 2
+
+
+async def test_an_unreachable_triton_on_the_fast_path_is_answered_by_the_slow_path(world: World) -> None:
+    """The native front's first endpoint is a closed port: the requests it sent there are answered by the slow
+    path (the other endpoint), none fails, and the slow path's rotation ejects the dead one (told by the front)."""
+    dead = _closed_port()
+    endpoints = f"{dead},{world.stack.triton_grpc}"
+    with running_gateways(
+        world.stack,
+        world.run_dir / "gw-half",
+        {**world.worker.env, "PROMOTER_GATEWAY_TRITON_GRPC_ENDPOINTS": endpoints},
+        ["gw-half"],
+    ) as (half,):
+        async with grpc.aio.insecure_channel(half.grpc_address) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            answers = [await stub.ModelInfer(through_request(world.model, ROWS[:1]), timeout=10) for _ in range(30)]
+        assert {answer.model_version for answer in answers} == {str(world.latest["version"])}
+        assert half.metric("gateway_requests_total", protocol="grpc", code="200") == 30
+        assert half.metric("gateway_endpoint_ejections_total", endpoint=dead) >= 1

@@ -71,12 +71,27 @@ def test_service_image_builds_the_wheel_then_installs_only_it_as_uid_10001() -> 
     assert build.name
     assert any(run.startswith("pip wheel") and "--no-deps" in run for run in build.args_of("RUN"))
     copies = runtime.args_of("COPY")
-    assert copies == [f"--from={build.name} /wheels/ /tmp/wheels/"], "the runtime stage gets the wheel, no sources"
+    front = next(stage for stage in stages if stage.name == "grpc-front")
+    assert copies == [
+        f"--from={front.name} /out/promoter-grpc-front /usr/local/bin/promoter-grpc-front",
+        f"--from={build.name} /wheels/ /tmp/wheels/",
+    ], "the runtime stage gets the wheel and the native gRPC front's binary, no sources"
     assert any(re.search(r"pip install [^&]*/tmp/wheels/model_promoter-\*\.whl", run) for run in runtime.args_of("RUN"))
     assert runtime.args_of("USER")[-1].split(":")[0] == "10001"
     env = " ".join(runtime.args_of("ENV"))
     assert "HOME=/tmp" in env, "writable only where the manifests mount volumes"
     assert "TMPDIR=/tmp" in env
+
+
+def test_service_image_builds_the_native_grpc_front_from_its_sources() -> None:
+    front = next(stage for stage in parse_dockerfile(SERVICE_DOCKERFILE) if stage.name == "grpc-front")
+    assert front.base.startswith("golang:")
+    go_mod = (REPO / "gateway" / "grpc_front_go" / "go.mod").read_text()
+    go_version = re.search(r"^go (\d+\.\d+)", go_mod, re.MULTILINE)
+    assert go_version is not None
+    assert front.base.startswith(f"golang:{go_version.group(1)}"), "the image's Go is the one go.mod asks for"
+    assert "gateway/grpc_front_go/ ./" in front.args_of("COPY")
+    assert any("go build" in run and "-o /out/promoter-grpc-front" in run for run in front.args_of("RUN"))
 
 
 def test_no_image_installs_an_editable_checkout() -> None:

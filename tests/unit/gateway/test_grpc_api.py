@@ -1,6 +1,8 @@
 """The gateway's gRPC API and its Triton gRPC upstream, in process: failures map to gRPC status codes (never a
 stack trace), only the model name and version are rewritten, one retry elsewhere for a failure before Triton
-ran the request. Triton is a small fake gRPC server on a loopback port (no processes, no broker)."""
+ran the request. Triton is a small fake gRPC server on a loopback port (no broker). The API's tests run against
+both fronts: the Python server alone, and the native one (the ``promoter-grpc-front`` child, `make grpc-front`)
+with the Python server as its slow path."""
 
 from __future__ import annotations
 
@@ -8,13 +10,15 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import closing
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from gateway.grpc_api import GatewayServicer, GrpcServer, status_code
+from gateway.grpc_api import GatewayServicer, status_code
+from gateway.grpc_front import GrpcFront
 from gateway.inference import InferenceService
 from gateway.metrics import GatewayMetrics
 from gateway.routing_policy import RouteError
@@ -82,9 +86,22 @@ async def triton() -> AsyncIterator[tuple[str, FakeTriton]]:
         await server.stop(None)
 
 
-@pytest.fixture
-async def gateway(triton: tuple[str, FakeTriton]) -> AsyncIterator[tuple[Any, GatewayMetrics]]:
-    """A stub talking to a gateway gRPC server in process, routing to the fake Triton."""
+@dataclass
+class Gateway:
+    stub: Any
+    metrics: GatewayMetrics
+    front: GrpcFront
+
+    async def sample(self, name: str, **labels: str) -> float:
+        """A sample of the replica's registry as /metrics renders it (the native front's counts included)."""
+        await self.front.refresh_metrics()
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture(params=["python", "native"])
+async def gateway(triton: tuple[str, FakeTriton], request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
+    """A stub talking to a gateway's gRPC front (Python alone, or native with Python as its slow path), routing
+    to the fake Triton."""
     state = RoutingState()
     state.apply(ready(1, generation=0))
     state.apply(ready(2, generation=1, alias="challenger"))
@@ -95,14 +112,16 @@ async def gateway(triton: tuple[str, FakeTriton]) -> AsyncIterator[tuple[Any, Ga
     grpc_upstream = TritonGrpcUpstream([triton[0]], timeout_s=5.0, metrics=metrics)
     await grpc_upstream.start()
     http_upstream = TritonUpstream(TritonSettings(endpoints="127.0.0.1:9"), connect_timeout_s=0.5)
-    service = InferenceService(GatewaySettings(), state, http_upstream, metrics, grpc_upstream)
-    server = GrpcServer(GatewayServicer(service, lambda: True), host="127.0.0.1", port=0, max_message_bytes=1 << 20)
-    await server.start()
+    settings = GatewaySettings(grpc_front=request.param, grpc_port=0, max_request_bytes=1 << 20)
+    service = InferenceService(settings, state, http_upstream, metrics, grpc_upstream)
+    servicer = GatewayServicer(service, lambda: True)
+    front = GrpcFront(settings, servicer, state, grpc_upstream.rotation, metrics, timeout_s=5.0)
+    await front.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield service_pb2_grpc.GRPCInferenceServiceStub(channel), metrics
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{front.port}") as channel:
+            yield Gateway(service_pb2_grpc.GRPCInferenceServiceStub(channel), metrics, front)
     finally:
-        await server.stop(0)
+        await front.stop()
         await service.close()
         await grpc_upstream.close()
 
@@ -152,10 +171,8 @@ def test_triton_grpc_failures_map_like_http_ones(
     assert (error.status, error.retry_reason) == (status, retry_reason)
 
 
-async def test_only_the_model_name_and_version_are_rewritten(
-    gateway: tuple[Any, GatewayMetrics], triton: tuple[str, FakeTriton]
-) -> None:
-    stub, metrics = gateway
+async def test_only_the_model_name_and_version_are_rewritten(gateway: Gateway, triton: tuple[str, FakeTriton]) -> None:
+    stub = gateway.stub
     sent = _request("m")
     call = stub.ModelInfer(sent, metadata=(("x-model-alias", "challenger"),))
     response = await call
@@ -168,7 +185,12 @@ async def test_only_the_model_name_and_version_are_rewritten(
     assert list(response.raw_output_contents) == list(sent.raw_input_contents)
     assert response.parameters["alias"].string_param == "challenger"
     assert trailers == {"x-model-version": "2", "x-model-alias": "challenger"}
-    assert metrics.requests.labels("m", "challenger", "2", "v2", "grpc", "200")._value.get() == 1
+    labels = {"model": "m", "alias": "challenger", "version": "2", "api": "v2", "protocol": "grpc", "code": "200"}
+    assert await gateway.sample("gateway_requests_total", **labels) == 1
+    assert await gateway.sample("gateway_request_duration_seconds_count", model="m", api="v2", protocol="grpc") == 1
+    # Who answered: the native front itself (the Python server, its slow path, counted nothing), or Python.
+    by_python = gateway.metrics.requests.labels("m", "challenger", "2", "v2", "grpc", "200")._value.get()
+    assert by_python == (0 if gateway.front.native else 1)
 
 
 @pytest.mark.parametrize(
@@ -185,9 +207,9 @@ async def test_only_the_model_name_and_version_are_rewritten(
     ],
 )
 async def test_failures_reach_the_caller_as_status_codes(
-    gateway: tuple[Any, GatewayMetrics], model: str, version: str, code: grpc.StatusCode, words: str
+    gateway: Gateway, model: str, version: str, code: grpc.StatusCode, words: str
 ) -> None:
-    stub, _ = gateway
+    stub = gateway.stub
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await stub.ModelInfer(_request(model, version))
     assert failure.value.code() is code
@@ -195,30 +217,30 @@ async def test_failures_reach_the_caller_as_status_codes(
     assert "Traceback" not in failure.value.details()
 
 
-async def test_the_callers_deadline_bounds_the_upstream_call(gateway: tuple[Any, GatewayMetrics]) -> None:
-    stub, metrics = gateway
+async def test_the_callers_deadline_bounds_the_upstream_call(gateway: Gateway) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await stub.ModelInfer(_request("slow"), timeout=0.3)
+        await gateway.stub.ModelInfer(_request("slow"), timeout=0.3)
     assert failure.value.code() is Code.DEADLINE_EXCEEDED
-    histogram = metrics.latency.labels("slow", "v2", "grpc")
-
+    labels = {"model": "slow", "api": "v2", "protocol": "grpc"}
+    elapsed_s = 0.0
     for _ in range(300):  # within 3 s: the handler ends when the caller's deadline passes
-        if histogram._sum.get() > 0:
+        elapsed_s = await gateway.sample("gateway_request_duration_seconds_sum", **labels)
+        if elapsed_s > 0:
             break
         await asyncio.sleep(0.01)  # poll
-    assert 0 < histogram._sum.get() < 2.0  # ended with the caller, not at the upstream's 5 s
+    assert 0 < elapsed_s < 2.0  # ended with the caller, not at the upstream's 5 s
 
 
-async def test_model_control_is_unimplemented_and_says_what_to_use(gateway: tuple[Any, GatewayMetrics]) -> None:
-    stub, _ = gateway
+async def test_model_control_is_unimplemented_and_says_what_to_use(gateway: Gateway) -> None:
+    stub = gateway.stub
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await stub.RepositoryModelLoad(service_pb2.RepositoryModelLoadRequest(model_name="m"))
     assert failure.value.code() is Code.UNIMPLEMENTED
     assert "promoter promote" in failure.value.details()
 
 
-async def test_metadata_and_readiness_answer_from_the_routing_table(gateway: tuple[Any, GatewayMetrics]) -> None:
-    stub, _ = gateway
+async def test_metadata_and_readiness_answer_from_the_routing_table(gateway: Gateway) -> None:
+    stub = gateway.stub
     metadata = await stub.ModelMetadata(service_pb2.ModelMetadataRequest(name="m", version="2"))
     assert (metadata.name, list(metadata.versions)) == ("m", ["1", "2"])
     assert [(t.name, t.datatype) for t in metadata.inputs] == [("input", "FP64")]

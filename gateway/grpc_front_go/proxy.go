@@ -1,0 +1,262 @@
+package main
+
+// The public gRPC server: ModelInfer on the fast path when the snapshot decides it, everything else (every
+// other RPC, what the snapshot cannot decide, any Triton failure) forwarded as raw bytes with its metadata to
+// the Python replica's own gRPC server, whose answer (message, status, trailers) goes back unchanged.
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+const modelInfer = "/inference.GRPCInferenceService/ModelInfer"
+
+// rawCodec passes messages through as bytes (*[]byte).
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return *(v.(*[]byte)), nil }
+
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	target := v.(*[]byte)
+	*target = append((*target)[:0], data...) // gRPC may reuse data's buffer
+	return nil
+}
+
+func (rawCodec) Name() string { return "proto" }
+
+// endpoints are the Triton gRPC connections, in the order of Python's rotation, and which are out of it.
+type endpoints struct {
+	conns   []*grpc.ClientConn
+	targets []string
+	ejected atomic.Pointer[ejections]
+	next    atomic.Uint64
+}
+
+// ejections mirror gateway.endpoint_rotation: whole endpoints, and (endpoint, Triton model) pairs.
+type ejections struct {
+	endpoints map[int]bool
+	models    map[string]map[int]bool
+}
+
+// choose is the next endpoint in rotation for “triton“ (round robin), or -1 when none is: the slow path's
+// rotation then decides (trials, least recently failed).
+func (e *endpoints) choose(triton string) int {
+	out := e.ejected.Load()
+	count := len(e.conns)
+	start := int(e.next.Add(1) % uint64(count))
+	for step := 0; step < count; step++ {
+		index := (start + step) % count
+		if out == nil || (!out.endpoints[index] && !out.models[triton][index]) {
+			return index
+		}
+	}
+	return -1
+}
+
+func dial(target string, maxMessageBytes int) (*grpc.ClientConn, error) {
+	return grpc.NewClient(
+		"passthrough:///"+target,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(
+			grpc.ForceCodec(rawCodec{}),
+			grpc.MaxCallRecvMsgSize(maxMessageBytes),
+			grpc.MaxCallSendMsgSize(maxMessageBytes),
+		),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+}
+
+// front answers the public port.
+type front struct {
+	snapshot     atomic.Pointer[map[string]*modelRoutes]
+	tritons      *endpoints
+	slow         *grpc.ClientConn
+	timeout      time.Duration
+	clientHeader string
+	aliasHeader  string
+	versionKey   string
+	aliasKey     string
+	metrics      *frontMetrics
+	reports      func(failure) // what failed on a Triton endpoint, for Python's rotation
+	log          *slog.Logger
+}
+
+// failure is a Triton attempt that failed on the fast path (the request then went to the slow path).
+type failure struct {
+	Endpoint    int    `json:"endpoint"`
+	Triton      string `json:"triton_model"`
+	Code        uint32 `json:"code"`
+	Message     string `json:"message"`
+	Unreachable bool   `json:"unreachable"` // no connection to the endpoint: Triton never saw the request
+}
+
+// handle is the server's only handler (grpc.UnknownServiceHandler): every RPC of every service comes here.
+func (f *front) handle(_ any, stream grpc.ServerStream) error {
+	method, _ := grpc.MethodFromServerStream(stream)
+	if method != modelInfer {
+		return f.relay(stream, method)
+	}
+	var message []byte
+	if err := stream.RecvMsg(&message); err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	incoming, _ := metadata.FromIncomingContext(ctx)
+	target, err := readTarget(message)
+	if err != nil {
+		return f.forward(stream, method, message, incoming) // the slow path words the error
+	}
+	chosen := decide(*f.snapshot.Load(), request{target, last(incoming, f.aliasHeader), last(incoming, f.clientHeader)})
+	if chosen == nil {
+		return f.forward(stream, method, message, incoming)
+	}
+	began := time.Now()
+	answer, done := f.infer(ctx, chosen, message)
+	if !done {
+		return f.forward(stream, method, message, incoming)
+	}
+	defer func() { chosen.series.latency.observe(time.Since(began)) }()
+	if answer == nil { // the caller's deadline passed or it went away
+		if ctx.Err() == context.DeadlineExceeded {
+			chosen.series.timedOut.Add(1)
+			return status.Error(codes.DeadlineExceeded, "the caller's deadline passed before Triton answered")
+		}
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	stream.SetTrailer(metadata.Pairs(f.versionKey, chosen.versionText, f.aliasKey, chosen.Alias))
+	if err := stream.SendMsg(&answer); err != nil {
+		return err
+	}
+	chosen.series.answered.Add(1)
+	return nil
+}
+
+// infer sends “message“ to “chosen“'s Triton model; done is false when the slow path must answer instead
+// (no endpoint in rotation, any failure of Triton), answer is nil when the caller's context ended.
+func (f *front) infer(ctx context.Context, chosen *route, message []byte) (answer []byte, done bool) {
+	index := f.tritons.choose(chosen.Triton)
+	if index < 0 {
+		return nil, false
+	}
+	upstream, err := withTarget(message, chosen.Triton, "")
+	if err != nil {
+		return nil, false
+	}
+	callCtx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	var reply []byte
+	err = f.tritons.conns[index].Invoke(callCtx, modelInfer, &upstream, &reply)
+	if ctx.Err() != nil {
+		return nil, true
+	}
+	if err != nil {
+		failed := status.Convert(err)
+		unreachable := f.tritons.conns[index].GetState() != connectivity.Ready
+		f.reports(failure{index, chosen.Triton, uint32(failed.Code()), failed.Message(), unreachable})
+		return nil, false
+	}
+	answer, err = withTarget(reply, chosen.Model, chosen.versionText,
+		[2]string{"alias", chosen.Alias}, [2]string{"triton_model_name", chosen.Triton})
+	if err != nil {
+		f.log.Warn("unreadable answer from Triton, sent to the slow path", "triton_model", chosen.Triton)
+		return nil, false
+	}
+	return answer, true
+}
+
+// forward sends one unary request to the slow path and relays its answer, status and trailers.
+func (f *front) forward(stream grpc.ServerStream, method string, message []byte, incoming metadata.MD) error {
+	ctx := metadata.NewOutgoingContext(stream.Context(), forwarded(incoming))
+	var reply []byte
+	var header, trailer metadata.MD
+	err := f.slow.Invoke(ctx, method, &message, &reply, grpc.Header(&header), grpc.Trailer(&trailer))
+	stream.SetTrailer(trailer)
+	if err != nil {
+		return err
+	}
+	if len(header) > 0 {
+		if err := stream.SetHeader(header); err != nil {
+			return err
+		}
+	}
+	return stream.SendMsg(&reply)
+}
+
+// relay proxies any RPC (streaming or not) to the slow path, message by message both ways.
+func (f *front) relay(stream grpc.ServerStream, method string) error {
+	incoming, _ := metadata.FromIncomingContext(stream.Context())
+	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(stream.Context(), forwarded(incoming)))
+	defer cancel()
+	upstream, err := f.slow.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method)
+	if err != nil {
+		return err
+	}
+	sent := make(chan error, 1)
+	go func() {
+		for {
+			var message []byte
+			if err := stream.RecvMsg(&message); err != nil {
+				if errors.Is(err, io.EOF) {
+					sent <- upstream.CloseSend()
+				} else {
+					sent <- err
+				}
+				return
+			}
+			if err := upstream.SendMsg(&message); err != nil {
+				sent <- nil // the upstream's status is read below
+				return
+			}
+		}
+	}()
+	if header, err := upstream.Header(); err == nil && len(header) > 0 {
+		_ = stream.SendHeader(header)
+	}
+	for {
+		var message []byte
+		if err := upstream.RecvMsg(&message); err != nil {
+			stream.SetTrailer(upstream.Trailer())
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if err := stream.SendMsg(&message); err != nil {
+			return err
+		}
+	}
+}
+
+// forwarded is the caller's metadata without what gRPC sets itself on the next hop.
+func forwarded(incoming metadata.MD) metadata.MD {
+	out := metadata.MD{}
+	for key, values := range incoming {
+		if strings.HasPrefix(key, ":") || strings.HasPrefix(key, "grpc-") ||
+			key == "content-type" || key == "user-agent" || key == "te" {
+			continue
+		}
+		out[key] = values
+	}
+	return out
+}
+
+// last is the value of “key“ (the last one when repeated, as the Python server reads metadata).
+func last(md metadata.MD, key string) string {
+	if values := md.Get(key); len(values) > 0 {
+		return values[len(values)-1]
+	}
+	return ""
+}
