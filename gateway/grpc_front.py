@@ -58,6 +58,8 @@ MAKE_TARGET = "make grpc-front"
 _START_TIMEOUT_S = 15.0
 _METRICS_TIMEOUT_S = 2.0
 _STOP_GRACE_S = 5.0
+#: First and longest wait between attempts to start a new child after one died.
+_RESTART_BACKOFF_S = (0.2, 5.0)
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -198,6 +200,7 @@ class NativeFront:
         self.settings = settings
         self.state = state
         self.rotation = rotation
+        self.metrics = metrics
         self.collector = FrontCollector(metrics)
         self.timeout_s = timeout_s
         self.address = ""
@@ -206,6 +209,9 @@ class NativeFront:
         self._metrics_asked = itertools.count(1)
         self._metrics_waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._stopping = False
+        self._binary = Path(BINARY_NAME)
+        self._slow_path = ""
+        self._restarting: asyncio.Task[None] | None = None
 
     def _config(self, slow_path: str) -> dict[str, Any]:
         settings = self.settings
@@ -226,23 +232,33 @@ class NativeFront:
     async def start(self, slow_path: str) -> None:
         """Start the child, feed it the whole table, return once it listens (its address in ``address``)."""
         try:
-            binary = front_binary(self.settings)
+            self._binary = front_binary(self.settings)
         except NativeFrontMissing as missing:
             # One line for people; the traceback is uvicorn's to print as the start-up fails.
             log.error("the native gRPC front is missing: not starting", reason=str(missing))  # noqa: TRY400
             raise
+        self._slow_path = slow_path
+        # From here every change of the table or the rotation is sent (to the child of the moment).
+        self.state.listeners.append(self._routing_changed)
+        self.rotation.listeners.append(self._rotation_changed)
+        try:
+            await self._spawn(f"{self.settings.host}:{self.settings.grpc_port}")
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _spawn(self, listen: str) -> None:
+        """One child on ``listen``, fed the whole table and rotation; returns once it listens."""
+        config = {**self._config(self._slow_path), "listen": listen}
         process = await asyncio.create_subprocess_exec(
-            str(binary),
+            str(self._binary),
             "--config",
-            json.dumps(self._config(slow_path)),
+            json.dumps(config),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=16 * 1024 * 1024,
         )
         self._process = process
-        # From here every change of the table or the rotation is sent; the whole table first.
-        self.state.listeners.append(self._routing_changed)
-        self.rotation.listeners.append(self._rotation_changed)
         self._send(
             {
                 "models": {
@@ -257,8 +273,27 @@ class NativeFront:
         try:
             self.address = await asyncio.wait_for(listening, _START_TIMEOUT_S)
         except BaseException:
-            await self.stop()
+            if process.returncode is None:  # started but not listening in time: not left behind
+                process.kill()
             raise
+
+    async def _restart(self) -> None:
+        """Start a new child on the same address after one died, retrying with a growing backoff until one listens
+        (or the replica stops)."""
+        backoff_s = _RESTART_BACKOFF_S[0]
+        while not self._stopping:
+            try:
+                await self._spawn(self.address)
+            except Exception as error:
+                log.error(  # noqa: TRY400 (one line for people; the reason is in it)
+                    "the native gRPC front could not be restarted", error=str(error), retry_in_s=backoff_s
+                )
+                await asyncio.sleep(backoff_s)  # a backoff between attempts, not a wait for a condition
+                backoff_s = min(backoff_s * 2, _RESTART_BACKOFF_S[1])
+                continue
+            self.metrics.grpc_front_restarts.inc()
+            log.info("the native gRPC front was restarted", address=self.address)
+            return
 
     def _send(self, message: dict[str, Any]) -> None:
         process = self._process
@@ -302,7 +337,8 @@ class NativeFront:
         if not listening.done():
             listening.set_exception(RuntimeError(f"the native gRPC front exited at start (exit code {code})"))
         elif not self._stopping:
-            log.error("the native gRPC front exited: gRPC clients get no answer", exit_code=code)
+            log.error("the native gRPC front exited: starting a new one on its address", exit_code=code)
+            self._restarting = asyncio.create_task(self._restart(), name="restart the native gRPC front")
 
     def _failed(self, failure: dict[str, Any]) -> None:
         """A Triton failure on the fast path, told to the rotation as the slow path's own would be."""
@@ -335,6 +371,10 @@ class NativeFront:
     async def stop(self) -> None:
         """Close its stdin (it stops serving, in-flight requests finish within its grace), kill it if it lingers."""
         self._stopping = True
+        if self._restarting is not None:
+            self._restarting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._restarting
         with contextlib.suppress(ValueError):
             self.state.listeners.remove(self._routing_changed)
         with contextlib.suppress(ValueError):

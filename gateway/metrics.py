@@ -102,6 +102,11 @@ class GatewayMetrics:
             ["scope"],
             registry=self.registry,
         )
+        self.grpc_front_restarts = Counter(
+            "gateway_grpc_front_restarts_total",
+            "Native gRPC front processes started again after one died (PROMOTER_GATEWAY_GRPC_FRONT=native).",
+            registry=self.registry,
+        )
         self.ready = Gauge("gateway_ready", "1 once the serving-state log is replayed.", registry=self.registry)
         self.routes = Gauge("gateway_routes", "Aliases currently routed.", registry=self.registry)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import signal
 import socket
 import uuid
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from tritonclient.utils import InferenceServerException
 
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import LOOPBACK
+from gateway.grpc_front import BINARY_NAME
 from gateway.routing_policy import client_bucket, weighted_alias
 from tests.gateway_harness import GatewayHandle, promote, ready_bytes, routing_bytes, running_gateways
 from tests.worker_harness import WorkerHandle, iris_frame, produce, register_iris, running_worker, wait_for
@@ -361,3 +364,34 @@ async def test_an_unreachable_triton_on_the_fast_path_is_answered_by_the_slow_pa
         assert {answer.model_version for answer in answers} == {str(world.latest["version"])}
         assert half.metric("gateway_requests_total", protocol="grpc", code="200") == 30
         assert half.metric("gateway_endpoint_ejections_total", endpoint=dead) >= 1
+
+
+def _front_child(gateway: GatewayHandle) -> int | None:
+    """The pid of ``gateway``'s native gRPC front (its child running promoter-grpc-front), if one runs."""
+    pid = gateway.process.pid
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if BINARY_NAME.encode() in command:
+            return int(child)
+    return None
+
+
+async def test_a_killed_native_front_is_started_again_on_the_same_port(world: World) -> None:
+    """SIGKILL of the Go child: the replica starts a new one on the same address, fed the whole table; gRPC
+    requests are answered again and the restart is counted."""
+    with running_gateways(world.stack, world.run_dir / "gw-restart", world.worker.env, ["gw-restart"]) as (gateway,):
+        killed = _front_child(gateway)
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        await wait_for(
+            lambda: _front_child(gateway) not in (None, killed), timeout_s=30, what="a new native front started"
+        )
+        async with grpc.aio.insecure_channel(gateway.grpc_address) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            answer = await stub.ModelInfer(through_request(world.model, ROWS[:1]), timeout=20, wait_for_ready=True)
+        assert answer.model_version == str(world.latest["version"])
+        assert gateway.metric("gateway_grpc_front_restarts_total") == 1
+        assert gateway.metric("gateway_requests_total", protocol="grpc", code="200") == 1  # counted by the new front
