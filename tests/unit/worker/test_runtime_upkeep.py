@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from schemas.promotion_rejected import ReasonCode
 from worker.errors import PermanentFailure, TransientFailure
@@ -100,14 +101,16 @@ async def test_preload_stages_the_runtime_and_loads_it_where_it_is_missing(tmp_p
     ],
 )
 async def test_a_failing_triton_does_not_stop_the_preload_elsewhere_nor_raise(
-    tmp_path: Path, failure: Exception, attempts: int, said: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, failure: Exception, attempts: int, said: str
 ) -> None:
     broken, healthy = Endpoint("down", failure=failure), Endpoint("healthy")
-    await _preload(tmp_path, broken, healthy)
+    with capture_logs() as logs:
+        await _preload(tmp_path, broken, healthy)
     assert healthy.loaded == {RUNTIME_MODEL}
     expected_loads = attempts if isinstance(failure, PermanentFailure) else 0  # down: its readiness check fails first
     assert len(broken.loads) == expected_loads
-    assert said in capsys.readouterr().out
+    (line,) = [line for line in logs if said in line["event"]]
+    assert line["endpoint"] == "down"
 
 
 async def test_preload_holds_the_runtimes_load_lock(tmp_path: Path) -> None:
