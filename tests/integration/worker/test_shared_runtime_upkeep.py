@@ -15,22 +15,12 @@ from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import free_ports
 from deploy.stack.process import ManagedProcess, stop_all, wait_all_ready
 from deploy.stack.triton_server import triton_spec_on_free_ports
-from tests.worker_harness import running_worker, wait_for
+from tests.worker_harness import ready_on, running_worker, wait_for
 from worker.shared_runtime import RUNTIME_MODEL, RUNTIME_PREFIX, runtime_config, stage_runtime
 from worker.staging import VERSION_DIR
 from worker.triton_backend.serving_spec import MARKER_FILE, SERVING_SPEC_FILE, ServingSpec
 
 pytestmark = pytest.mark.integration
-
-
-def _ready_on(url: str, model: str) -> bool:
-    client = triton_http.InferenceServerClient(url, network_timeout=10)
-    try:
-        return bool(client.is_model_ready(model))
-    except Exception:  # down or restarting: not ready
-        return False
-    finally:
-        client.close()
 
 
 async def test_the_runtime_is_preloaded_on_every_triton_at_start_and_a_dead_one_does_not_stop_the_worker(
@@ -43,17 +33,17 @@ async def test_the_runtime_is_preloaded_on_every_triton_at_start_and_a_dead_one_
     process.start()
     try:
         wait_all_ready([process])
-        assert not _ready_on(second, RUNTIME_MODEL), "a fresh Triton in explicit mode has nothing loaded"
+        assert not ready_on(second, RUNTIME_MODEL), "a fresh Triton in explicit mode has nothing loaded"
         endpoints = f"{local_stack.triton_http},{second},127.0.0.1:{dead_port}"
         with running_worker(
             local_stack, tmp_path / "worker", PROMOTER_TRITON_ENDPOINTS=endpoints, PROMOTER_WORKER_MAX_ATTEMPTS="2"
         ) as worker:  # ready (running_worker waited for /ready) although one endpoint is dead
             await wait_for(
-                lambda: _ready_on(second, RUNTIME_MODEL),
+                lambda: ready_on(second, RUNTIME_MODEL),
                 timeout_s=120,
                 what="the runtime preloaded, no promotion asked",
             )
-            assert _ready_on(local_stack.triton_http, RUNTIME_MODEL)
+            assert ready_on(local_stack.triton_http, RUNTIME_MODEL)
             await wait_for(
                 lambda: "gave up preloading the shared sklearn runtime" in worker.process.log_text(),
                 timeout_s=60,
@@ -97,12 +87,12 @@ async def test_an_old_releases_runtime_is_removed_once_no_version_delegates_to_i
     client = triton_http.InferenceServerClient(local_stack.triton_http, network_timeout=300, connection_timeout=300)
     try:
         client.load_model(unused)  # loaded, and nothing delegates to it: it only holds memory
-        assert _ready_on(local_stack.triton_http, unused)
+        assert ready_on(local_stack.triton_http, unused)
         with running_worker(local_stack, tmp_path / "worker") as worker:
             await wait_for(
                 lambda: not (repository / unused).exists(), timeout_s=60, what="the unused old runtime removed"
             )
-            assert not _ready_on(local_stack.triton_http, unused), "unloaded before its directory went"
+            assert not ready_on(local_stack.triton_http, unused), "unloaded before its directory went"
             assert (repository / used).is_dir(), "a version still delegates to it: kept"
             assert (repository / RUNTIME_MODEL).is_dir(), "this release's runtime is never removed"
             said = "removed an old shared sklearn runtime no version delegates to"
