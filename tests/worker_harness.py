@@ -17,6 +17,7 @@ import mlflow
 import mlflow.sklearn
 import numpy as np
 import sklearn
+import tritonclient.http as triton_http
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from mlflow import MlflowClient
 from sklearn.datasets import load_iris
@@ -65,6 +66,17 @@ def register_iris(tracking_uri: str, name: str, *, regularisation: float = 1.0, 
     version = info.registered_model_version
     assert version is not None
     return int(version)
+
+
+def ready_on(url: str, model: str) -> bool:
+    """True when the Triton at ``url`` reports ``model`` READY; False when it does not, or is down or restarting."""
+    client = triton_http.InferenceServerClient(url, network_timeout=10)
+    try:
+        return bool(client.is_model_ready(model))
+    except Exception:  # down or restarting: not ready
+        return False
+    finally:
+        client.close()
 
 
 def set_alias(tracking_uri: str, name: str, alias: str, version: int) -> None:

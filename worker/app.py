@@ -5,8 +5,10 @@ workers left in the (shared) model repository, create missing topics, rebuild th
 by replaying ``model.ready`` to its end, then join the consumer group on
 ``model.promotion.requested``. The replay keeps following the log afterwards, so promotions
 announced by other replicas are known here too.
-In the background: retirement of old versions, the fleet repair loop (every Triton endpoint
-holds what it should) with its status reports, and the registry reconcile loop.
+In the background: retirement of old versions, the shared sklearn runtime loaded on every Triton
+endpoint (never delaying readiness) and older releases' runtimes removed once unused, the fleet
+repair loop (every Triton endpoint holds what it should) with its status reports, and the
+registry reconcile loop.
 Run it with ``promoter-worker`` (uvicorn) or ``faststream run worker.app:app``.
 """
 
@@ -49,6 +51,7 @@ from worker.registry import Registry
 from worker.registry_reconcile import RegistryReconciler
 from worker.registry_writeback import RegistryWriteback
 from worker.retirement import RetirementPlanner, Retirer
+from worker.runtime_upkeep import preload_runtime, remove_unused_runtimes_forever
 from worker.service import PromotionService, Publisher
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
@@ -60,6 +63,7 @@ log = get_logger(__name__)
 REPLAY_TIMEOUT_S = 120.0
 MAX_BATCH_RECORDS = 100
 RETIREMENT_SWEEP_S = 1.0
+RUNTIME_SWEEP_S = 60.0  # an old sklearn runtime becomes unused when the last version of its release retires
 HEALTH_PING_TIMEOUT_S = 5.0
 
 
@@ -109,9 +113,11 @@ def _without_fleet_reports(
 
 @dataclass
 class Upkeep:
-    """The loops that keep the fleet and the aliases right: fleet repair, its status reports, registry reconcile."""
+    """The loops that keep the fleet and the aliases right: the shared runtime's preload and old runtimes'
+    removal, fleet repair, its status reports, registry reconcile."""
 
     settings: WorkerSettings
+    promoter: Promoter
     repairer: FleetRepairer
     reporter: FleetStatusReporter
     reconciler: RegistryReconciler
@@ -142,10 +148,11 @@ class Upkeep:
         reconciler = RegistryReconciler(
             promoter.registry, promoter.state, publisher, requests, settings.replica_id, metrics
         )
-        return cls(settings, repairer, reporter, reconciler)
+        return cls(settings, promoter, repairer, reporter, reconciler)
 
     async def start(self) -> None:
         """Call once the broker is connected: these loops publish."""
+        self.tasks += self._runtime_upkeep()
         await self.repairer.check_once()  # a Triton down at start-up is reported down, not fatal
         self.tasks += [
             asyncio.create_task(self.repairer.run_forever(self.settings.fleet_check_interval_s), name="fleet repair"),
@@ -154,6 +161,29 @@ class Upkeep:
         if self.settings.reconcile_interval_s > 0:
             interval_s = self.settings.reconcile_interval_s
             self.tasks.append(asyncio.create_task(self.reconciler.run_forever(interval_s), name="registry reconcile"))
+
+    def _runtime_upkeep(self) -> list[asyncio.Task[None]]:
+        """The shared sklearn runtime loaded everywhere now (not on the first promotion); older runtimes removed."""
+        fleet, repository, loads, lease = (
+            self.promoter.fleet,
+            self.promoter.repository,
+            self.promoter.loads,
+            self.promoter.lease,
+        )
+        preload = preload_runtime(
+            fleet.endpoints,
+            repository,
+            loads,
+            lease,
+            max_attempts=self.settings.max_attempts,
+            backoff_initial_s=self.settings.backoff_initial_s,
+            backoff_max_s=self.settings.backoff_max_s,
+        )
+        removal = remove_unused_runtimes_forever(fleet, repository, loads, lease, RUNTIME_SWEEP_S)
+        return [
+            asyncio.create_task(preload, name="shared runtime preload"),
+            asyncio.create_task(removal, name="old runtimes removal"),
+        ]
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -256,7 +286,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         # per partition up to the oldest record whose outcome the broker has not confirmed; on a
         # failure it rewinds there: unconfirmed answers are re-announced, nothing is lost.
         await batches.handle(list(msg.raw_message), cast("Consumer", msg.consumer))  # aiokafka's consumer
-        await retirer.run_once()
+        retirer.nudge()  # retire what this batch replaced, off the consume path: the next request is not held up
 
     _declare_publishers(broker, topics)
 

@@ -42,8 +42,6 @@ from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
 from worker.shared_runtime import load_runtime_first
 from worker.staging import (
-    MODEL_SUBDIR,
-    VERSION_DIR,
     DigestConflictError,
     StagingLease,
     recorded_digest,
@@ -103,7 +101,7 @@ class Promoter:
     ) -> ModelReadyData:
         """Make the requested version servable and return the ``model.ready`` payload to announce."""
         with clock.stage("resolve"):
-            resolved = await self.registry.resolve(request)
+            resolved = await self.registry.resolve(request, with_download_uri=self._will_download(request))
         # An alias request learns its version here: every later log line of this promotion names it.
         with structlog.contextvars.bound_contextvars(version=resolved.version):
             return await self._promote_resolved(resolved, request_event_id, clock)
@@ -116,7 +114,7 @@ class Promoter:
             model_name=request.model_name, version=request.version, origin=request.origin, requester=request.requester
         )
         with clock.stage("resolve"):
-            resolved = await self.registry.resolve(pinned)
+            resolved = await self.registry.resolve(pinned, with_download_uri=self._will_download(pinned))
         with structlog.contextvars.bound_contextvars(version=resolved.version):
             name = triton_model_name(resolved.model_name, resolved.version)
             ready = await self._make_servable(resolved, name, request_event_id, clock)
@@ -124,6 +122,12 @@ class Promoter:
             **servable_fields(ready),
             expires_at=utc_now() + timedelta(seconds=self.settings.prepared_ttl_s),
         )
+
+    def _will_download(self, request: PromotionRequestedData) -> bool:
+        """True when ``request`` pins a version this worker has not staged: its artifacts are looked up with it."""
+        if request.version is None:
+            return False
+        return self.state.known_model(triton_model_name(request.model_name, request.version)) is None
 
     async def _promote_resolved(
         self, resolved: ResolvedVersion, request_event_id: str, clock: StageClock
@@ -186,26 +190,29 @@ class Promoter:
                     ).with_tags(resolved.model_tags)
                 except InvalidModelTagError as error:
                     raise PermanentFailure(ReasonCode.UNSUPPORTED_SIGNATURE, str(error)) from None
-            with clock.stage("stage"):
-                try:
-                    staged = await asyncio.to_thread(
-                        stage_model,
-                        self.repository,
-                        name,
-                        mlflow_model_dir=model_dir,
-                        sha256=tree.sha256,
-                        config_pbtxt=render_config(name, plan.signature, batching, backend=plan.backend),
-                        serving_spec=plan.serving_spec,
-                        stage_files=plan.served_by.stage_files,
-                        metadata={"model_name": resolved.model_name, "version": resolved.version},
-                        lease=self.lease,
-                    )
-                except DigestConflictError as error:
-                    raise PermanentFailure(ReasonCode.DIGEST_CONFLICT, str(error)) from None
-            # MLflow's reference prediction is computed while Triton loads (both take ~1 s).
-            reference = asyncio.create_task(
-                asyncio.to_thread(prepare_case, staged.path / VERSION_DIR / MODEL_SUBDIR, plan.signature)
-            )
+            # MLflow's reference prediction for the parity proof is computed from the checked files while the
+            # version is staged and loaded: both take longer than staging, so the proof rarely waits for it.
+            reference = asyncio.create_task(asyncio.to_thread(prepare_case, model_dir, plan.signature))
+            try:
+                with clock.stage("stage"):
+                    try:
+                        await asyncio.to_thread(
+                            stage_model,
+                            self.repository,
+                            name,
+                            mlflow_model_dir=model_dir,
+                            sha256=tree.sha256,
+                            config_pbtxt=render_config(name, plan.signature, batching, backend=plan.backend),
+                            serving_spec=plan.serving_spec,
+                            stage_files=plan.served_by.stage_files,
+                            metadata={"model_name": resolved.model_name, "version": resolved.version},
+                            lease=self.lease,
+                        )
+                    except DigestConflictError as error:
+                        raise PermanentFailure(ReasonCode.DIGEST_CONFLICT, str(error)) from None
+            except BaseException:
+                reference.cancel()
+                raise
             try:
                 with self.loads.promoting(name):
                     with clock.stage("load"):
@@ -236,11 +243,11 @@ class Promoter:
             await self.fleet.load_everywhere(name)
 
     async def _prove(self, name: str, case: ParityCase, signature: SignatureSummary) -> None:
-        """Run the parity case through every Triton endpoint."""
-        for endpoint in self.fleet.endpoints:
-            await prove_on(
-                endpoint, name, case, signature, rtol=self.settings.parity_rtol, atol=self.settings.parity_atol
-            )
+        """Run the parity case through every Triton endpoint, all at once."""
+        rtol, atol = self.settings.parity_rtol, self.settings.parity_atol
+        await asyncio.gather(
+            *(prove_on(endpoint, name, case, signature, rtol=rtol, atol=atol) for endpoint in self.fleet.endpoints)
+        )
 
     async def _unload_unless_routed(self, name: str) -> None:
         if self.state.is_routed(name):

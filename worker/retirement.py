@@ -14,6 +14,7 @@ Which gateways are live and what they route comes from :class:`worker.gateway_vi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -105,6 +106,11 @@ class Retirer:
         self.lease = lease
         self.metrics = metrics
         self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    def nudge(self) -> None:
+        """Sweep now rather than at the next interval (a batch of promotions just finished)."""
+        self._wake.set()
 
     async def run_once(self) -> list[str]:
         """Retire every model due now; one model's failure neither stops the others nor raises."""
@@ -139,9 +145,12 @@ class Retirer:
         log.exception(event, **context)
 
     async def run_forever(self, interval_s: float) -> None:
+        """Sweep when nudged, and every ``interval_s`` (grace periods, gateway silence, prepared versions expiring)."""
         while True:
+            self._wake.clear()
             try:
                 await self.run_once()
             except Exception:  # the planner itself failed; a sweep must never kill the loop
                 self._unexpected("retirement sweep failed; retried at the next sweep")
-            await asyncio.sleep(interval_s)  # periodic sweep for grace periods and gateway silence
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval_s)

@@ -20,6 +20,7 @@ from tests.worker_harness import (
     events_about,
     iris_frame,
     produce,
+    ready_on,
     register_iris,
     request_bytes,
     running_worker,
@@ -30,16 +31,6 @@ from tests.worker_harness import (
 pytestmark = pytest.mark.integration
 
 READY = "io.modelpromoter.model.ready.v1"
-
-
-def _ready_on(url: str, model: str) -> bool:
-    client = triton_http.InferenceServerClient(url, network_timeout=5)
-    try:
-        return bool(client.is_model_ready(model))
-    except Exception:  # down or restarting: not ready
-        return False
-    finally:
-        client.close()
 
 
 def _predict(url: str, model: str) -> np.ndarray:  # type: ignore[type-arg]
@@ -89,7 +80,7 @@ async def test_a_triton_restarted_empty_gets_every_routed_model_back(local_stack
             )
             (ready,) = await events_about(bootstrap, worker.topic("model_ready"), name, event_type=READY)
             model = ready["data"]["triton_model_name"]
-            assert _ready_on(second, model), "a promotion loads on every endpoint"
+            assert ready_on(second, model), "a promotion loads on every endpoint"
 
             processes[0].kill()
             await wait_for(processes[0].gone, timeout_s=30, what="the second Triton is gone after SIGKILL")
@@ -99,7 +90,7 @@ async def test_a_triton_restarted_empty_gets_every_routed_model_back(local_stack
             assert f"Triton {second} — down since" in status
 
             processes.append(_start(spec, tmp_path / "second-triton-restarted.log"))  # same ports, nothing loaded
-            await wait_for(lambda: _ready_on(second, model), timeout_s=120, what="the routed model back on it")
+            await wait_for(lambda: ready_on(second, model), timeout_s=120, what="the routed model back on it")
             await wait_for(lambda: _state_is(worker, second, "in_sync"), timeout_s=30, what="endpoint in sync")
 
             assert worker.metric("promoter_fleet_repairs_total", endpoint=second, outcome="repaired") == 1

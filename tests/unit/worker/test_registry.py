@@ -150,20 +150,25 @@ async def test_a_4xx_answer_is_permanent_with_its_own_reason(client: Any, reason
     assert words in caught.value.message
 
 
+class FailingArtifacts:
+    """Stands in for MLflow's artifact repository: every download answers HTTP ``status``."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    def download_artifacts(self, artifact_path: str, dst_path: str | None = None) -> str:
+        raise _http_error(self.status)
+
+
 async def test_a_4xx_artifact_download_is_refused_and_a_5xx_retried(tmp_path: Path) -> None:
-    resolved = ResolvedVersion(model_name="iris", alias="champion", version=1, run_id=None, source="")
-
-    def download(status: int) -> Any:
-        def failing(**_: Any) -> str:
-            raise _http_error(status)
-
-        return failing
-
+    resolved = ResolvedVersion(
+        model_name="iris", alias="champion", version=1, run_id=None, source="", download_uri="mlflow-artifacts:/1/m"
+    )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("mlflow.artifacts.download_artifacts", download(403))
+        patch.setattr("worker.registry.get_artifact_repository", lambda *_, **__: FailingArtifacts(403))
         with pytest.raises(PermanentFailure) as refused:
             await registry(FailingClient(TypeError())).download(resolved, tmp_path)
-        patch.setattr("mlflow.artifacts.download_artifacts", download(502))
+        patch.setattr("worker.registry.get_artifact_repository", lambda *_, **__: FailingArtifacts(502))
         with pytest.raises(TransientFailure):
             await registry(FailingClient(TypeError())).download(resolved, tmp_path)
     assert refused.value.reason == ReasonCode.REGISTRY_REFUSED
@@ -177,3 +182,49 @@ async def test_a_real_client_against_a_closed_port_is_transient() -> None:
     real = Registry(MLflowSettings(tracking_uri=f"http://127.0.0.1:{port}", request_timeout_s=2))
     with pytest.raises(TransientFailure, match="MLflow registry call failed"):
         await real.resolve(REQUEST)
+
+
+class PinnedClient:
+    """The model exists; the version and its artifact location fail with ``version_error``; calls are recorded."""
+
+    def __init__(self, version_error: Exception | None = None) -> None:
+        self.version_error = version_error
+        self.calls: list[str] = []
+
+    def get_registered_model(self, name: str) -> RegisteredModel:
+        self.calls.append("registered model")
+        return RegisteredModel(name)
+
+    def get_model_version(self, name: str, version: str) -> ModelVersion:
+        self.calls.append("version")
+        if self.version_error is not None:
+            raise self.version_error
+        return ModelVersion(name, version, creation_timestamp=0, source="models:/m-1", status="READY")
+
+    def get_model_version_download_uri(self, name: str, version: str) -> str:
+        self.calls.append("download uri")
+        if self.version_error is not None:
+            raise self.version_error
+        return f"mlflow-artifacts:/0/models/m-1/artifacts/{name}-{version}"
+
+
+PINNED = PromotionRequestedData(model_name="iris", alias="champion", version=3, requester="tests", origin="cli")
+
+
+async def test_a_pinned_version_to_download_is_resolved_with_its_artifact_location() -> None:
+    client = PinnedClient()
+    resolved = await registry(client).resolve(PINNED, with_download_uri=True)
+    assert resolved.version == 3
+    assert resolved.download_uri == "mlflow-artifacts:/0/models/m-1/artifacts/iris-3"
+    assert sorted(client.calls) == ["download uri", "registered model", "version"]
+    plain = PinnedClient()
+    assert (await registry(plain).resolve(PINNED)).download_uri is None  # nothing to download: no lookup
+    assert "download uri" not in plain.calls
+
+
+async def test_a_missing_version_is_reported_once_whichever_call_fails_first() -> None:
+    client = PinnedClient(rest("RESOURCE_DOES_NOT_EXIST", "no version 3"))
+    with pytest.raises(PermanentFailure) as caught:
+        await registry(client).resolve(PINNED, with_download_uri=True)
+    assert caught.value.reason == ReasonCode.VERSION_NOT_FOUND
+    assert caught.value.message == "model 'iris' has no version 3 in MLflow"

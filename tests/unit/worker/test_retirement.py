@@ -213,3 +213,37 @@ async def test_a_failing_sweep_never_stops_the_loop(tmp_path: Path) -> None:
         loop.cancel()
         with suppress(asyncio.CancelledError):
             await loop
+
+
+async def test_a_nudge_sweeps_at_once_rather_than_at_the_next_interval(tmp_path: Path) -> None:
+    """After each batch the consumer nudges the loop instead of sweeping itself, so the next request is not held up."""
+    plan, _, state, _ = planner()
+    fleet = FakeFleet()
+    sweep, _ = retirer(plan, fleet, tmp_path)
+    sweeps = 0
+    due = plan.due
+
+    def counted() -> list[str]:
+        nonlocal sweeps
+        sweeps += 1
+        return due()
+
+    plan.due = counted  # type: ignore[method-assign]
+    loop = asyncio.create_task(sweep.run_forever(interval_s=3600))
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while sweeps < 1:  # the first sweep runs at start
+            assert asyncio.get_running_loop().time() < deadline, "the first sweep did not run within 10 s"
+            await asyncio.sleep(0.01)  # poll
+        for generation, version in enumerate((1, 2, 3)):
+            state.apply(ready(version, generation))
+        sweep.nudge()
+        while not fleet.unloaded:  # an hour before the next periodic sweep
+            assert asyncio.get_running_loop().time() < deadline, "the nudged sweep did not run within 10 s"
+            await asyncio.sleep(0.01)  # poll
+        assert sweeps == 2
+        assert "iris--v1" in fleet.unloaded
+    finally:
+        loop.cancel()
+        with suppress(asyncio.CancelledError):
+            await loop
