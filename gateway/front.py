@@ -53,7 +53,7 @@ class GatewayFront:
         probe = self.probes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
         if probe is not None:
             status, document = probe()
-            await _send_json(send, status, json.dumps(document).encode())
+            await _send_json(send, status, json.dumps(document, separators=(",", ":")).encode())  # as JSONResponse
             return
         try:
             api = await self.api()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from gateway.replica import GatewayReplica
     from gateway.settings import GatewayConfig
 
+STARTUP_FAILURE = 3  # uvicorn's exit code for a failed start-up
 SERVING_MODULES = ("uvicorn", "gateway.app")
 """Imported in a worker thread while the replay runs."""
 
@@ -70,6 +72,8 @@ async def serve(config: GatewayConfig) -> None:
     finally:
         collect.cancel()
         gc.enable()
+    if not server.started:  # as uvicorn.run: a start-up that failed (e.g. Kafka refused us) exits 3
+        sys.exit(STARTUP_FAILURE)
 
 
 def _server(config: GatewayConfig, replica: GatewayReplica) -> uvicorn.Server:
