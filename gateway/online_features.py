@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.settings import FeatureSource
 from runtime.logging import get_logger
 from runtime.metrics import LATENCY_BUCKETS_S
 
@@ -35,32 +35,6 @@ log = get_logger(__name__)
 ONLINE_FEATURES_PATH = "/get-online-features"
 #: Why a lookup fell back to the payload alone.
 FALLBACK_REASONS = ("timeout", "unreachable", "error")
-
-
-class FeatureSource(BaseModel):
-    """Where one model's features live in Feast (one entry of ``PROMOTER_GATEWAY_FEAST_MODELS``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    entity_key: str = Field(min_length=1, description="Feast join key the records carry, e.g. iris_id.")
-    features: dict[str, str] = Field(
-        min_length=1,
-        description="Signature column -> Feast feature reference 'feature_view:feature'.",
-    )
-    feature_service: str | None = Field(
-        None, min_length=1, description="Ask Feast for this feature service instead of the references."
-    )
-
-    @model_validator(mode="after")
-    def _references(self) -> FeatureSource:
-        bad = sorted(column for column, ref in self.features.items() if ref.count(":") != 1 or ref.startswith(":"))
-        if bad:
-            raise ValueError(f"features[{bad[0]!r}]: expected a Feast reference 'feature_view:feature'")
-        return self
-
-    def feature_name(self, column: str) -> str:
-        """The name Feast answers with for ``column`` (the reference without its view)."""
-        return self.features[column].split(":", 1)[1]
 
 
 class MissingFeatures(ValueError):
@@ -212,11 +186,6 @@ class OnlineFeatures:
         if misses:
             self.metrics.misses.labels(model).inc(misses)
         return _Lookup(values=answer)
-
-
-async def close_online_features(online_features: OnlineFeatures | None) -> None:
-    if online_features is not None:
-        await online_features.close()
 
 
 class FeatureStoreError(Exception):

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi.responses import Response
+from starlette.responses import Response
 from starlette.types import Send
 
 from gateway.routing_table import Route

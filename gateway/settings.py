@@ -3,15 +3,41 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from gateway.online_features import FeatureSource
 from gateway.triton_connections import Endpoint
-from runtime.settings import PromoterSettings, comma_list
+from runtime.settings import KafkaSettings, PromoterSettings, TopicSettings, TritonSettings, comma_list
 from schemas.names import Alias
+
+
+class FeatureSource(BaseModel):
+    """Where one model's features live in Feast (one entry of ``PROMOTER_GATEWAY_FEAST_MODELS``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entity_key: str = Field(min_length=1, description="Feast join key the records carry, e.g. iris_id.")
+    features: dict[str, str] = Field(
+        min_length=1,
+        description="Signature column -> Feast feature reference 'feature_view:feature'.",
+    )
+    feature_service: str | None = Field(
+        None, min_length=1, description="Ask Feast for this feature service instead of the references."
+    )
+
+    @model_validator(mode="after")
+    def _references(self) -> FeatureSource:
+        bad = sorted(column for column, ref in self.features.items() if ref.count(":") != 1 or ref.startswith(":"))
+        if bad:
+            raise ValueError(f"features[{bad[0]!r}]: expected a Feast reference 'feature_view:feature'")
+        return self
+
+    def feature_name(self, column: str) -> str:
+        """The name Feast answers with for ``column`` (the reference without its view)."""
+        return self.features[column].split(":", 1)[1]
 
 
 class GatewaySettings(PromoterSettings):
@@ -105,3 +131,17 @@ class GatewaySettings(PromoterSettings):
 def _next_port(endpoint: str) -> str:
     parsed = Endpoint.parse(endpoint)
     return Endpoint(parsed.host, parsed.port + 1, parsed.tls).authority
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Every setting a gateway replica reads, loaded once from the environment."""
+
+    kafka: KafkaSettings
+    topics: TopicSettings
+    triton: TritonSettings
+    gateway: GatewaySettings
+
+    @classmethod
+    def from_env(cls) -> GatewayConfig:
+        return cls(KafkaSettings(), TopicSettings(), TritonSettings(), GatewaySettings())

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
 
 from runtime.logging import get_logger
 from schemas.field_problems import describe, field_problems
+
+if TYPE_CHECKING:  # FastAPI is imported by the apps that use it, not by every user of the error shape
+    from fastapi import FastAPI, Request
 
 log = get_logger(__name__)
 
@@ -46,6 +47,7 @@ def invalid_fields(errors: Sequence[Mapping[str, Any]]) -> str:
 
 def answer_errors_in_one_shape(app: FastAPI) -> None:
     """FastAPI's own answers (404 unknown path, 405 wrong method, 422 invalid request, 500) as ``{"error": ...}``."""
+    from fastapi.exceptions import RequestValidationError  # noqa: PLC0415 - see the imports
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:

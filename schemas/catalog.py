@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from schemas.dead_letter_replayed import DeadLetterReplayed
 from schemas.envelope import CloudEvent
@@ -58,7 +58,28 @@ def _describe(error: ValidationError) -> InvalidEventError:
     )
 
 
+class _EventType(BaseModel):
+    """Only the CloudEvents ``type`` of an event: read without building the rest of the document in Python (a
+    quarter of the cost of ``json.loads`` on a ``model.ready``; a gateway's replay reads thousands)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+
+
 def _event_class(raw: bytes | str, allowed: tuple[type[CloudEvent], ...]) -> type[CloudEvent]:
+    try:
+        event_type = _EventType.model_validate_json(raw).type
+    except ValidationError:  # not JSON, not an object, no type: the full reading below says which
+        event_type = _event_type_or_error(raw)
+    cls = EVENTS_BY_TYPE.get(event_type)
+    if cls is None or cls not in allowed:
+        expected = ", ".join(sorted(c.event_type for c in allowed))
+        raise InvalidEventError(f"type: unexpected event type {event_type[:200]!r}; expected {expected}", ("type",))
+    return cls
+
+
+def _event_type_or_error(raw: bytes | str) -> str:
     try:
         document = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -68,11 +89,7 @@ def _event_class(raw: bytes | str, allowed: tuple[type[CloudEvent], ...]) -> typ
     event_type = document.get("type")
     if not isinstance(event_type, str):
         raise InvalidEventError("type: missing or not a string (the CloudEvents 'type' attribute)", ("type",))
-    cls = EVENTS_BY_TYPE.get(event_type)
-    if cls is None or cls not in allowed:
-        expected = ", ".join(sorted(c.event_type for c in allowed))
-        raise InvalidEventError(f"type: unexpected event type {event_type[:200]!r}; expected {expected}", ("type",))
-    return cls
+    return event_type
 
 
 def parse_event(raw: bytes | str, expected: type[EventT]) -> EventT:

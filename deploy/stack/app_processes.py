@@ -84,7 +84,7 @@ def gateway_spec(
         "PROMOTER_GATEWAY_GATEWAY_ID": name,
     }
     spec = _http_service(
-        "gateway.app",
+        "gateway.start",
         {**env, **own},
         name=name,
         port=port,

@@ -20,10 +20,10 @@ from pydantic import ValidationError
 from gateway.endpoint_rotation import Backoff
 from gateway.inference import InferenceService
 from gateway.metrics import GatewayMetrics
-from gateway.online_features import FeatureMetrics, FeatureSource, MissingFeatures, OnlineFeatures
+from gateway.online_features import FeatureMetrics, MissingFeatures, OnlineFeatures
 from gateway.predict_api import build_predict_router
 from gateway.routing_table import RoutingState
-from gateway.settings import GatewaySettings
+from gateway.settings import FeatureSource, GatewaySettings
 from gateway.upstream import TritonUpstream
 from runtime.settings import TritonSettings
 from tests.paths import REPO

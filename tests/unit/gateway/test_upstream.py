@@ -17,7 +17,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.routing_table import RoutingState
 from gateway.settings import GatewaySettings
 from gateway.upstream import TritonUpstream, UpstreamError
-from gateway.v2_api import InferFastPath, build_v2_router
+from gateway.v2_api import InferFastPath
+from gateway.v2_routes import build_v2_router
 from runtime.settings import TritonSettings
 from tests.unit.gateway.test_routing import ready
 

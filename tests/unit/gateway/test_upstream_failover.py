@@ -23,7 +23,8 @@ from gateway.predict_api import build_predict_router
 from gateway.routing_table import RoutingState
 from gateway.settings import GatewaySettings
 from gateway.upstream import TritonUpstream, UpstreamError
-from gateway.v2_api import InferFastPath, build_v2_router
+from gateway.v2_api import InferFastPath
+from gateway.v2_routes import build_v2_router
 from runtime.settings import TritonSettings
 from tests.unit.gateway.test_request_merging import request_body, triton_answer
 from tests.unit.gateway.test_routing import ready

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import pytest
 from pydantic_settings import BaseSettings
 
-from gateway import app as gateway_app
+from gateway import start as gateway_start
 from gateway.settings import GatewaySettings
 from ingress import app as ingress_app
 from ingress.settings import IngressSettings
@@ -26,7 +26,7 @@ SERVICES: dict[str, tuple[Main, str, list[type[BaseSettings]]]] = {
         [KafkaSettings, TopicSettings, MLflowSettings, TritonSettings, WorkerSettings, LogSettings],
     ),
     "promoter-gateway": (
-        gateway_app.main,
+        gateway_start.main,
         "gateway replica",
         [KafkaSettings, TopicSettings, TritonSettings, GatewaySettings, LogSettings],
     ),
