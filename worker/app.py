@@ -201,6 +201,13 @@ def _declare_publishers(broker: KafkaBroker, topics: TopicSettings) -> None:
 def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     config = config or WorkerConfig.from_env()
     kafka, topics = config.kafka, config.topics
+    if config.worker.concurrency > 1 and config.triton.protocol == "http":
+        log.warning(
+            "Triton's HTTP server holds a thread for the whole of a model load, and loads whose connections "
+            "share a thread run one after another: set PROMOTER_TRITON_PROTOCOL=grpc (and the gRPC ports in "
+            "PROMOTER_TRITON_ENDPOINTS) for PROMOTER_WORKER_CONCURRENCY above 1 to load several models at once",
+            concurrency=config.worker.concurrency,
+        )
     broker = kafka_broker(kafka, description="model-promoter worker: promotion requests in, outcomes out")
     metrics = WorkerMetrics()
     state = ServingState(max_prepared_per_model=config.worker.max_prepared_versions)
