@@ -60,6 +60,7 @@ log = get_logger(__name__)
 
 REPLAY_TIMEOUT_S = 120.0
 MAX_BATCH_RECORDS = 100
+REBALANCE_TIMEOUT_MS = 300_000  # Kafka's own consumers use max.poll.interval.ms (5 minutes) for it
 RETIREMENT_SWEEP_S = 1.0
 HEALTH_PING_TIMEOUT_S = 5.0
 
@@ -246,6 +247,11 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         session_timeout_ms=kafka.session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+        # How long the group waits for this member to re-join: the revocation waits for the promotions in
+        # flight first. aiokafka's default is the session timeout (10 s): a member whose promotions took
+        # longer was evicted, its partitions went to the other member, and both served the same requests
+        # (15 duplicate decisions of 64 with the machine's load average at 15).
+        rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
         listener=RevocationListener(batches),  # a rebalance waits for the promotions in flight, then commits
         title="promotion requests",
         description=(
