@@ -62,6 +62,7 @@ log = get_logger(__name__)
 
 REPLAY_TIMEOUT_S = 120.0
 MAX_BATCH_RECORDS = 100
+REBALANCE_TIMEOUT_MS = 300_000  # Kafka's own consumers use max.poll.interval.ms (5 minutes) for it
 RETIREMENT_SWEEP_S = 1.0
 RUNTIME_SWEEP_S = 60.0  # an old sklearn runtime becomes unused when the last version of its release retires
 HEALTH_PING_TIMEOUT_S = 5.0
@@ -235,6 +236,13 @@ def _declare_publishers(broker: KafkaBroker, topics: TopicSettings) -> None:
 def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     config = config or WorkerConfig.from_env()
     kafka, topics = config.kafka, config.topics
+    if config.worker.concurrency > 1 and config.triton.protocol == "http":
+        log.warning(
+            "Triton's HTTP server holds a thread for the whole of a model load, and loads whose connections "
+            "share a thread run one after another: set PROMOTER_TRITON_PROTOCOL=grpc (and the gRPC ports in "
+            "PROMOTER_TRITON_ENDPOINTS) for PROMOTER_WORKER_CONCURRENCY above 1 to load several models at once",
+            concurrency=config.worker.concurrency,
+        )
     broker = kafka_broker(kafka, description="model-promoter worker: promotion requests in, outcomes out")
     metrics = WorkerMetrics()
     state = ServingState(max_prepared_per_model=config.worker.max_prepared_versions)
@@ -245,7 +253,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     promoter = Promoter(config.worker, config.triton, registry, fleet, state, ModelLoads(), lease)
     writeback = _writeback(config.worker, registry, metrics)
     service = PromotionService(config.worker, topics, promoter, state, broker, metrics, writeback)
-    batches = ConcurrentBatches(service, config.worker.concurrency)
+    batches = ConcurrentBatches(service, config.worker.concurrency, max_records=MAX_BATCH_RECORDS)
     replayer = TopicReplayer(kafka, [topics.model_ready], service.apply_log_record)
     gateways = GatewayView()
     gateway_status = TopicReplayer(kafka, [topics.gateway_status], _without_fleet_reports(gateways.apply))
@@ -273,6 +281,11 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
         fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         session_timeout_ms=kafka.session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+        # How long the group waits for this member to re-join: the revocation waits for the promotions in
+        # flight first. aiokafka's default is the session timeout (10 s): a member whose promotions took
+        # longer was evicted, its partitions went to the other member, and both served the same requests
+        # (15 duplicate decisions of 64 with the machine's load average at 15).
+        rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
         listener=RevocationListener(batches),  # a rebalance waits for the promotions in flight, then commits
         title="promotion requests",
         description=(

@@ -38,6 +38,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy.stack.local_stack import LocalStack
+from deploy.stack.process import cpu_seconds, group_members
 from schemas.topics import PROMOTION_REQUESTED
 from tests.benchmarks.bench_files import merge_figures
 from tests.worker_harness import (
@@ -53,6 +54,16 @@ from tests.worker_harness import (
 
 READY = "io.modelpromoter.model.ready.v1"
 SERVED_TIMEOUT_S = 900.0
+
+
+def over_grpc(stack: LocalStack) -> dict[str, str]:
+    """The worker's settings to reach Triton over gRPC, as README recommends for concurrent promotions.
+
+    Triton's HTTP server holds a thread for the whole of a model load, and loads whose connections
+    share a thread queue behind each other (4 concurrent loads ran 1, 2, 3 or 4 at once over HTTP,
+    always 4 over gRPC).
+    """
+    return {"PROMOTER_TRITON_PROTOCOL": "grpc", "PROMOTER_TRITON_ENDPOINTS": stack.triton_grpc}
 
 
 def register_models(stack: LocalStack, prefix: str, count: int) -> dict[str, int]:
@@ -144,30 +155,43 @@ async def request_all(worker: WorkerHandle, stack: LocalStack, models: dict[str,
     return ids, sent
 
 
-def cpu_seconds(process_groups: set[int]) -> float:
-    """CPU seconds (user + system) used so far by the live processes of ``process_groups`` (Linux /proc)."""
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, ...
-        except OSError:  # gone meanwhile
-            continue
-        if int(fields[2]) in process_groups:
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+STUB_COMM = "triton_python_b"  # /proc/<pid>/comm of Triton's python-backend stubs (15 characters)
+
+
+def is_stub(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().startswith(STUB_COMM)
+    except OSError:  # gone meanwhile
+        return False
+
+
+def cpu_by_component(groups: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by the live processes of each named process group, and by this client.
+
+    Triton's python-backend stubs (in Triton's group) are counted apart, as ``triton_stubs``.
+    """
+    used = {"client": cpu_seconds([os.getpid()])}
+    for name, pgid in groups.items():
+        members = group_members(pgid)
+        stubs = [pid for pid in members if name == "tritonserver" and is_stub(pid)]
+        used[name] = cpu_seconds(pid for pid in members if pid not in stubs)
+        if stubs:
+            used["triton_stubs"] = cpu_seconds(stubs)
+    return used
 
 
 async def served_seconds(
     stack: LocalStack, run_dir: Path, models: dict[str, int], concurrency: int
-) -> tuple[float, float]:
-    """Seconds from the requests' publication until every model is served; CPU seconds the stack used meanwhile.
+) -> tuple[float, dict[str, float]]:
+    """Seconds from the requests' publication until every model is served; CPU seconds per component meanwhile.
 
-    The CPU is that of the worker, Triton (with its python-backend stubs), MLflow and Kafka: on this
-    2-core machine their sum over the wall time says how much room a higher concurrency had.
+    The components are the worker, Triton (its python-backend stubs apart), MLflow, Kafka and this
+    client: on this 2-core machine their sum over the wall time says how much room a higher
+    concurrency had, and which one grew.
     """
-    with running_worker(stack, run_dir, PROMOTER_WORKER_CONCURRENCY=str(concurrency)) as w:
-        groups = {ids["pgid"] for ids in stack.pids().values()} | {w.process.pgid}
-        cpu_before = cpu_seconds(groups)
+    with running_worker(stack, run_dir, PROMOTER_WORKER_CONCURRENCY=str(concurrency), **over_grpc(stack)) as w:
+        groups = {name: ids["pgid"] for name, ids in stack.pids().items()} | {"worker": w.process.pgid}
+        cpu_before = cpu_by_component(groups)
         ids, sent = await request_all(w, stack, models)
         await read_until(
             stack.kafka_bootstrap_servers,
@@ -175,13 +199,37 @@ async def served_seconds(
             lambda records: all(answers(records)[i] >= 1 for i in ids),
             timeout_s=SERVED_TIMEOUT_S,
         )
-        return time.monotonic() - sent, cpu_seconds(groups) - cpu_before
+        wall = time.monotonic() - sent
+        after = cpu_by_component(groups)
+        return wall, {name: seconds - cpu_before.get(name, 0.0) for name, seconds in after.items()}
+
+
+def cpu_figures(used: dict[str, float], count: int, wall_s: float, concurrency: int) -> dict[str, float]:
+    """The stack's CPU per promotion, in all and per component, and the cores it kept busy."""
+    total = sum(used.values())
+    suffix = f"concurrency_{concurrency}"
+    return {
+        f"parallel_cpu_per_promotion_{suffix}_s": round(total / count, 3),
+        f"parallel_cores_busy_{suffix}": round(total / wall_s, 2),
+        **{f"parallel_cpu_{name}_{suffix}_s": round(seconds, 2) for name, seconds in sorted(used.items())},
+    }
+
+
+def mean_stage_seconds(log_file: Path) -> dict[str, float]:
+    """The mean of each stage of the promotions served (from the replica's log)."""
+    stages: dict[str, list[float]] = {}
+    for line in served_lines(log_file):
+        for stage, seconds in line.get("stages", {}).items():
+            stages.setdefault(stage, []).append(seconds)
+    return {stage: round(sum(values) / len(values), 3) for stage, values in stages.items()}
 
 
 async def rebalance_figures(stack: LocalStack, run_dir: Path, models: dict[str, int]) -> dict[str, int]:
     """Two replicas, the second joining mid-way: decisions beyond one per request, re-answers, requests lost."""
     first_dir, second_dir = run_dir / "first", run_dir / "second"
-    with running_worker(stack, first_dir, PROMOTER_WORKER_CONCURRENCY="4", PROMOTER_WORKER_REPLICA_ID="first") as first:
+    with running_worker(
+        stack, first_dir, PROMOTER_WORKER_CONCURRENCY="4", PROMOTER_WORKER_REPLICA_ID="first", **over_grpc(stack)
+    ) as first:
         ids, _ = await request_all(first, stack, models)
         ready_topic = first.topic("model_ready")
         await read_until(  # the first replica is mid-way: some served, the rest in flight or queued
@@ -194,6 +242,7 @@ async def rebalance_figures(stack: LocalStack, run_dir: Path, models: dict[str, 
             PROMOTER_WORKER_CONCURRENCY="4",
             PROMOTER_WORKER_REPLICA_ID="second",
             **same_group,
+            **over_grpc(stack),
         ):
             records = await read_until(
                 stack.kafka_bootstrap_servers,
@@ -246,15 +295,21 @@ async def measure(stack: LocalStack, run_dir: Path, count: int, rebalance_models
     unload_all(stack)
     rebalance = await rebalance_figures(stack, run_dir / "rebalance", register_models(stack, "reb", rebalance_models))
     unload_all(stack)
+    stages = {
+        f"parallel_stage_{stage}_mean_concurrency_{c}_s": seconds
+        for c in (1, 4)
+        for stage, seconds in mean_stage_seconds(run_dir / f"c{c}" / "worker.log").items()
+    }
     return {
         "parallel_models": count,
         "parallel_concurrency_1_s": round(one_at_a_time, 2),
         "parallel_concurrency_4_s": round(four_at_once, 2),
         "parallel_ratio_50_models": round(four_at_once / one_at_a_time, 3),
-        "parallel_cpu_per_promotion_concurrency_1_s": round(cpu_1 / count, 3),
-        "parallel_cpu_per_promotion_concurrency_4_s": round(cpu_4 / count, 3),
+        **cpu_figures(cpu_1, count, one_at_a_time, 1),
+        **cpu_figures(cpu_4, count, four_at_once, 4),
         "parallel_load_mean_concurrency_1_s": mean_load_seconds(run_dir / "c1" / "worker.log"),
         "parallel_load_mean_concurrency_4_s": mean_load_seconds(run_dir / "c4" / "worker.log"),
+        **stages,
         **rebalance,
     }
 

@@ -213,3 +213,61 @@ async def test_a_failed_confirmation_commits_nothing_and_rewinds_to_the_watermar
     assert served(publisher) == [("a", 1), ("b", 1)], "published, never confirmed"
     assert consumer.commits == []
     assert consumer.seeks == [(TP0, 0)], "both are fetched again"
+
+
+async def test_records_fetched_while_a_slot_is_free_join_the_batch_under_way() -> None:
+    promoter = GatedPromoter(gated=("slow", "a"))
+    handler, publisher = batches(promoter, concurrency=3)
+    consumer = FakeConsumer(promoter.progress)
+    work = asyncio.create_task(handler.handle([request("slow", 1, 0)], consumer))  # a batch of one record
+    await until(promoter.progress, lambda: promoter.started == [("slow", 1)])
+
+    consumer.arrive(request("a", 1, 1), request("b", 1, 2))
+    await until(promoter.progress, lambda: ("b", 1) in promoter.finished)
+    assert ("slow", 1) not in promoter.finished, "b was promoted while the first batch's promotion ran"
+    consumer.arrive(request("a", 2, 3, alias="challenger"))  # joins a's lane: after a v1, never beside it
+    await until(promoter.progress, lambda: consumer.fetches >= 3)  # the third fetch took it
+    assert promoter.started == [("slow", 1), ("a", 1), ("b", 1)]
+
+    promoter.gates["a"].set()
+    await until(promoter.progress, lambda: ("a", 2) in promoter.finished)
+    assert consumer.commits[-1] == {TP0: 0}, "nothing past the slow model's unfinished record"
+    promoter.gates["slow"].set()
+    await work
+
+    assert [v for m, v in served(publisher) if m == "a"] == [1, 2]
+    assert consumer.commits[-1] == {TP0: 4}
+
+
+async def test_concurrency_one_takes_no_records_into_the_batch_under_way() -> None:
+    promoter = GatedPromoter(gated=("a",))
+    handler, _ = batches(promoter, concurrency=1)
+    consumer = FakeConsumer(promoter.progress)
+    work = asyncio.create_task(handler.handle([request("a", 1, 0)], consumer))
+    await until(promoter.progress, lambda: promoter.started == [("a", 1)])
+    consumer.arrive(request("b", 1, 1))
+    promoter.gates["a"].set()
+    await work
+
+    assert consumer.fetches == 0, "b is the next batch's"
+    assert promoter.started == [("a", 1)]
+    assert consumer.commits == [{TP0: 1}]
+
+
+async def test_a_revocation_ends_the_batch_under_way_and_later_records_are_the_next_batchs() -> None:
+    promoter = GatedPromoter(gated=("a",))
+    handler, publisher = batches(promoter, concurrency=2)
+    consumer = FakeConsumer(promoter.progress)
+    work = asyncio.create_task(handler.handle([request("a", 1, 0), request("b", 1, 1)], consumer))
+    await until(promoter.progress, lambda: ("b", 1) in promoter.finished)
+
+    revoking = asyncio.create_task(handler.on_partitions_revoked({TP0}))
+    promoter.gates["a"].set()
+    await revoking
+    await handler.on_partitions_assigned({TP0})  # the same partition again, from its committed offset
+    await work
+    consumer.arrive(request("c", 1, 2))
+    await handler.handle(list(consumer.buffered), consumer)  # the next batch
+
+    assert served(publisher) == [("b", 1), ("a", 1), ("c", 1)], "each once"
+    assert consumer.commits[-2:] == [{TP0: 2}, {TP0: 3}], "at the revocation, then after c"

@@ -6,6 +6,7 @@ Batches go the app's way (worker/app.py): :class:`ConcurrentBatches` over the se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -101,13 +102,39 @@ async def notify(progress: asyncio.Condition) -> None:
 
 
 class FakeConsumer:
-    """What ConcurrentBatches needs of aiokafka's consumer: the assignment, and commits and seeks recorded."""
+    """What ConcurrentBatches needs of aiokafka's consumer: the assignment, records that arrive while a batch is
+    under way (``getmany``), and commits and seeks recorded."""
 
     def __init__(self, progress: asyncio.Condition | None = None, partitions: int = 1) -> None:
         self.progress = progress
         self.assigned = {TopicPartition(TOPICS.promotion_requested, p) for p in range(partitions)}
         self.commits: list[dict[TopicPartition, int]] = []
         self.seeks: list[tuple[TopicPartition, int]] = []
+        self.buffered: list[Rec] = []  # fetched meanwhile: what getmany hands out next
+        self.arrived = asyncio.Event()
+        self.fetches = 0
+
+    def arrive(self, *records: Rec) -> None:
+        self.buffered += records
+        self.arrived.set()
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Any]]:
+        self.fetches += 1
+        if self.progress is not None:
+            await notify(self.progress)
+        if not self.buffered:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_ms / 1000):
+                    await self.arrived.wait()
+        taken, self.buffered = self.buffered[:max_records], self.buffered[max_records:]
+        if not self.buffered:
+            self.arrived.clear()
+        fetched: dict[TopicPartition, list[Any]] = {}
+        for record in taken:
+            fetched.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+        return fetched
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.commits.append(dict(offsets))
