@@ -83,6 +83,18 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def child_pid(parent: int, matches: Callable[[str], bool]) -> int | None:
+    """The first child process of ``parent`` whose command line (arguments joined by spaces) ``matches``."""
+    for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if matches(command):
+            return int(child)
+    return None
+
+
 def pid_alive(pid: int) -> bool:
     """True when ``pid`` exists and is not a zombie."""
     stat = _stat_fields(pid)

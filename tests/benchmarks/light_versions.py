@@ -33,7 +33,7 @@ import tritonclient.http as triton_http
 from aiokafka import AIOKafkaProducer
 
 from deploy.stack.local_stack import LocalStack
-from deploy.stack.process import poll_until
+from deploy.stack.process import child_pid, poll_until
 from tests.benchmarks.bench_files import merge_figures
 from tests.benchmarks.promotion import ReadyListener, rss_mb
 from tests.worker_harness import iris_frame, register_iris, request_bytes, running_worker
@@ -71,14 +71,7 @@ def stage_numpy_model(repository: Path) -> None:
 
 def stub_pid(triton_pid: int, model: str) -> int | None:
     """The python-backend stub process of ``model`` (its model path is in the stub's command line)."""
-    for child in Path(f"/proc/{triton_pid}/task/{triton_pid}/children").read_text().split():
-        try:
-            command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if f"/{model}/" in command or command.rstrip().endswith(f"/{model}"):
-            return int(child)
-    return None
+    return child_pid(triton_pid, lambda command: f"/{model}/" in command or command.rstrip().endswith(f"/{model}"))
 
 
 def stub_rss_mb(triton_pid: int, model: str) -> float:

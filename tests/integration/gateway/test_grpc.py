@@ -27,6 +27,7 @@ from tritonclient.utils import InferenceServerException
 
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import LOOPBACK
+from deploy.stack.process import child_pid
 from gateway.grpc_front import BINARY_NAME
 from gateway.routing_policy import client_bucket, weighted_alias
 from tests.gateway_harness import GatewayHandle, promote, ready_bytes, routing_bytes, running_gateways
@@ -368,15 +369,7 @@ async def test_an_unreachable_triton_on_the_fast_path_is_answered_by_the_slow_pa
 
 def _front_child(gateway: GatewayHandle) -> int | None:
     """The pid of ``gateway``'s native gRPC front (its child running promoter-grpc-front), if one runs."""
-    pid = gateway.process.pid
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        try:
-            command = Path(f"/proc/{child}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if BINARY_NAME.encode() in command:
-            return int(child)
-    return None
+    return child_pid(gateway.process.pid, lambda command: BINARY_NAME in command)
 
 
 async def test_a_killed_native_front_is_started_again_on_the_same_port(world: World) -> None:
