@@ -249,5 +249,6 @@ def _node_spec(
         ready=ready or _ready(node.port, len(nodes)),
         ready_timeout_s=READY_TIMEOUT_S,
         stop_timeout_s=STOP_TIMEOUT_S,
+        ports=(node.port,),
         endpoints={"kafka": f"{LOOPBACK}:{node.port}", "kafka_bootstrap_servers": bootstrap_servers(nodes)},
     )

@@ -48,6 +48,7 @@ def _http_service(
         ready=ready,
         ready_timeout_s=ready_timeout_s,
         stop_timeout_s=stop_timeout_s,
+        ports=(port,),
         endpoints={"api": url, "health": f"{url}/health", "metrics": f"{url}/metrics"},
     )
 
@@ -134,5 +135,6 @@ def console_spec(
         cwd=run_dir,
         ready=ready,
         ready_timeout_s=CONSOLE_READY_TIMEOUT_S,
+        ports=(port,),
         endpoints={"ui": url},
     )

@@ -56,7 +56,7 @@ def redis_spec(port: int, run_dir: Path) -> ServiceSpec:
         return tcp_accepts(LOOPBACK, port)
 
     argv = [str(redis_binary()), "--bind", LOOPBACK, "--port", str(port), "--save", "", "--appendonly", "no"]
-    return ServiceSpec(name="redis", argv=argv, env=dict(os.environ), cwd=run_dir, ready=ready, ready_timeout_s=10)
+    return ServiceSpec(name="redis", argv=argv, env=dict(os.environ), cwd=run_dir, ready=ready, ready_timeout_s=10, ports=(port,))
 
 
 def iris_feature_server_spec(port: int, redis_port: int, run_dir: Path, rows: Sequence[Sequence[float]]) -> ServiceSpec:
@@ -94,6 +94,7 @@ def iris_feature_server_spec(port: int, redis_port: int, run_dir: Path, rows: Se
         ready=ready,
         ready_timeout_s=READY_TIMEOUT_S,
         stop_timeout_s=10.0,
+        ports=(port,),
         endpoints={"feast": url},
     )
 

@@ -89,5 +89,6 @@ def mlflow_spec(port: int, run_dir: Path, *, workers: int = 1, fernet_key: str |
         ready=_ready(port),
         ready_timeout_s=READY_TIMEOUT_S,
         stop_timeout_s=10.0,
+        ports=(port,),
         endpoints={"mlflow": tracking_uri(port)},
     )

@@ -6,13 +6,21 @@ for ``bind(0)`` comes from that range, and so does the source port of every outg
 port picked there and bound by a server a second later can be taken in between by any client
 connecting anywhere (a broker node dialling another failed to bind its controller port that way,
 under load). Below the range, only another program picking its own port can collide, and picking at
-random keeps two pytest processes apart.
+random keeps two programs apart. Two more guards:
+
+- a port handed out is not handed out again by this process for ``HANDED_OUT_FOR_S``: a service takes
+  seconds to bind what it was given, and until then the port looks free;
+- pytest-xdist workers (``PYTEST_XDIST_WORKER=gwN`` of ``PYTEST_XDIST_WORKER_COUNT``) pick from disjoint
+  slices, so a service one worker started never answers another worker's readiness probe.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import socket
+import time
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -24,7 +32,9 @@ EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 DEFAULT_EPHEMERAL = (32768, 60999)
 LOWEST_PICKED = 10_000  # above the ports of well-known and registered services people run locally
 MAX_TRIES = 2_000  # distinct ports tried before giving up (a loopback that full has other problems)
+HANDED_OUT_FOR_S = 300.0
 _random = random.SystemRandom()
+_handed_out: dict[int, float] = {}  # port -> when this process last handed it out (time.monotonic)
 
 
 def _bind(port: int, host: str = LOOPBACK) -> socket.socket:
@@ -66,12 +76,16 @@ def ephemeral_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
     return low, high
 
 
-def pickable_ports(ephemeral: tuple[int, int] | None = None) -> range:
-    """Where free ports are picked: below the ephemeral range, or above it when it starts too low."""
+def pickable_ports(ephemeral: tuple[int, int] | None = None, environ: Mapping[str, str] = os.environ) -> range:
+    """Where free ports are picked: below the ephemeral range, or above it when it starts too low; a
+    pytest-xdist worker's own slice of that."""
     low, high = ephemeral or ephemeral_range()
-    if low - LOWEST_PICKED >= 2_000:
-        return range(LOWEST_PICKED, low)
-    return range(high + 1, 65536)
+    ports = range(LOWEST_PICKED, low) if low - LOWEST_PICKED >= 2_000 else range(high + 1, 65536)
+    worker, count = environ.get("PYTEST_XDIST_WORKER", ""), environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1):
+        return ports
+    index, width = int(worker[2:]), len(ports) // int(count)
+    return ports[index * width : (index + 1) * width]
 
 
 def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
@@ -87,11 +101,15 @@ def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
             if port in tried:
                 continue
             tried.add(port)
+            if time.monotonic() - _handed_out.get(port, -HANDED_OUT_FOR_S) < HANDED_OUT_FOR_S:
+                continue  # given to a service a moment ago that may not have bound it yet
             try:
                 held.enter_context(_bind(port, host))
             except OSError:
                 continue  # taken: another candidate
             ports.append(port)
+        handed_at = time.monotonic()
+        _handed_out.update(dict.fromkeys(ports, handed_at))
         return ports
 
 

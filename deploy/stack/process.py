@@ -95,6 +95,41 @@ def child_pid(parent: int, matches: Callable[[str], bool]) -> int | None:
     return None
 
 
+_TCP_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+_TCP_LISTEN = "0A"
+
+
+def listening_socket_inodes(port: int) -> set[str]:
+    """Inodes of the sockets listening on TCP ``port`` (any address), from ``/proc/net/tcp`` and ``tcp6``."""
+    inodes: set[str] = set()
+    for table in _TCP_TABLES:
+        try:
+            rows = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            # "sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ..."
+            columns = row.split()
+            if columns[3] == _TCP_LISTEN and int(columns[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(columns[9])
+    return inodes
+
+
+def holds_socket(pids: Iterable[int], inodes: set[str]) -> bool:
+    """True when one of ``pids`` has one of the socket ``inodes`` open."""
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for pid in pids:
+        try:
+            descriptors = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for descriptor in descriptors:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{descriptor}") in wanted:
+                    return True
+    return False
+
+
 def pid_alive(pid: int) -> bool:
     """True when ``pid`` exists and is not a zombie."""
     stat = _stat_fields(pid)
@@ -127,6 +162,9 @@ class ServiceSpec:
     # Called with the group's pids just before a SIGKILL: files they leave behind, removed afterwards.
     leftovers_after_kill: LeftoverFinder | None = None
     endpoints: Mapping[str, str] = field(default_factory=dict)
+    # TCP ports the service's own process group must be listening on before ``ready`` counts: a probe
+    # answered by another program that took the port (a test in another pytest process) is not ours.
+    ports: Sequence[int] = ()
 
 
 _STARTED: list[ManagedProcess] = []
@@ -220,10 +258,15 @@ class ManagedProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def is_ready(self) -> bool:
-        """Alive and answering; :class:`StackError` if it has exited."""
+        """Alive, answering, and listening on its ``ports`` itself; :class:`StackError` if it has exited."""
         if not self.alive():
             raise StackError(f"{self.name} exited (code {self.returncode()}): {self.tail()}")
-        return self.spec.ready(self)
+        return self.spec.ready(self) and self.listens_on(self.spec.ports)
+
+    def listens_on(self, ports: Iterable[int]) -> bool:
+        """True when this process group holds a listening socket on every one of ``ports``."""
+        members = self.group_pids()
+        return all(holds_socket(members, listening_socket_inodes(port)) for port in ports)
 
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):

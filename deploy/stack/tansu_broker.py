@@ -57,5 +57,6 @@ def tansu_spec(port: int, run_dir: Path) -> ServiceSpec:
         ready=_ready(port),
         ready_timeout_s=READY_TIMEOUT_S,
         stop_timeout_s=5.0,
+        ports=(port,),
         endpoints={"kafka": f"{LOOPBACK}:{port}"},
     )

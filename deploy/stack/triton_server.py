@@ -137,6 +137,7 @@ def triton_spec(
         ready_timeout_s=READY_TIMEOUT_S,
         stop_timeout_s=EXIT_TIMEOUT_S + 5.0,
         leftovers_after_kill=shm_regions_of,
+        ports=(http_port, grpc_port),
         endpoints={
             "triton_http": f"{LOOPBACK}:{http_port}",
             "triton_grpc": f"{LOOPBACK}:{grpc_port}",

@@ -27,7 +27,14 @@ from deploy.stack.ports import (
     pickable_ports,
     port_is_free,
 )
-from deploy.stack.process import ServiceSpec, surviving_processes, wait_all_ready
+from deploy.stack.process import (
+    ManagedProcess,
+    ServiceSpec,
+    poll_until,
+    stop_all,
+    surviving_processes,
+    wait_all_ready,
+)
 
 PORTS = StackPorts(kafka=19092, mlflow=15000, triton_http=18000, triton_grpc=18001, triton_metrics=18002)
 
@@ -213,8 +220,65 @@ def test_the_ephemeral_range_is_read_from_the_kernel_with_a_default(
 
 
 def test_ports_are_picked_above_an_ephemeral_range_that_starts_low() -> None:
-    assert pickable_ports((32768, 60999)) == range(10_000, 32768)
-    assert pickable_ports((1024, 50000)) == range(50001, 65536)
+    assert pickable_ports((32768, 60999), environ={}) == range(10_000, 32768)
+    assert pickable_ports((1024, 50000), environ={}) == range(50001, 65536)
+
+
+def test_each_pytest_xdist_worker_picks_from_its_own_slice() -> None:
+    slices = [
+        pickable_ports((32768, 60999), environ={"PYTEST_XDIST_WORKER": f"gw{index}", "PYTEST_XDIST_WORKER_COUNT": "3"})
+        for index in range(3)
+    ]
+    assert [len(ports) for ports in slices] == [7589, 7589, 7589]
+    assert not set(slices[0]) & set(slices[1]) and not set(slices[1]) & set(slices[2])
+    assert all(10_000 <= ports.start and ports.stop <= 32768 for ports in slices)
+    alone = {"PYTEST_XDIST_WORKER": "gw0", "PYTEST_XDIST_WORKER_COUNT": "1"}
+    assert pickable_ports((32768, 60999), environ=alone) == range(10_000, 32768)
+
+
+def test_a_port_handed_out_is_not_handed_out_again_while_its_service_may_still_be_binding_it() -> None:
+    first = free_ports(300)
+    assert all(port_is_free(port) for port in first), "nothing binds them here: they look free"
+    assert not set(first) & set(free_ports(300))
+
+
+def test_a_service_is_not_ready_while_a_stranger_listens_on_its_port(tmp_path: Path) -> None:
+    """A probe answered on the service's port by another program (a service another pytest process
+    started) does not make it ready: its own process group must hold the listening socket."""
+    strangers, own = free_ports(2)
+    marker = tmp_path / "listening"
+    code = (
+        "import socket, sys, pathlib, threading; s = socket.create_server(('127.0.0.1', int(sys.argv[1])));"
+        " pathlib.Path(sys.argv[2]).touch(); threading.Event().wait()"
+    )
+
+    def listener(ports: tuple[int, ...]) -> ManagedProcess:
+        spec = ServiceSpec(
+            name="listener",
+            argv=[sys.executable, "-c", code, str(own), str(marker)],
+            env=dict(os.environ),
+            cwd=tmp_path,
+            ready=lambda process: marker.exists(),
+            ready_timeout_s=10.0,
+            stop_timeout_s=5.0,
+            ports=ports,
+        )
+        return ManagedProcess(spec, tmp_path / "listener.log")
+
+    stranger = socket.create_server((LOOPBACK, strangers))
+    impostor, genuine = listener((strangers,)), listener((own,))
+    try:
+        impostor.start()
+        assert poll_until(marker.exists, 10.0)
+        assert not impostor.is_ready(), "the socket on its port is the stranger's"
+        stop_all([impostor])
+        marker.unlink()
+        genuine.start()
+        wait_all_ready([genuine])
+        assert genuine.is_ready()
+    finally:
+        stranger.close()
+        stop_all([impostor, genuine])
 
 
 class _TinyStack(LocalStack):
