@@ -56,7 +56,9 @@ def redis_spec(port: int, run_dir: Path) -> ServiceSpec:
         return tcp_accepts(LOOPBACK, port)
 
     argv = [str(redis_binary()), "--bind", LOOPBACK, "--port", str(port), "--save", "", "--appendonly", "no"]
-    return ServiceSpec(name="redis", argv=argv, env=dict(os.environ), cwd=run_dir, ready=ready, ready_timeout_s=10, ports=(port,))
+    return ServiceSpec(
+        name="redis", argv=argv, env=dict(os.environ), cwd=run_dir, ready=ready, ready_timeout_s=10, ports=(port,)
+    )
 
 
 def iris_feature_server_spec(port: int, redis_port: int, run_dir: Path, rows: Sequence[Sequence[float]]) -> ServiceSpec:
