@@ -68,7 +68,7 @@ typecheck: $(STAMP)
 # Two pytest processes, each with its own local stack; a module's tests stay in one process (they share
 # its module-scoped worker and gateways). The integration tests mostly wait on processes, so two halve the time.
 test: lint typecheck kafka feast-server grpc-front
-	$(BIN)/pytest -q -n 2 --dist loadscope
+	$(BIN)/pytest -q -n 2 --dist loadscope --durations=15
 
 # The main job on the local stack: MLflow alias -> webhook -> worker -> Triton -> two gateways.
 demo: $(STAMP) kafka grpc-front
