@@ -48,8 +48,10 @@ from worker.model_loads import ModelLoads
 from worker.parity import warm_up_model_libraries
 from worker.promotion import Promoter
 from worker.registry import Registry
+from worker.registry_priority import PromotionsFirst
 from worker.registry_reconcile import RegistryReconciler
 from worker.registry_writeback import RegistryWriteback
+from worker.request_fetch import fetch_without_idle_sleep
 from worker.retirement import RetirementPlanner, Retirer
 from worker.runtime_upkeep import preload_runtime, remove_unused_runtimes_forever
 from worker.service import PromotionService, Publisher
@@ -192,7 +194,9 @@ class Upkeep:
         await self.repairer.close()
 
 
-def _writeback(settings: WorkerSettings, registry: Registry, metrics: WorkerMetrics) -> RegistryWriteback | None:
+def _writeback(
+    settings: WorkerSettings, registry: Registry, metrics: WorkerMetrics, promotions_first: PromotionsFirst
+) -> RegistryWriteback | None:
     if not settings.registry_writeback:
         log.info("registry write-back is off (PROMOTER_WORKER_REGISTRY_WRITEBACK=false)")
         return None
@@ -202,6 +206,7 @@ def _writeback(settings: WorkerSettings, registry: Registry, metrics: WorkerMetr
         history_size=settings.alias_history_size,
         backoff_initial_s=settings.backoff_initial_s,
         backoff_max_s=settings.backoff_max_s,
+        promotions_first=promotions_first,
     )
 
 
@@ -251,7 +256,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     registry = Registry(config.mlflow)
     lease = StagingLease(config.triton.model_repository, config.worker.replica_id)
     promoter = Promoter(config.worker, config.triton, registry, fleet, state, ModelLoads(), lease)
-    writeback = _writeback(config.worker, registry, metrics)
+    writeback = _writeback(config.worker, registry, metrics, promoter.promotions_first)  # waits for promotions
     service = PromotionService(config.worker, topics, promoter, state, broker, metrics, writeback)
     batches = ConcurrentBatches(service, config.worker.concurrency, max_records=MAX_BATCH_RECORDS)
     replayer = TopicReplayer(kafka, [topics.model_ready], service.apply_log_record)
@@ -268,7 +273,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     upkeep = Upkeep.build(config, promoter, broker, metrics)
     background: list[asyncio.Task[None]] = []
 
-    @broker.subscriber(
+    requests = broker.subscriber(
         # Created by ensure_project_topics with its declared config, or by the topic operator: FastStream's
         # own create would be denied by the deployed ACLs (a warning at every start).
         Topic(topics.promotion_requested, declare=False),
@@ -293,6 +298,9 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
             "keyed by registered model name."
         ),
     )
+    fetch_without_idle_sleep(requests)  # a request arriving while the worker idles is fetched at once
+
+    @requests
     async def on_promotion_requests(msg: KafkaMessage) -> None:
         # The raw records are parsed by the service, so that malformed ones reach the DLQ with a
         # reason instead of failing the whole batch in a decoder. Offsets are committed by `batches`,

@@ -13,13 +13,10 @@ old one, and only the ``model.ready`` the caller publishes moves the gateways.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -32,11 +29,13 @@ from schemas.prepared_version import ModelPreparedData, PrepareRequestedData
 from schemas.promotion_rejected import ReasonCode
 from schemas.promotion_requested import PromotionRequestedData
 from worker.artifact_check import ArtifactRejectedError, inspect_tree
+from worker.early_download import EarlyDownload
 from worker.errors import PermanentFailure
 from worker.model_loads import ModelLoads
 from worker.parity import ParityCase, prepare_case
 from worker.proof import prove_on
 from worker.registry import Registry, ResolvedVersion
+from worker.registry_priority import PromotionsFirst
 from worker.serving_plan import check_metrics, check_required_tag, metric_thresholds, plan_serving
 from worker.serving_state import ServingState
 from worker.settings import WorkerSettings
@@ -87,8 +86,11 @@ class Promoter:
         state: ServingState,
         loads: ModelLoads | None = None,
         lease: StagingLease | None = None,
+        promotions_first: PromotionsFirst | None = None,
     ) -> None:
         self.settings = settings
+        # Marks each promotion under way, so the registry write-back waits for it (worker/registry_priority.py).
+        self.promotions_first = promotions_first or PromotionsFirst()
         self.lease = lease  # names this process's scratch directories (worker/staging.py)
         self.repository = triton.model_repository
         self.registry = registry
@@ -100,37 +102,56 @@ class Promoter:
         self, request: PromotionRequestedData, request_event_id: str, clock: StageClock
     ) -> ModelReadyData:
         """Make the requested version servable and return the ``model.ready`` payload to announce."""
-        with clock.stage("resolve"):
-            resolved = await self.registry.resolve(request, with_download_uri=self._will_download(request))
-        # An alias request learns its version here: every later log line of this promotion names it.
-        with structlog.contextvars.bound_contextvars(version=resolved.version):
-            return await self._promote_resolved(resolved, request_event_id, clock)
+        with self.promotions_first.promoting():
+            return await self._promote(request, request_event_id, clock)
+
+    async def _promote(
+        self, request: PromotionRequestedData, request_event_id: str, clock: StageClock
+    ) -> ModelReadyData:
+        async with self._early_download(request.model_name) as download:
+            with clock.stage("resolve"):
+                if request.version is not None:
+                    download.start(request.version)
+                resolved = await self.registry.resolve(request, on_version=download.start)
+            # An alias request learns its version here: every later log line of this promotion names it.
+            with structlog.contextvars.bound_contextvars(version=resolved.version):
+                return await self._promote_resolved(resolved, request_event_id, clock, download)
 
     async def prepare(
         self, request: PrepareRequestedData, request_event_id: str, clock: StageClock
     ) -> ModelPreparedData:
         """Make the pinned version servable, routed by no alias; the ``model.prepared`` payload to announce."""
+        with self.promotions_first.promoting():
+            return await self._prepare(request, request_event_id, clock)
+
+    async def _prepare(
+        self, request: PrepareRequestedData, request_event_id: str, clock: StageClock
+    ) -> ModelPreparedData:
         pinned = PromotionRequestedData(  # resolution only: the alias plays no part for a pinned version
             model_name=request.model_name, version=request.version, origin=request.origin, requester=request.requester
         )
-        with clock.stage("resolve"):
-            resolved = await self.registry.resolve(pinned, with_download_uri=self._will_download(pinned))
-        with structlog.contextvars.bound_contextvars(version=resolved.version):
-            name = triton_model_name(resolved.model_name, resolved.version)
-            ready = await self._make_servable(resolved, name, request_event_id, clock)
+        async with self._early_download(request.model_name) as download:
+            with clock.stage("resolve"):
+                download.start(request.version)
+                resolved = await self.registry.resolve(pinned)
+            with structlog.contextvars.bound_contextvars(version=resolved.version):
+                name = triton_model_name(resolved.model_name, resolved.version)
+                ready = await self._make_servable(resolved, name, request_event_id, clock, download)
         return ModelPreparedData(
             **servable_fields(ready),
             expires_at=utc_now() + timedelta(seconds=self.settings.prepared_ttl_s),
         )
 
-    def _will_download(self, request: PromotionRequestedData) -> bool:
-        """True when ``request`` pins a version this worker has not staged: its artifacts are looked up with it."""
-        if request.version is None:
-            return False
-        return self.state.known_model(triton_model_name(request.model_name, request.version)) is None
+    def _early_download(self, model_name: str) -> EarlyDownload:
+        """The promotion's download, started once its version is known unless this worker staged that version."""
+
+        def not_staged(version: int) -> bool:
+            return self.state.known_model(triton_model_name(model_name, version)) is None
+
+        return EarlyDownload(self.registry, model_name, self.settings.download_dir, wanted=not_staged)
 
     async def _promote_resolved(
-        self, resolved: ResolvedVersion, request_event_id: str, clock: StageClock
+        self, resolved: ResolvedVersion, request_event_id: str, clock: StageClock, download: EarlyDownload
     ) -> ModelReadyData:
         name = triton_model_name(resolved.model_name, resolved.version)
         current = self.state.served(resolved.model_name, resolved.alias)
@@ -138,10 +159,15 @@ class Promoter:
             # Already served under this alias: nothing to do. The served record (same generation),
             # addressed to this request; the caller decides whether anybody needs it announced.
             return current.model_copy(update={"request_event_id": request_event_id})
-        return await self._make_servable(resolved, name, request_event_id, clock)
+        return await self._make_servable(resolved, name, request_event_id, clock, download)
 
     async def _make_servable(
-        self, resolved: ResolvedVersion, name: str, request_event_id: str, clock: StageClock
+        self,
+        resolved: ResolvedVersion,
+        name: str,
+        request_event_id: str,
+        clock: StageClock,
+        download: EarlyDownload,
     ) -> ModelReadyData:
         """Policy, then reuse what is staged (loading it only where it is not READY) or stage it anew."""
         with clock.stage("policy"):
@@ -154,7 +180,7 @@ class Promoter:
                         await self._load_everywhere(name)
             log.info("reusing staged model", triton_model=name)
             return self._ready(resolved, known, request_event_id, clock)
-        return await self._promote_new(resolved, name, request_event_id, clock)
+        return await self._promote_new(resolved, name, request_event_id, clock, download)
 
     async def _check_policy(self, resolved: ResolvedVersion) -> None:
         check_required_tag(resolved, self.settings.required_version_tag)
@@ -169,62 +195,63 @@ class Promoter:
         check_metrics(resolved, thresholds, await self.registry.run_metrics(resolved.run_id))
 
     async def _promote_new(
-        self, resolved: ResolvedVersion, name: str, request_event_id: str, clock: StageClock
+        self,
+        resolved: ResolvedVersion,
+        name: str,
+        request_event_id: str,
+        clock: StageClock,
+        download: EarlyDownload,
     ) -> ModelReadyData:
-        self.settings.download_dir.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.settings.download_dir))
+        # The download's scratch directory goes when the promotion ends (`download` removes it).
+        with clock.stage("download"):  # what is left of it: it started with the resolve
+            model_dir = await download.model_dir(resolved.version)
+        with clock.stage("check"):
+            try:
+                tree = await asyncio.to_thread(inspect_tree, model_dir, max_bytes=self.settings.max_artifact_bytes)
+            except ArtifactRejectedError as error:
+                raise PermanentFailure(ReasonCode(error.reason_code), str(error)) from None
+            plan = await asyncio.to_thread(plan_serving, model_dir, onnx_backend=self.settings.onnx_backend)
+            try:
+                batching = BatchingOptions(
+                    max_batch_size=self.settings.max_batch_size,
+                    max_queue_delay_us=self.settings.max_queue_delay_us,
+                    instance_count=self.settings.instance_count,
+                ).with_tags(resolved.model_tags)
+            except InvalidModelTagError as error:
+                raise PermanentFailure(ReasonCode.UNSUPPORTED_SIGNATURE, str(error)) from None
+        # MLflow's reference prediction for the parity proof is computed from the checked files while the
+        # version is staged and loaded: both take longer than staging, so the proof rarely waits for it.
+        reference = asyncio.create_task(asyncio.to_thread(prepare_case, model_dir, plan.signature))
         try:
-            with clock.stage("download"):
-                model_dir = await self.registry.download(resolved, scratch)
-            with clock.stage("check"):
+            with clock.stage("stage"):
                 try:
-                    tree = await asyncio.to_thread(inspect_tree, model_dir, max_bytes=self.settings.max_artifact_bytes)
-                except ArtifactRejectedError as error:
-                    raise PermanentFailure(ReasonCode(error.reason_code), str(error)) from None
-                plan = await asyncio.to_thread(plan_serving, model_dir, onnx_backend=self.settings.onnx_backend)
-                try:
-                    batching = BatchingOptions(
-                        max_batch_size=self.settings.max_batch_size,
-                        max_queue_delay_us=self.settings.max_queue_delay_us,
-                        instance_count=self.settings.instance_count,
-                    ).with_tags(resolved.model_tags)
-                except InvalidModelTagError as error:
-                    raise PermanentFailure(ReasonCode.UNSUPPORTED_SIGNATURE, str(error)) from None
-            # MLflow's reference prediction for the parity proof is computed from the checked files while the
-            # version is staged and loaded: both take longer than staging, so the proof rarely waits for it.
-            reference = asyncio.create_task(asyncio.to_thread(prepare_case, model_dir, plan.signature))
-            try:
-                with clock.stage("stage"):
-                    try:
-                        await asyncio.to_thread(
-                            stage_model,
-                            self.repository,
-                            name,
-                            mlflow_model_dir=model_dir,
-                            sha256=tree.sha256,
-                            config_pbtxt=render_config(name, plan.signature, batching, backend=plan.backend),
-                            serving_spec=plan.serving_spec,
-                            stage_files=plan.served_by.stage_files,
-                            metadata={"model_name": resolved.model_name, "version": resolved.version},
-                            lease=self.lease,
-                        )
-                    except DigestConflictError as error:
-                        raise PermanentFailure(ReasonCode.DIGEST_CONFLICT, str(error)) from None
-            except BaseException:
-                reference.cancel()
-                raise
-            try:
-                with self.loads.promoting(name):
-                    with clock.stage("load"):
-                        await self._load_everywhere(name)
-                    with clock.stage("prove"):
-                        await self._prove(name, await reference, plan.signature)
-            except BaseException:
-                reference.cancel()
-                await self._unload_unless_routed(name)
-                raise
-        finally:
-            await asyncio.to_thread(shutil.rmtree, scratch, True)
+                    await asyncio.to_thread(
+                        stage_model,
+                        self.repository,
+                        name,
+                        mlflow_model_dir=model_dir,
+                        sha256=tree.sha256,
+                        config_pbtxt=render_config(name, plan.signature, batching, backend=plan.backend),
+                        serving_spec=plan.serving_spec,
+                        stage_files=plan.served_by.stage_files,
+                        metadata={"model_name": resolved.model_name, "version": resolved.version},
+                        lease=self.lease,
+                    )
+                except DigestConflictError as error:
+                    raise PermanentFailure(ReasonCode.DIGEST_CONFLICT, str(error)) from None
+        except BaseException:
+            reference.cancel()
+            raise
+        try:
+            with self.loads.promoting(name):
+                with clock.stage("load"):
+                    await self._load_everywhere(name)
+                with clock.stage("prove"):
+                    await self._prove(name, await reference, plan.signature)
+        except BaseException:
+            reference.cancel()
+            await self._unload_unless_routed(name)
+            raise
         known = ServableVersionData(
             model_name=resolved.model_name,
             version=resolved.version,

@@ -15,19 +15,20 @@ backoff is the only retry loop and a dead server is noticed in seconds, not minu
 is blocking, so each runs in a thread.
 
 Round trips are on a promotion's critical path (issue 14: a light version loads in ~0.2 s), so the
-calls that do not depend on each other run at once: the registered model, the version, and (for a
-pinned version the worker has not staged) where its artifacts are stored. The download then lists
-that location and fetches its files in parallel: what ``mlflow.artifacts.download_artifacts`` does
-for a ``models:/`` URI, minus its own lookup of the location, with the same
-``registered_model_meta`` file, so the tree and its digest are the same.
+calls that do not depend on each other run at once: the registered model and the version; and the
+caller may start the download as soon as the version number is known (``on_version``), beside the
+rest of the resolve. The download looks up where the version's artifacts are stored, lists that
+location and fetches its files in parallel: what ``mlflow.artifacts.download_artifacts`` does for a
+``models:/`` URI, with the same ``registered_model_meta`` file, so the tree and its digest are the same.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,7 +67,6 @@ class ResolvedVersion:
     version_tags: dict[str, str] = field(default_factory=dict)
     model_tags: dict[str, str] = field(default_factory=dict)
     registry_version: int | None = None  # what the MLflow alias points at now (None: it does not exist)
-    download_uri: str | None = None  # where the artifacts are stored, when looked up with the version
 
     @property
     def pinned(self) -> bool:
@@ -152,21 +152,28 @@ class Registry:
                 raise refusal(error, what, missing) from error
             raise
 
-    async def resolve(self, request: PromotionRequestedData, *, with_download_uri: bool = False) -> ResolvedVersion:
+    async def resolve(
+        self, request: PromotionRequestedData, *, on_version: Callable[[int], None] | None = None
+    ) -> ResolvedVersion:
         """The version to serve for ``request``, as the registry says now.
 
-        The registered model and the version are read at once; so is where a pinned version's artifacts
-        are stored when ``with_download_uri`` (the caller will download them). When several calls fail,
-        the registered model's failure is the one reported (a missing model, not a missing version).
+        The registered model and the version are read at once; ``on_version(number)`` is called as soon as
+        the version is read (the caller may start its download while the other call is under way). When
+        both calls fail, the registered model's failure is the one reported (a missing model, not a
+        missing version).
         """
         name = request.model_name
-        pinned = request.version
         registered_call = asyncio.ensure_future(self._registered_model(name))
         version_call = asyncio.ensure_future(self._version(request))
-        uri_call: asyncio.Future[str] | None = None
-        if with_download_uri and pinned is not None:
-            uri_call = asyncio.ensure_future(self._download_uri(name, pinned))
-        calls: list[asyncio.Future[Any]] = [registered_call, version_call, *([uri_call] if uri_call else [])]
+        if on_version is not None:
+            version_call.add_done_callback(
+                lambda call: (
+                    on_version(int(call.result().version))
+                    if not call.cancelled() and call.exception() is None
+                    else None
+                )
+            )
+        calls: list[asyncio.Future[Any]] = [registered_call, version_call]
         try:
             await asyncio.wait(calls)
         finally:
@@ -188,7 +195,6 @@ class Registry:
             source=version.source or "",
             version_tags=dict(version.tags or {}),
             model_tags=dict(registered.tags or {}),
-            download_uri=uri_call.result() if uri_call is not None else None,
         )
 
     async def _registered_model(self, name: str) -> RegisteredModel:
@@ -244,12 +250,12 @@ class Registry:
                 f"are served ({version.status_message or 'no status message'})",
             )
 
-    async def download(self, resolved: ResolvedVersion, destination: Path) -> Path:
+    async def download(self, name: str, version: int, destination: Path) -> Path:
         """Download the version's artifacts into ``destination`` (a fresh directory); return the model's directory."""
-        uri = resolved.download_uri or await self._download_uri(resolved.model_name, resolved.version)
+        uri = await self._download_uri(name, version)
         await self._run(
-            f"download {resolved.model_uri}",
-            lambda: download_model_tree(uri, destination, self.tracking_uri, resolved.model_name, resolved.version),
+            f"download models:/{name}/{version}",
+            lambda: download_model_tree(uri, destination, self.tracking_uri, name, version),
         )
         return destination
 
@@ -269,19 +275,34 @@ class Registry:
 
     # -- write-back (worker/registry_writeback.py): needs EDIT on the registered model -------------
 
-    async def write_version_tags(self, name: str, version: int, tags: Mapping[str, str], remove: Iterable[str]) -> None:
-        """Delete ``remove`` where present, then set ``tags`` in their order; unchanged tags are not rewritten."""
+    async def write_version_tags(
+        self,
+        name: str,
+        version: int,
+        tags: Mapping[str, str],
+        remove: Iterable[str],
+        *,
+        before_each_call: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Delete ``remove`` where present, then set ``tags`` in their order; unchanged tags are not rewritten.
 
-        def write() -> None:
-            current = self._client.get_model_version(name, str(version)).tags or {}
-            for key in remove:
-                if key in current:
-                    self._client.delete_model_version_tag(name, str(version), key)
-            for key, value in tags.items():
-                if current.get(key) != value:
-                    self._client.set_model_version_tag(name, str(version), key, value)
+        One MLflow call at a time, each after ``before_each_call()`` (the write-back lets promotions go first).
+        """
+        what = f"write tags of {name} v{version}"
 
-        await self._run(f"write tags of {name} v{version}", write)
+        async def call(run: Callable[[], object]) -> None:
+            if before_each_call is not None:
+                await before_each_call()
+            await self._run(what, run)
+
+        read = await self._run(what, lambda: self._client.get_model_version(name, str(version)))
+        current = read.tags or {}
+        for key in remove:
+            if key in current:
+                await call(partial(self._client.delete_model_version_tag, name, str(version), key))
+        for key, value in tags.items():
+            if current.get(key) != value:
+                await call(partial(self._client.set_model_version_tag, name, str(version), key, value))
 
     async def alias_version(self, name: str, alias: str) -> int:
         version = await self._run(f"get {name}@{alias}", lambda: self._client.get_model_version_by_alias(name, alias))

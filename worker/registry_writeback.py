@@ -26,6 +26,7 @@ from runtime.logging import get_logger
 from schemas.model_ready import ModelReadyData
 from schemas.promotion_rejected import PromotionRejectedData, ReasonCode
 from worker.metrics import WorkerMetrics
+from worker.registry_priority import PromotionsFirst
 from worker.retry import backoff_delay
 from worker.serving_state import ServingState
 
@@ -61,7 +62,13 @@ class TagWriter(Protocol):
     """The registry calls write-back needs (``worker.registry.Registry`` in production)."""
 
     async def write_version_tags(
-        self, name: str, version: int, tags: Mapping[str, str], remove: Iterable[str]
+        self,
+        name: str,
+        version: int,
+        tags: Mapping[str, str],
+        remove: Iterable[str],
+        *,
+        before_each_call: Callable[[], Awaitable[None]] | None = None,
     ) -> None: ...
 
     async def alias_version(self, name: str, alias: str) -> int: ...
@@ -211,8 +218,10 @@ class RegistryWriteback:
         max_pending: int = MAX_PENDING,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        promotions_first: PromotionsFirst | None = None,
     ) -> None:
         self.writer = writer
+        self.promotions_first = promotions_first or PromotionsFirst(max_wait_s=0.0)
         self.metrics = metrics
         self.history_size = history_size
         self.max_pending = max_pending
@@ -336,15 +345,20 @@ class RegistryWriteback:
 
     async def _write_version(self, item: VersionTags) -> None:
         version = item.version
+        turn = self.promotions_first.wait_turn
         if version is None:
             assert item.alias is not None  # noqa: S101 - VersionTags without a version always names an alias
+            await turn()
             version = await self.writer.alias_version(item.model_name, item.alias)
             if version in item.unless_version_in:
                 return  # the alias points at a version that serves: a rejection does not change it
-        await self.writer.write_version_tags(item.model_name, version, item.tags, item.remove)
+        await turn()
+        await self.writer.write_version_tags(item.model_name, version, item.tags, item.remove, before_each_call=turn)
         log.info("decision written to MLflow", model=item.model_name, version=version, status=item.tags[STATUS_TAG])
 
     async def _write_history(self, model: str, changes: list[AliasChange]) -> None:
+        await self.promotions_first.wait_turn()
         entries = decode_history(await self.writer.model_tag(model, ALIAS_HISTORY_TAG))
         history = updated_history(entries, changes, self.history_size)
+        await self.promotions_first.wait_turn()
         await self.writer.set_model_tag(model, ALIAS_HISTORY_TAG, encode_history(history))

@@ -31,17 +31,17 @@ async def test_the_download_is_the_tree_mlflow_downloads_with_the_same_digest(
     version = register_iris(uri, model)
     registry = Registry(MLflowSettings(tracking_uri=uri))
     request = PromotionRequestedData(model_name=model, version=version, requester="tests", origin="cli")
-    resolved = await registry.resolve(request, with_download_uri=True)
-    assert resolved.download_uri is not None, "a pinned version to download is resolved with its artifacts' place"
-    ours = await registry.download(resolved, tmp_path / "ours")
-    without_location = await registry.download(await registry.resolve(request), tmp_path / "looked-up")
+    started: list[int] = []
+    resolved = await registry.resolve(request, on_version=started.append)
+    assert started == [version], "the version is handed over as soon as it is read"
+    ours = await registry.download(resolved.model_name, resolved.version, tmp_path / "ours")
     theirs = Path(
         mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{model}/{version}", dst_path=str(tmp_path / "theirs"), tracking_uri=uri
         )
     )
     expected = inspect_tree(theirs, max_bytes=MAX_BYTES)
-    for tree in (inspect_tree(ours, max_bytes=MAX_BYTES), inspect_tree(without_location, max_bytes=MAX_BYTES)):
-        assert tree.files == expected.files
-        assert tree.sha256 == expected.sha256
+    tree = inspect_tree(ours, max_bytes=MAX_BYTES)
+    assert tree.files == expected.files
+    assert tree.sha256 == expected.sha256
     assert (ours / "registered_model_meta").read_text() == (theirs / "registered_model_meta").read_text()

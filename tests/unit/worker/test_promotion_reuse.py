@@ -25,7 +25,7 @@ class FakeRegistry:
     def __init__(self, resolved: ResolvedVersion) -> None:
         self.resolved = resolved
 
-    async def resolve(self, request: Any, *, with_download_uri: bool = False) -> ResolvedVersion:
+    async def resolve(self, request: Any, *, on_version: Any = None) -> ResolvedVersion:
         return self.resolved
 
 

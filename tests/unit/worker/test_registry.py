@@ -18,7 +18,7 @@ from runtime.settings import MLflowSettings
 from schemas.promotion_rejected import ReasonCode
 from schemas.promotion_requested import PromotionRequestedData
 from worker.errors import PermanentFailure, TransientFailure
-from worker.registry import Registry, ResolvedVersion, http_status, is_transient
+from worker.registry import Registry, http_status, is_transient
 
 pytestmark = pytest.mark.usefixtures("mlflow_client_env")
 
@@ -161,16 +161,13 @@ class FailingArtifacts:
 
 
 async def test_a_4xx_artifact_download_is_refused_and_a_5xx_retried(tmp_path: Path) -> None:
-    resolved = ResolvedVersion(
-        model_name="iris", alias="champion", version=1, run_id=None, source="", download_uri="mlflow-artifacts:/1/m"
-    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("worker.registry.get_artifact_repository", lambda *_, **__: FailingArtifacts(403))
         with pytest.raises(PermanentFailure) as refused:
-            await registry(FailingClient(TypeError())).download(resolved, tmp_path)
+            await registry(PinnedClient()).download("iris", 1, tmp_path)
         patch.setattr("worker.registry.get_artifact_repository", lambda *_, **__: FailingArtifacts(502))
         with pytest.raises(TransientFailure):
-            await registry(FailingClient(TypeError())).download(resolved, tmp_path)
+            await registry(PinnedClient()).download("iris", 1, tmp_path)
     assert refused.value.reason == ReasonCode.REGISTRY_REFUSED
     assert "(HTTP 403)" in refused.value.message
 
@@ -211,20 +208,22 @@ class PinnedClient:
 PINNED = PromotionRequestedData(model_name="iris", alias="champion", version=3, requester="tests", origin="cli")
 
 
-async def test_a_pinned_version_to_download_is_resolved_with_its_artifact_location() -> None:
+async def test_the_resolve_hands_the_version_over_as_soon_as_it_is_read_and_looks_up_no_artifacts() -> None:
     client = PinnedClient()
-    resolved = await registry(client).resolve(PINNED, with_download_uri=True)
+    started: list[int] = []
+    resolved = await registry(client).resolve(PINNED, on_version=started.append)
     assert resolved.version == 3
-    assert resolved.download_uri == "mlflow-artifacts:/0/models/m-1/artifacts/iris-3"
-    assert sorted(client.calls) == ["download uri", "registered model", "version"]
-    plain = PinnedClient()
-    assert (await registry(plain).resolve(PINNED)).download_uri is None  # nothing to download: no lookup
-    assert "download uri" not in plain.calls
+    assert started == [3]
+    assert sorted(client.calls) == ["registered model", "version"], "the download looks its artifacts up itself"
+    failing = PinnedClient(rest("RESOURCE_DOES_NOT_EXIST", "no version 3"))
+    with pytest.raises(PermanentFailure):
+        await registry(failing).resolve(PINNED, on_version=started.append)
+    assert started == [3], "no version read: nothing handed over"
 
 
 async def test_a_missing_version_is_reported_once_whichever_call_fails_first() -> None:
     client = PinnedClient(rest("RESOURCE_DOES_NOT_EXIST", "no version 3"))
     with pytest.raises(PermanentFailure) as caught:
-        await registry(client).resolve(PINNED, with_download_uri=True)
+        await registry(client).resolve(PINNED)
     assert caught.value.reason == ReasonCode.VERSION_NOT_FOUND
     assert caught.value.message == "model 'iris' has no version 3 in MLflow"

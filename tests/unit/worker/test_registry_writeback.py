@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ from schemas.promotion_rejected import PromotionRejectedData
 from tests.event_samples import all_events
 from worker.metrics import WorkerMetrics
 from worker.registry import Registry
+from worker.registry_priority import PromotionsFirst
 from worker.registry_writeback import (
     MAX_HISTORY_CHARS,
     AliasChange,
@@ -50,12 +51,23 @@ class FakeRegistry:
         if self.failures:
             raise self.failures.pop(0)
 
-    async def write_version_tags(self, name: str, version: int, tags: Mapping[str, str], remove: Iterable[str]) -> None:
+    async def write_version_tags(
+        self,
+        name: str,
+        version: int,
+        tags: Mapping[str, str],
+        remove: Iterable[str],
+        *,
+        before_each_call: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._call()
         current = self.version_tags.setdefault((name, version), {})
         for key in remove:
             current.pop(key, None)
-        current.update(tags)
+        for key, value in tags.items():
+            if before_each_call is not None:
+                await before_each_call()
+            current[key] = value
 
     async def alias_version(self, name: str, alias: str) -> int:
         self._call()
@@ -166,6 +178,40 @@ async def test_serve_reject_and_roll_back_leave_the_tags_that_were_decided() -> 
             ("champion", 1, False),
         ]
         assert count(metrics, "written") >= 7
+
+
+async def settle() -> None:
+    """Let every task run until it waits on something outside the loop's ready queue (no time passes)."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+async def test_write_back_waits_while_a_promotion_is_under_way_then_writes() -> None:
+    registry = FakeRegistry()
+    first = PromotionsFirst(max_wait_s=60.0)
+    wb, metrics = writeback(registry, promotions_first=first)
+    state = ServingState()
+    async with running(wb):
+        with first.promoting():
+            wb.submit(serve(state, ready(1, generation=0)))
+            await settle()
+            assert registry.calls == 0  # its MLflow calls wait for the promotion
+            assert first.under_way == 1
+        await drained(wb)
+        assert registry.version_tags[("m", 1)]["promoter.status"] == "serving"
+        assert count(metrics, "written") >= 1
+
+
+async def test_write_back_under_a_stream_of_promotions_still_goes_on_after_the_longest_wait() -> None:
+    registry = FakeRegistry()
+    first = PromotionsFirst(max_wait_s=0.01)
+    wb, _ = writeback(registry, promotions_first=first)
+    state = ServingState()
+    async with running(wb):
+        with first.promoting():  # never ends while the write-back runs
+            wb.submit(serve(state, ready(1, generation=0)))
+            await drained(wb)
+        assert registry.version_tags[("m", 1)]["promoter.status"] == "serving"
 
 
 async def test_a_rejection_by_alias_tags_the_version_the_alias_points_at_unless_it_serves() -> None:
