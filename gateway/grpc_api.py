@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from gateway.inference import ALIAS_HEADER, InferenceService
+from gateway.kserve_messages import service_pb2, service_pb2_grpc
 from gateway.metrics import GRPC
 from gateway.responses import ALIAS_RESPONSE_HEADER, VERSION_RESPONSE_HEADER
 from gateway.routing_policy import Decision, RouteError

@@ -23,8 +23,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from tritonclient.grpc import service_pb2
-
+from gateway.kserve_messages import service_pb2
 from gateway.metrics import GatewayMetrics
 from gateway.request_merging import MergingLanes
 from gateway.triton_grpc import TritonGrpcUpstream

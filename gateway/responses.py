@@ -5,14 +5,16 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.responses import Response
 from starlette.types import Send
 
 from gateway.routing_table import Route
 from gateway.upstream import INFER_HEADER_LENGTH, UpstreamResponse
 from runtime.http_errors import JSON_CONTENT_TYPE, error_json
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
 
 VERSION_RESPONSE_HEADER = "X-Model-Version"
 ALIAS_RESPONSE_HEADER = "X-Model-Alias"
@@ -32,6 +34,10 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)  # content-type included
 
     def response(self) -> Response:
+        # Imported here: only the documented HTTP API (built after the replay) asks for a Response; starlette's
+        # responses import its request parsing (anyio, multipart), which the fast paths never need.
+        from starlette.responses import Response  # noqa: PLC0415
+
         return Response(self.body, status_code=self.status, headers=self.headers)
 
     async def send(self, send: Send) -> None:

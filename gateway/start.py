@@ -20,15 +20,20 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from runtime.package_modules import package_init_skipped
+
 if TYPE_CHECKING:
-    import uvicorn
+    from uvicorn.config import Config
+    from uvicorn.server import Server
 
     from gateway.replica import GatewayReplica
     from gateway.settings import GatewayConfig
 
 STARTUP_FAILURE = 3  # uvicorn's exit code for a failed start-up
-SERVING_MODULES = ("uvicorn", "gateway.app")
-"""Imported in a worker thread while the replay runs."""
+SERVING_MODULES = ("gateway.app",)
+"""Imported in a worker thread while the replay runs (after uvicorn's parts: :func:`uvicorn_parts`)."""
+UVICORN_PROTOCOLS = ("uvicorn.protocols.http.httptools_impl", "uvicorn.lifespan.on")
+"""What ``uvicorn.Config.load`` imports for ``http="httptools"``, ``lifespan="on"`` (and ``ws="none"``)."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -62,9 +67,10 @@ async def serve(config: GatewayConfig) -> None:
     collect = asyncio.create_task(_collect_again(replica), name="garbage collection back on")
     try:
         try:
+            parts = await asyncio.to_thread(uvicorn_parts)
             for module in SERVING_MODULES:
                 await asyncio.to_thread(importlib.import_module, module)
-            server = _server(config, replica)
+            server = _server(config, replica, *parts)
         except BaseException:  # before uvicorn's lifespan owns the replica
             await replica.stop()
             raise
@@ -76,13 +82,26 @@ async def serve(config: GatewayConfig) -> None:
         sys.exit(STARTUP_FAILURE)
 
 
-def _server(config: GatewayConfig, replica: GatewayReplica) -> uvicorn.Server:
-    import uvicorn
+def uvicorn_parts() -> tuple[type[Config], type[Server]]:
+    """uvicorn's ``Config`` and ``Server`` and the protocols they load, without uvicorn's package ``__init__``: that
+    imports its command line (click) and its process supervisors (multiprocessing, watchfiles), none of which a
+    server started from code uses (:mod:`runtime.package_modules`)."""
+    with package_init_skipped("uvicorn") as package:
+        config = importlib.import_module("uvicorn.config")
+        setattr(package, "Config", config.Config)  # noqa: B010 - uvicorn.lifespan.on reads it from the package
+        for module in UVICORN_PROTOCOLS:
+            importlib.import_module(module)
+        server = importlib.import_module("uvicorn.server")
+    return config.Config, server.Server
 
+
+def _server(
+    config: GatewayConfig, replica: GatewayReplica, config_class: type[Config], server_class: type[Server]
+) -> Server:
     from gateway.app import build_app
 
     settings = config.gateway
-    uvicorn_config = uvicorn.Config(
+    uvicorn_config = config_class(
         build_app(config, replica),
         host=settings.host,
         port=settings.port,
@@ -91,11 +110,13 @@ def _server(config: GatewayConfig, replica: GatewayReplica) -> uvicorn.Server:
         lifespan="on",
         loop="none",  # this loop (uvloop)
         http="httptools",
+        ws="none",  # no WebSocket route: not importing a WebSocket implementation saves ~20 ms of the start
+        interface="asgi3",
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-    return uvicorn.Server(uvicorn_config)
+    return server_class(uvicorn_config)
 
 
 async def _collect_again(replica: GatewayReplica) -> None:

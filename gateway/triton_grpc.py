@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-from tritonclient.grpc import service_pb2_grpc
 
 from gateway.endpoint_rotation import ENDPOINT_SCOPE, MODEL_SCOPE, Backoff, Choice, EndpointRotation
+from gateway.kserve_messages import service_pb2_grpc
 from gateway.metrics import GatewayMetrics
 from gateway.upstream import CALLER_FAULTS, TRIAL_SHARE, UpstreamError
 

@@ -12,14 +12,12 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
-
 from runtime.logging import get_logger
 from schemas.field_problems import describe, field_problems
 
 if TYPE_CHECKING:  # FastAPI is imported by the apps that use it, not by every user of the error shape
     from fastapi import FastAPI, Request
+    from starlette.responses import JSONResponse
 
 log = get_logger(__name__)
 
@@ -37,6 +35,10 @@ def error_json(message: str) -> bytes:
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    # Imported here: the ASGI fast paths use error_json alone, and starlette's responses import its request
+    # parsing (anyio, multipart): a twentieth of a new gateway's imports before /ready.
+    from starlette.responses import JSONResponse  # noqa: PLC0415
+
     return JSONResponse(error_body(message), status_code=status, headers=headers)
 
 
@@ -48,6 +50,7 @@ def invalid_fields(errors: Sequence[Mapping[str, Any]]) -> str:
 def answer_errors_in_one_shape(app: FastAPI) -> None:
     """FastAPI's own answers (404 unknown path, 405 wrong method, 422 invalid request, 500) as ``{"error": ...}``."""
     from fastapi.exceptions import RequestValidationError  # noqa: PLC0415 - see the imports
+    from starlette.exceptions import HTTPException  # noqa: PLC0415 - see error_response
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:

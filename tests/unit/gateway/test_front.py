@@ -5,6 +5,7 @@ serves (FastAPI, httpx, gRPC, numpy)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -115,15 +116,46 @@ async def test_a_failed_build_is_answered_500_with_the_reason() -> None:
 
 def test_the_replay_side_imports_nothing_that_serves() -> None:
     """``gateway.start`` imports the replay side first and the rest in a thread while the replay runs: neither may
-    pull FastAPI (built after the replay), httpx (its CLI imports rich and click) or the gRPC stack and numpy."""
+    pull FastAPI (built after the replay), httpx (its CLI imports rich and click) or the gRPC stack and numpy; and
+    what serves before ``/ready`` (the gRPC API, uvicorn's server) pulls neither numpy (``tritonclient.grpc``'s
+    client), uvicorn's command line (click) and supervisors, starlette's request parsing nor structlog's rich."""
     code = (
         "import sys\n"
         "import gateway.start, gateway.replica, gateway.settings, runtime.logging, runtime.service_help\n"
-        "serving = ('fastapi', 'httpx', 'grpc', 'numpy', 'tritonclient', 'uvicorn')\n"
+        "serving = ('fastapi', 'httpx', 'grpc', 'numpy', 'tritonclient', 'uvicorn', 'rich')\n"
         "early = sorted(m for m in serving if m in sys.modules)\n"
         "assert not early, early\n"
+        "gateway.start.uvicorn_parts()\n"
         "import gateway.app\n"
-        "late = sorted(m for m in ('fastapi', 'httpx') if m in sys.modules)\n"
+        "late = ('fastapi', 'httpx', 'numpy', 'tritonclient.grpc', 'click', 'multiprocessing', 'watchfiles', 'anyio',\n"
+        "        'starlette.responses', 'rich')\n"
+        "late = sorted(m for m in late if m in sys.modules)\n"
         "assert not late, late\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+def test_the_packages_imported_in_part_still_import_whole_afterwards() -> None:
+    """A client of ``tritonclient.grpc`` or ``uvicorn.run`` in the same process gets the real packages, holding the
+    very modules the gateway imported without their ``__init__`` (one set of protobuf messages and classes)."""
+    code = (
+        "import gateway.start, gateway.kserve_messages as kserve\n"
+        "config, server = gateway.start.uvicorn_parts()\n"
+        "import tritonclient.grpc, uvicorn, uvicorn.lifespan.on\n"
+        "assert tritonclient.grpc.service_pb2 is kserve.service_pb2\n"
+        "assert tritonclient.grpc.InferenceServerClient and tritonclient.grpc.InferInput\n"
+        "assert uvicorn.Config is config and uvicorn.Server is server and uvicorn.lifespan.on.Config is config\n"
+        "assert callable(uvicorn.run)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+def test_bad_settings_refuse_the_start_naming_the_setting() -> None:
+    """Settings are still validated before anything connects: a bad value stops the process with pydantic's
+    message naming the field, and a non-zero exit."""
+    env = {**os.environ, "PROMOTER_GATEWAY_PORT": "eighty", "PROMOTER_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    command = [sys.executable, "-m", "gateway.start"]
+    done = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "GatewaySettings" in done.stderr
+    assert "port\n  Input should be a valid integer" in done.stderr
