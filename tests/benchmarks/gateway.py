@@ -36,11 +36,12 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import grpc
@@ -52,8 +53,9 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from deploy.stack.app_processes import gateway_spec
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import free_ports
-from deploy.stack.process import ManagedProcess, cpu_seconds, poll_until, stop_all, wait_all_ready
+from deploy.stack.process import ManagedProcess, child_pid, cpu_seconds, poll_until, stop_all, wait_all_ready
 from deploy.stack.triton_server import NAME as TRITON
+from gateway.grpc_front import BINARY_NAME
 from tests.gateway_harness import GatewayHandle, promote, ready_bytes, running_gateways
 from tests.worker_harness import WorkerHandle, iris_frame, register_iris, running_worker, unique_topics
 
@@ -67,6 +69,23 @@ TARGETS = {
     "grpc_throughput_ratio_16": ">= 0.75",
     "grpc_failed_requests_during_swaps": "== 0",
 }
+
+
+class Measured(Protocol):
+    """Processes whose CPU time is measured: a service's process group, or one process of it."""
+
+    def group_pids(self) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class NativeFront:
+    """A replica's native gRPC front alone (its Go child), so the gateway's CPU splits into Go and Python."""
+
+    replica: ManagedProcess
+
+    def group_pids(self) -> list[int]:
+        pid = child_pid(self.replica.pid, lambda command: BINARY_NAME in command)
+        return [] if pid is None else [pid]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -95,7 +114,7 @@ async def sequential_ms(http: aiohttp.ClientSession, url: str, body: bytes, coun
 
 
 async def closed_loop(
-    call: Callable[[], Awaitable[object]], clients: int, seconds: float, processes: dict[str, ManagedProcess]
+    call: Callable[[], Awaitable[object]], clients: int, seconds: float, processes: Mapping[str, Measured]
 ) -> tuple[float, dict[str, float]]:
     """Requests/s of ``clients`` closed-loop callers of ``call``, and the CPU µs each request cost the client
     and ``processes``."""
@@ -120,7 +139,7 @@ async def closed_loop(
 
 
 async def throughput(
-    url: str, body: bytes, clients: int, seconds: float, processes: dict[str, ManagedProcess]
+    url: str, body: bytes, clients: int, seconds: float, processes: Mapping[str, Measured]
 ) -> tuple[float, dict[str, float]]:
     """Requests/s of ``clients`` closed-loop HTTP clients, and the CPU µs each request cost the client and
     ``processes``."""
@@ -232,9 +251,14 @@ async def grpc_side_by_side(
     request cost and the share of requests the gateway merged."""
     result: dict[str, Any] = {}
     triton_process = next(p for p in stack.processes if p.name == TRITON)
-    processes = {
+    processes: dict[str, dict[str, Measured]] = {
         "direct": {"triton": triton_process},
-        "gateway": {"triton": triton_process, "gateway": gateway.process},
+        # gateway: the whole replica (Go child and Python); gateway_front: the Go child alone
+        "gateway": {
+            "triton": triton_process,
+            "gateway": gateway.process,
+            "gateway_front": NativeFront(gateway.process),
+        },
         "python": {"triton": triton_process, "gateway": python_gateway.process},
     }
     async with (
