@@ -302,6 +302,30 @@ async def test_an_input_triton_refuses_is_invalid_argument_with_tritons_message_
     assert _triton_requests(world, triton_model) - before == 1
 
 
+async def test_nothing_servable_is_unavailable(world: World) -> None:
+    model = f"grpc-orphan-{uuid.uuid4().hex[:6]}"
+    orphan = ready_bytes(world.promotions[-1], model_name=model, alias="challenger", generation=0)
+    await world.publish("PROMOTER_TOPIC_MODEL_READY", model, orphan)
+    gateway = world.gateways[0]
+    await wait_for(lambda: gateway.served(model, "challenger") is not None, timeout_s=10, what="orphan routed")
+    failure = await _failure(_infer(gateway.grpc_address, model))
+    assert failure.status() == "StatusCode.UNAVAILABLE"
+    assert "alias 'champion' is not served" in failure.message()
+
+
+async def test_other_rpcs_are_unimplemented_and_say_what_to_use(world: World) -> None:
+    client = triton_grpc.InferenceServerClient(world.gateways[0].grpc_address)
+    try:
+        load = await _failure(client.load_model(world.model))
+        shared = await _failure(client.get_system_shared_memory_status())
+    finally:
+        await client.close()
+    assert load.status() == "StatusCode.UNIMPLEMENTED"
+    assert "promoter promote" in load.message()
+    assert shared.status() == "StatusCode.UNIMPLEMENTED"
+    assert "raw_input_contents" in shared.message()
+
+
 @contextmanager
 def _silent_listener() -> Iterator[str]:
     """A port that accepts connections and never answers (a hung Triton)."""
