@@ -16,7 +16,10 @@ This module owns the child process and what it is fed, as newline JSON on its st
 * on demand (each scrape of ``/metrics``), Go's counts, merged by :class:`FrontCollector` into
   ``gateway_requests_total``, ``gateway_errors_total`` and ``gateway_request_duration_seconds``.
 
-Go reports each Triton failure it handed to the slow path; the rotation hears it as if its own request failed.
+Go answers a Triton failure itself, with the status the slow path would give (its copy of
+:func:`gateway.triton_grpc.upstream_error`, kept equal by shared test vectors), except one after which Triton
+provably did not run the request (no connection, or the model not on that endpoint): that request goes to the
+slow path, whose rotation sends it elsewhere, and Go reports the failure so the rotation ejects what failed.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
@@ -43,7 +45,6 @@ from gateway.responses import ALIAS_RESPONSE_HEADER, VERSION_RESPONSE_HEADER
 from gateway.routing_policy import weighted_alias
 from gateway.routing_table import Change, ModelRoutes, RoutingState
 from gateway.settings import GatewaySettings
-from gateway.triton_grpc import upstream_error
 from gateway.v2_api import API
 from runtime.logging import get_logger
 
@@ -60,7 +61,6 @@ _METRICS_TIMEOUT_S = 2.0
 _STOP_GRACE_S = 5.0
 #: First and longest wait between attempts to start a new child after one died.
 _RESTART_BACKOFF_S = (0.2, 5.0)
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class NativeFrontMissing(RuntimeError):
@@ -227,6 +227,7 @@ class NativeFront:
             "max_message_bytes": settings.max_request_bytes,
             "latency_buckets": list(REQUEST_BUCKETS_S),
             "stop_grace_s": _STOP_GRACE_S,
+            "threads": settings.grpc_front_threads,
         }
 
     async def start(self, slow_path: str) -> None:
@@ -341,18 +342,12 @@ class NativeFront:
             self._restarting = asyncio.create_task(self._restart(), name="restart the native gRPC front")
 
     def _failed(self, failure: dict[str, Any]) -> None:
-        """A Triton failure on the fast path, told to the rotation as the slow path's own would be."""
-        index, triton_model = failure["endpoint"], failure["triton_model"]
-        if failure.get("unreachable"):
-            scope, reason = ENDPOINT_SCOPE, "unreachable"
-        else:
-            code = _CODES.get(failure["code"], grpc.StatusCode.UNKNOWN)
-            error = upstream_error(code, failure["message"])
-            if error.retry_reason is None:
-                return
-            scope = MODEL_SCOPE if error.retry_reason == "unknown_model" else ENDPOINT_SCOPE
-            reason = error.retry_reason
-        self.rotation.failed(Choice(index), triton_model, scope=scope, reason=reason)
+        """A Triton failure on the fast path before Triton ran the request (the child classified it with its copy
+        of :func:`gateway.triton_grpc.upstream_error`: ``reason`` is the retry reason), told to the rotation as the
+        slow path's own would be; the child then sent the request to the slow path."""
+        reason = failure["reason"]
+        scope = MODEL_SCOPE if reason == "unknown_model" else ENDPOINT_SCOPE
+        self.rotation.failed(Choice(failure["endpoint"]), failure["triton_model"], scope=scope, reason=reason)
 
     async def refresh_metrics(self) -> None:
         """Ask the child for its counts (before a scrape); the last report stays when it does not answer."""

@@ -32,6 +32,9 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 # Triton's words for "that model is not loaded (or not ready) here": another endpoint may have it.
 _NOT_SERVED_HERE = ("unknown model", "not found", "no available versions", "is not ready")
+#: The words of a connection that never got through (gRPC's C core; grpc-go, in the native front's copy of this
+#: classification: ``gateway/grpc_front_go/upstream.go``, kept equal by ``testdata/upstream_errors.json``).
+UNREACHABLE = ("failed to connect", "error while dialing")
 
 
 def upstream_error(code: grpc.StatusCode, details: str) -> UpstreamError:
@@ -48,7 +51,7 @@ def upstream_error(code: grpc.StatusCode, details: str) -> UpstreamError:
         )
     if code is grpc.StatusCode.UNAVAILABLE:
         # Only a connection that never got through is known not to have run the request.
-        reason = "unreachable" if "failed to connect" in lowered else None
+        reason = "unreachable" if any(words in lowered for words in UNREACHABLE) else None
         return UpstreamError(503, f"Triton is unavailable: {message}", "unavailable", retry_reason=reason)
     if code is grpc.StatusCode.INVALID_ARGUMENT or any(fault in lowered for fault in CALLER_FAULTS):
         return UpstreamError(400, message, "bad_request")

@@ -22,6 +22,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +31,8 @@ import (
 
 	"google.golang.org/grpc"
 )
+
+const gcPercent = 400
 
 type config struct {
 	Listen          string    `json:"listen"`
@@ -42,6 +46,7 @@ type config struct {
 	MaxMessageBytes int       `json:"max_message_bytes"`
 	LatencyBuckets  []float64 `json:"latency_buckets"`
 	StopGraceS      float64   `json:"stop_grace_s"`
+	Threads         int       `json:"threads"` // GOMAXPROCS; 0: Go's default (the cores it may use)
 }
 
 type control struct {
@@ -96,11 +101,21 @@ func main() {
 	// The replica stops it by closing its stdin, after its own graceful stop began; a signal to the whole
 	// process group (Ctrl-C, a supervisor's SIGTERM) must not cut the requests in flight before that.
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
+	if os.Getenv("GOGC") == "" {
+		// The live heap is small (routes, connections, the requests in flight), so the default GOGC=100 collects
+		// every few hundred requests; 400 collects a quarter as often for a few more MiB of memory.
+		debug.SetGCPercent(gcPercent)
+	}
 	log := newLogger()
 	var settings config
 	if err := json.Unmarshal([]byte(*configJSON), &settings); err != nil {
 		log.Error("unreadable --config", "error", err.Error())
 		os.Exit(2)
+	}
+	if settings.Threads > 0 {
+		// One P keeps a request's hand-offs (reader, handler, writers) on one thread: no wake-ups of idle
+		// threads that spin looking for work, about 15% less CPU per request than two Ps on 2 cores.
+		runtime.GOMAXPROCS(settings.Threads)
 	}
 	if err := run(settings, log, os.Stdin, os.Stdout); err != nil {
 		log.Error("gRPC front stopped on an error", "error", err.Error())
@@ -146,7 +161,11 @@ func run(settings config, log *slog.Logger, in *os.File, out *os.File) error {
 		return fmt.Errorf("cannot listen on %s: %w", settings.Listen, err)
 	}
 	server := grpc.NewServer(
-		grpc.ForceServerCodec(rawCodec{}),
+		grpc.ForceServerCodecV2(rawCodec{}),
+		grpc.StaticStreamWindowSize(streamWindowBytes),
+		grpc.StaticConnWindowSize(connectionWindowBytes),
+		// Requests run on long-lived goroutines instead of one new goroutine (and stack growth) each.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		grpc.UnknownServiceHandler(f.handle),
 		grpc.MaxRecvMsgSize(settings.MaxMessageBytes),
 		grpc.MaxSendMsgSize(1<<31-1),

@@ -7,6 +7,7 @@ package main
 import (
 	"math"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,8 +16,29 @@ import (
 // series counts one route's answers.
 type series struct {
 	answered atomic.Uint64 // code 200
-	timedOut atomic.Uint64 // code 504, reason timeout: the caller's deadline passed
 	latency  *histogram
+	mu       sync.Mutex
+	failures map[failureLabels]uint64
+}
+
+// failureLabels are a failure's code (HTTP status) and reason, as gateway_requests_total and
+// gateway_errors_total label it.
+type failureLabels struct {
+	status  int
+	outcome string
+}
+
+// failed counts one failure answered on the fast path (a status of 0: the caller went away, not counted).
+func (s *series) failed(status int, outcome string) {
+	if status == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failures == nil {
+		s.failures = map[failureLabels]uint64{}
+	}
+	s.failures[failureLabels{status, outcome}]++
 }
 
 type histogram struct {
@@ -92,9 +114,18 @@ func (m *frontMetrics) report(id int64) metricsReport {
 		if answered := s.answered.Load(); answered > 0 {
 			out.Requests = append(out.Requests, countReport{key[0], key[1], key[2], "200", answered})
 		}
-		if timedOut := s.timedOut.Load(); timedOut > 0 {
-			out.Requests = append(out.Requests, countReport{key[0], key[1], key[2], "504", timedOut})
-			out.Errors = append(out.Errors, countReport{key[0], key[1], key[2], "timeout", timedOut})
+		byStatus, byOutcome := map[string]uint64{}, map[string]uint64{}
+		s.mu.Lock()
+		for labels, count := range s.failures {
+			byStatus[strconv.Itoa(labels.status)] += count
+			byOutcome[labels.outcome] += count
+		}
+		s.mu.Unlock()
+		for code, count := range byStatus {
+			out.Requests = append(out.Requests, countReport{key[0], key[1], key[2], code, count})
+		}
+		for reason, count := range byOutcome {
+			out.Errors = append(out.Errors, countReport{key[0], key[1], key[2], reason, count})
 		}
 	}
 	for model, h := range m.latency {

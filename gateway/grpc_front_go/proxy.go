@@ -15,27 +15,38 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
 const modelInfer = "/inference.GRPCInferenceService/ModelInfer"
 
-// rawCodec passes messages through as bytes (*[]byte).
+// rawCodec passes messages through as bytes (*[]byte): sent without a copy, received with one (gRPC frees
+// its buffers once Unmarshal returns).
 type rawCodec struct{}
 
-func (rawCodec) Marshal(v any) ([]byte, error) { return *(v.(*[]byte)), nil }
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(*(v.(*[]byte)))}, nil
+}
 
-func (rawCodec) Unmarshal(data []byte, v any) error {
-	target := v.(*[]byte)
-	*target = append((*target)[:0], data...) // gRPC may reuse data's buffer
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*(v.(*[]byte)) = data.Materialize()
 	return nil
 }
 
 func (rawCodec) Name() string { return "proto" }
+
+// Flow-control windows, fixed on every connection (the public server's and those to Triton and the slow path).
+// Fixed windows turn off gRPC's bandwidth-delay estimation, whose PING frames (one per burst of data received,
+// each answered by the peer) cost both ends syscalls and wake-ups on every request at small-message rates; a
+// window of 4 MiB per stream and 16 MiB per connection does not throttle a message on a LAN.
+const (
+	streamWindowBytes     = 4 << 20
+	connectionWindowBytes = 16 << 20
+)
 
 // endpoints are the Triton gRPC connections, in the order of Python's rotation, and which are out of it.
 type endpoints struct {
@@ -70,8 +81,10 @@ func dial(target string, maxMessageBytes int) (*grpc.ClientConn, error) {
 	return grpc.NewClient(
 		"passthrough:///"+target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStaticStreamWindowSize(streamWindowBytes),
+		grpc.WithStaticConnWindowSize(connectionWindowBytes),
 		grpc.WithDefaultCallOptions(
-			grpc.ForceCodec(rawCodec{}),
+			grpc.ForceCodecV2(rawCodec{}),
 			grpc.MaxCallRecvMsgSize(maxMessageBytes),
 			grpc.MaxCallSendMsgSize(maxMessageBytes),
 		),
@@ -94,13 +107,12 @@ type front struct {
 	log          *slog.Logger
 }
 
-// failure is a Triton attempt that failed on the fast path (the request then went to the slow path).
+// failure is a Triton attempt that failed on the fast path before Triton ran it (the request then went to the
+// slow path), for the slow path's rotation to eject the endpoint (or the endpoint's model).
 type failure struct {
-	Endpoint    int    `json:"endpoint"`
-	Triton      string `json:"triton_model"`
-	Code        uint32 `json:"code"`
-	Message     string `json:"message"`
-	Unreachable bool   `json:"unreachable"` // no connection to the endpoint: Triton never saw the request
+	Endpoint int    `json:"endpoint"`
+	Triton   string `json:"triton_model"`
+	Reason   string `json:"reason"` // classify's RetryReason: unreachable, unknown_model
 }
 
 // handle is the server's only handler (grpc.UnknownServiceHandler): every RPC of every service comes here.
@@ -124,19 +136,22 @@ func (f *front) handle(_ any, stream grpc.ServerStream) error {
 		return f.forward(stream, method, message, incoming)
 	}
 	began := time.Now()
-	answer, done := f.infer(ctx, chosen, message)
-	if !done {
+	answer, failed := f.infer(ctx, chosen, message)
+	if failed == nil && answer == nil {
 		return f.forward(stream, method, message, incoming)
 	}
 	defer func() { chosen.series.latency.observe(time.Since(began)) }()
-	if answer == nil { // the caller's deadline passed or it went away
-		if ctx.Err() == context.DeadlineExceeded {
-			chosen.series.timedOut.Add(1)
-			return status.Error(codes.DeadlineExceeded, "the caller's deadline passed before Triton answered")
+	trailer := metadata.Pairs(f.versionKey, chosen.versionText, f.aliasKey, chosen.Alias)
+	if failed != nil {
+		if ctx.Err() == nil { // Triton's failure, answered as the slow path would have
+			stream.SetTrailer(trailer)
+			f.log.Warn("upstream failure", "model", chosen.Model, "alias", chosen.Alias, "protocol", "grpc",
+				"error", failed.Message)
 		}
-		return status.FromContextError(ctx.Err()).Err()
+		chosen.series.failed(failed.Status, failed.Outcome)
+		return status.Error(failed.Code, failed.Message)
 	}
-	stream.SetTrailer(metadata.Pairs(f.versionKey, chosen.versionText, f.aliasKey, chosen.Alias))
+	stream.SetTrailer(trailer)
 	if err := stream.SendMsg(&answer); err != nil {
 		return err
 	}
@@ -144,37 +159,54 @@ func (f *front) handle(_ any, stream grpc.ServerStream) error {
 	return nil
 }
 
-// infer sends “message“ to “chosen“'s Triton model; done is false when the slow path must answer instead
-// (no endpoint in rotation, any failure of Triton), answer is nil when the caller's context ended.
-func (f *front) infer(ctx context.Context, chosen *route, message []byte) (answer []byte, done bool) {
+// callerGone is the answer when the caller's context ended before Triton answered: its deadline passed
+// (counted as a 504 timeout), or it went away (not counted: no one reads the answer).
+func callerGone(ctx context.Context) *upstreamError {
+	if ctx.Err() == context.DeadlineExceeded {
+		return &upstreamError{Status: 504, Code: codes.DeadlineExceeded, Outcome: "timeout",
+			Message: "the caller's deadline passed before Triton answered"}
+	}
+	gone := status.FromContextError(ctx.Err())
+	return &upstreamError{Code: gone.Code(), Message: gone.Message()}
+}
+
+// infer sends “message“ to “chosen“'s Triton model. It returns Triton's answer, or the failure to answer the
+// caller with (Triton's, classified as the slow path does, or the caller's deadline), or neither when the slow
+// path must answer instead: no endpoint in rotation, an answer Go cannot rewrite, or a failure after which
+// Triton provably did not run the request (no connection to the endpoint, or the model not there), so the
+// slow path's rotation may send it to another endpoint. Triton never sees a request twice from here.
+func (f *front) infer(ctx context.Context, chosen *route, message []byte) ([]byte, *upstreamError) {
 	index := f.tritons.choose(chosen.Triton)
 	if index < 0 {
-		return nil, false
+		return nil, nil
 	}
 	upstream, err := withTarget(message, chosen.Triton, "")
 	if err != nil {
-		return nil, false
+		return nil, nil
 	}
 	callCtx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	var reply []byte
 	err = f.tritons.conns[index].Invoke(callCtx, modelInfer, &upstream, &reply)
 	if ctx.Err() != nil {
-		return nil, true
+		return nil, callerGone(ctx)
 	}
 	if err != nil {
 		failed := status.Convert(err)
-		unreachable := f.tritons.conns[index].GetState() != connectivity.Ready
-		f.reports(failure{index, chosen.Triton, uint32(failed.Code()), failed.Message(), unreachable})
-		return nil, false
+		classified := classify(failed.Code(), failed.Message())
+		if classified.RetryReason == "" {
+			return nil, &classified
+		}
+		f.reports(failure{index, chosen.Triton, classified.RetryReason})
+		return nil, nil
 	}
-	answer, err = withTarget(reply, chosen.Model, chosen.versionText,
+	answer, err := withTarget(reply, chosen.Model, chosen.versionText,
 		[2]string{"alias", chosen.Alias}, [2]string{"triton_model_name", chosen.Triton})
 	if err != nil {
 		f.log.Warn("unreadable answer from Triton, sent to the slow path", "triton_model", chosen.Triton)
-		return nil, false
+		return nil, nil
 	}
-	return answer, true
+	return answer, nil
 }
 
 // forward sends one unary request to the slow path and relays its answer, status and trailers.

@@ -63,7 +63,11 @@ func readTarget(message []byte) (inferTarget, error) {
 // model_version to “version“ (omitted when empty) and the string parameters “params“ added (they replace
 // any of the same key: a map's last entry wins); every other field is copied unchanged, in order.
 func withTarget(message []byte, name, version string, params ...[2]string) ([]byte, error) {
-	out := make([]byte, 0, len(message)+len(name)+len(version)+64)
+	room := len(message) + len(name) + len(version) + 16
+	for _, param := range params {
+		room += len(param[0]) + len(param[1]) + 16
+	}
+	out := make([]byte, 0, room)
 	out = protowire.AppendTag(out, fieldModelName, protowire.BytesType)
 	out = protowire.AppendString(out, name)
 	if version != "" {
@@ -90,15 +94,17 @@ func withTarget(message []byte, name, version string, params ...[2]string) ([]by
 	return out, nil
 }
 
+// appendStringParameter appends one map entry key -> InferParameter{string_param: value}, written in place.
 func appendStringParameter(out []byte, key, value string) []byte {
-	var parameter []byte
-	parameter = protowire.AppendTag(parameter, fieldStringParam, protowire.BytesType)
-	parameter = protowire.AppendString(parameter, value)
-	var entry []byte
-	entry = protowire.AppendTag(entry, fieldMapKey, protowire.BytesType)
-	entry = protowire.AppendString(entry, key)
-	entry = protowire.AppendTag(entry, fieldMapValue, protowire.BytesType)
-	entry = protowire.AppendBytes(entry, parameter)
+	parameterSize := protowire.SizeTag(fieldStringParam) + protowire.SizeBytes(len(value))
+	entrySize := protowire.SizeTag(fieldMapKey) + protowire.SizeBytes(len(key)) +
+		protowire.SizeTag(fieldMapValue) + protowire.SizeBytes(parameterSize)
 	out = protowire.AppendTag(out, fieldParameters, protowire.BytesType)
-	return protowire.AppendBytes(out, entry)
+	out = protowire.AppendVarint(out, uint64(entrySize))
+	out = protowire.AppendTag(out, fieldMapKey, protowire.BytesType)
+	out = protowire.AppendString(out, key)
+	out = protowire.AppendTag(out, fieldMapValue, protowire.BytesType)
+	out = protowire.AppendVarint(out, uint64(parameterSize))
+	out = protowire.AppendTag(out, fieldStringParam, protowire.BytesType)
+	return protowire.AppendString(out, value)
 }

@@ -112,3 +112,20 @@ func TestWithTargetSetsTheAnswerAndItsParameters(t *testing.T) {
 		t.Fatalf("parameters: %v", parameters)
 	}
 }
+
+// The fast path's own work on one request: read the target, decide, rewrite the request and the answer
+// (`go test -bench . -benchmem`).
+func BenchmarkFastPathRewrites(b *testing.B) {
+	message := sampleRequest()
+	models := map[string]*modelRoutes{"iris": buildModel("iris", modelUpdate{
+		Routes: []routeUpdate{{Alias: "champion", Triton: "iris--v7", Version: 7}}, Default: "champion",
+	}, newFrontMetrics([]float64{0.001, 0.01}))}
+	b.ReportAllocs()
+	for b.Loop() {
+		target, _ := readTarget(message)
+		chosen := decide(models, request{target: target})
+		upstream, _ := withTarget(message, chosen.Triton, "")
+		_, _ = withTarget(upstream, chosen.Model, chosen.versionText,
+			[2]string{"alias", chosen.Alias}, [2]string{"triton_model_name", chosen.Triton})
+	}
+}

@@ -18,10 +18,11 @@ Measured side by side with the same client (aiohttp, asyncio) on the same machin
 * gRPC, the same client (``grpc.aio`` stubs, raw tensors) both ways: ``grpc_overhead_ratio``, the sequential
   1-row p50 through the gateway's gRPC API over direct Triton gRPC; ``grpc_throughput_ratio_16``, requests/s
   at 16 concurrent clients on one channel, gateway over direct (median of interleaved pairs), with the
-  absolute rates, the CPU per request (``grpc_cpu_us_per_request_16``) and the share of requests merged
-  (``grpc_merged_share_16``); the gateway answers gRPC with its native front (Go), and a replica with the
-  Python front alone (``PROMOTER_GATEWAY_GRPC_FRONT=python``) is measured in the same runs
-  (``grpc_python_front_*``); ``--grpc-only`` measures just this; ``grpc_failed_requests_during_swaps``,
+  absolute rates, the CPU per request (``grpc_cpu_us_per_request_16``; ``gateway_front``: the Go child's
+  share of ``gateway``) and the share of requests merged (``grpc_merged_share_16``); the gateway answers gRPC
+  with its native front (Go), and a replica with the Python front alone (``PROMOTER_GATEWAY_GRPC_FRONT=python``)
+  is measured in the same runs (``grpc_python_front_*``); ``--grpc-only`` measures just this (its figures
+  replace those in ``.bench/gateway.json``); ``grpc_failed_requests_during_swaps``,
   failed requests of the same steady ~200 requests/s load over the 4 replicas' gRPC APIs across 10 more
   promotions (after the HTTP run, not beside it: one client process cannot drive both).
 """
@@ -36,11 +37,12 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import grpc
@@ -52,8 +54,10 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from deploy.stack.app_processes import gateway_spec
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import free_ports
-from deploy.stack.process import ManagedProcess, cpu_seconds, poll_until, stop_all, wait_all_ready
+from deploy.stack.process import ManagedProcess, child_pid, cpu_seconds, poll_until, stop_all, wait_all_ready
 from deploy.stack.triton_server import NAME as TRITON
+from gateway.grpc_front import BINARY_NAME
+from tests.benchmarks.bench_files import merge_figures
 from tests.gateway_harness import GatewayHandle, promote, ready_bytes, running_gateways
 from tests.worker_harness import WorkerHandle, iris_frame, register_iris, running_worker, unique_topics
 
@@ -67,6 +71,23 @@ TARGETS = {
     "grpc_throughput_ratio_16": ">= 0.75",
     "grpc_failed_requests_during_swaps": "== 0",
 }
+
+
+class Measured(Protocol):
+    """Processes whose CPU time is measured: a service's process group, or one process of it."""
+
+    def group_pids(self) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class NativeFront:
+    """A replica's native gRPC front alone (its Go child), so the gateway's CPU splits into Go and Python."""
+
+    replica: ManagedProcess
+
+    def group_pids(self) -> list[int]:
+        pid = child_pid(self.replica.pid, lambda command: BINARY_NAME in command)
+        return [] if pid is None else [pid]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -95,7 +116,7 @@ async def sequential_ms(http: aiohttp.ClientSession, url: str, body: bytes, coun
 
 
 async def closed_loop(
-    call: Callable[[], Awaitable[object]], clients: int, seconds: float, processes: dict[str, ManagedProcess]
+    call: Callable[[], Awaitable[object]], clients: int, seconds: float, processes: Mapping[str, Measured]
 ) -> tuple[float, dict[str, float]]:
     """Requests/s of ``clients`` closed-loop callers of ``call``, and the CPU µs each request cost the client
     and ``processes``."""
@@ -120,7 +141,7 @@ async def closed_loop(
 
 
 async def throughput(
-    url: str, body: bytes, clients: int, seconds: float, processes: dict[str, ManagedProcess]
+    url: str, body: bytes, clients: int, seconds: float, processes: Mapping[str, Measured]
 ) -> tuple[float, dict[str, float]]:
     """Requests/s of ``clients`` closed-loop HTTP clients, and the CPU µs each request cost the client and
     ``processes``."""
@@ -232,9 +253,14 @@ async def grpc_side_by_side(
     request cost and the share of requests the gateway merged."""
     result: dict[str, Any] = {}
     triton_process = next(p for p in stack.processes if p.name == TRITON)
-    processes = {
+    processes: dict[str, dict[str, Measured]] = {
         "direct": {"triton": triton_process},
-        "gateway": {"triton": triton_process, "gateway": gateway.process},
+        # gateway: the whole replica (Go child and Python); gateway_front: the Go child alone
+        "gateway": {
+            "triton": triton_process,
+            "gateway": gateway.process,
+            "gateway_front": NativeFront(gateway.process),
+        },
         "python": {"triton": triton_process, "gateway": python_gateway.process},
     }
     async with (
@@ -561,7 +587,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--throughput-pairs", type=int, default=7, help="direct/gateway throughput pairs (median)")
     parser.add_argument("--swaps", type=int, default=40)
     parser.add_argument(
-        "--grpc-only", action="store_true", help="only the gRPC side by side (writes .bench/gateway-grpc.json)"
+        "--grpc-only", action="store_true", help="only the gRPC side by side (its figures into .bench/gateway.json)"
     )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp, LocalStack(Path(tmp) / "stack") as stack:
@@ -578,10 +604,13 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
     targets = {key: target for key, target in TARGETS.items() if key in result}
-    result["targets"] = targets
-    BENCH_DIR.mkdir(exist_ok=True)
-    written = BENCH_DIR / ("gateway-grpc.json" if args.grpc_only else "gateway.json")
-    written.write_text(json.dumps(result, indent=2) + "\n")
+    if args.grpc_only:  # the gRPC figures replace those of .bench/gateway.json, the others stay
+        written = merge_figures("gateway", {**result, "grpc_measured_at": datetime.now().isoformat(timespec="seconds")})
+    else:
+        result["targets"] = targets
+        BENCH_DIR.mkdir(exist_ok=True)
+        written = BENCH_DIR / "gateway.json"
+        written.write_text(json.dumps(result, indent=2) + "\n")
     for key, target in targets.items():
         print(f"{key}: {result[key]} (target {target})")
     print(f"wrote {written}")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as triton_grpc
@@ -266,13 +267,39 @@ async def test_unknown_models_and_versions_are_not_found(world: World) -> None:
     assert bad_pin.status() == "StatusCode.INVALID_ARGUMENT"
 
 
-async def test_an_input_triton_refuses_is_invalid_argument_with_tritons_message(world: World) -> None:
+def _triton_requests(world: World, triton_model: str) -> float:
+    """Inference requests for ``triton_model`` the stack's Triton received since it started, by its own counts
+    (succeeded or failed: a model that refuses its input with an error response counts as a success)."""
+    total = 0.0
+    for line in httpx.get(world.stack.triton_metrics_url, timeout=10).text.splitlines():
+        if line.startswith(
+            (
+                f'nv_inference_request_success{{model="{triton_model}"',
+                f'nv_inference_request_failure{{model="{triton_model}"',
+            )
+        ):
+            total += float(line.rpartition(" ")[2])
+    return total
+
+
+@pytest.mark.parametrize("front", [0, 1], ids=["native", "python"])
+async def test_an_input_triton_refuses_is_invalid_argument_with_tritons_message_sent_once(
+    world: World, front: int
+) -> None:
     rows = ROWS[:2].copy()
     rows[1, 2] = math.nan
-    refused = await _failure(_infer(world.gateways[0].grpc_address, world.model, rows))
+    triton_model = world.latest["triton_model_name"]
+    before = _triton_requests(world, triton_model)
+    refused = await _failure(_infer(world.gateways[front].grpc_address, world.model, rows))
     assert refused.status() == "StatusCode.INVALID_ARGUMENT", refused.message()
     assert "nan" in refused.message().lower()
     assert "Traceback" not in refused.message()
+    # Triton ran it (the model refused it), so it was not sent again. Triton counts a request as it releases it,
+    # which may follow its answer by a moment: wait for the count to move, then it must have moved by one.
+    await wait_for(
+        lambda: _triton_requests(world, triton_model) > before, timeout_s=10, what="Triton counting the request"
+    )
+    assert _triton_requests(world, triton_model) - before == 1
 
 
 async def test_nothing_servable_is_unavailable(world: World) -> None:

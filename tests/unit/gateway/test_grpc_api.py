@@ -21,6 +21,7 @@ from gateway.grpc_api import GatewayServicer, status_code
 from gateway.grpc_front import GrpcFront
 from gateway.inference import InferenceService
 from gateway.metrics import GatewayMetrics
+from gateway.responses import ALIAS_RESPONSE_HEADER, VERSION_RESPONSE_HEADER
 from gateway.routing_policy import RouteError
 from gateway.routing_table import RoutingState
 from gateway.settings import GatewaySettings
@@ -215,6 +216,36 @@ async def test_failures_reach_the_caller_as_status_codes(
     assert failure.value.code() is code
     assert words in failure.value.details()
     assert "Traceback" not in failure.value.details()
+
+
+@pytest.mark.parametrize(
+    ("model", "code", "status", "reason"),
+    [
+        ("nan", Code.INVALID_ARGUMENT, "400", "bad_request"),
+        ("picky", Code.INVALID_ARGUMENT, "400", "bad_request"),
+        ("crash", Code.INTERNAL, "502", "triton_error"),
+    ],
+)
+async def test_a_failure_after_triton_ran_the_request_is_answered_once_named_and_counted(
+    gateway: Gateway,
+    triton: tuple[str, FakeTriton],
+    model: str,
+    code: grpc.StatusCode,
+    status: str,
+    reason: str,
+) -> None:
+    """Triton may have run it: not sent again (on the native front, not handed to the slow path either), the
+    route named in the trailers, counted under its code and reason, on both fronts alike."""
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await gateway.stub.ModelInfer(_request(model))
+    assert failure.value.code() is code
+    assert len(triton[1].seen) == 1
+    trailers = dict(failure.value.trailing_metadata() or ())
+    assert trailers[VERSION_RESPONSE_HEADER.lower()] == "1"
+    assert trailers[ALIAS_RESPONSE_HEADER.lower()] == "champion"
+    route = {"model": model, "alias": "champion", "version": "1"}
+    assert await gateway.sample("gateway_requests_total", **route, api="v2", protocol="grpc", code=status) == 1
+    assert await gateway.sample("gateway_errors_total", **route, reason=reason) == 1
 
 
 async def test_the_callers_deadline_bounds_the_upstream_call(gateway: Gateway) -> None:

@@ -15,7 +15,7 @@ import pytest
 from tritonclient.grpc import service_pb2_grpc
 
 from gateway.endpoint_rotation import Backoff, Choice
-from gateway.grpc_api import GatewayServicer
+from gateway.grpc_api import GatewayServicer, status_code
 from gateway.grpc_front import (
     BUILT_BINARY,
     FrontCollector,
@@ -29,20 +29,38 @@ from gateway.metrics import REQUEST_BUCKETS_S, GatewayMetrics
 from gateway.routing_policy import client_bucket
 from gateway.routing_table import RoutingState
 from gateway.settings import GatewaySettings
-from gateway.triton_grpc import TritonGrpcUpstream
+from gateway.triton_grpc import TritonGrpcUpstream, upstream_error
 from gateway.upstream import TritonUpstream
 from runtime.settings import TritonSettings
 from tests.unit.gateway.test_grpc_api import FakeTriton, _closed_port, _request, triton  # noqa: F401
 from tests.unit.gateway.test_routing import policy, ready
 
-VECTORS = Path(__file__).parents[3] / "gateway" / "grpc_front_go" / "testdata" / "client_buckets.json"
+TESTDATA = Path(__file__).parents[3] / "gateway" / "grpc_front_go" / "testdata"
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def test_client_bucket_matches_the_shared_vectors() -> None:
-    vectors = json.loads(VECTORS.read_text())["vectors"]
+    vectors = json.loads((TESTDATA / "client_buckets.json").read_text())["vectors"]
     assert len(vectors) >= 10
     for vector in vectors:
         assert client_bucket(vector["client_id"]) == vector["bucket"], vector
+
+
+def test_triton_failures_are_classified_as_the_shared_vectors_say() -> None:
+    """The one classification of Triton's gRPC failures; Go's copy (upstream.go) checks the same file."""
+    vectors = json.loads((TESTDATA / "upstream_errors.json").read_text(encoding="utf-8"))["vectors"]
+    assert len(vectors) >= 15
+    assert {vector["retry_reason"] for vector in vectors} == {None, "unreachable", "unknown_model"}
+    for vector in vectors:
+        error = upstream_error(_CODES[vector["code"]], vector["details"])
+        got = {
+            "status": error.status,
+            "grpc_code": status_code(error).value[0],
+            "message": error.message,
+            "outcome": error.outcome,
+            "retry_reason": error.retry_reason,
+        }
+        assert got == {key: vector[key] for key in got}, vector["details"][:80]
 
 
 def test_a_model_entry_carries_routes_in_order_the_default_and_the_bucket_table() -> None:
