@@ -115,9 +115,9 @@ def listening_socket_inodes(port: int) -> set[str]:
     return inodes
 
 
-def holds_socket(pids: Iterable[int], inodes: set[str]) -> bool:
-    """True when one of ``pids`` has one of the socket ``inodes`` open."""
-    wanted = {f"socket:[{inode}]" for inode in inodes}
+def socket_inodes(pids: Iterable[int]) -> set[str]:
+    """Inodes of the sockets ``pids`` have open (their ``/proc/<pid>/fd`` links ``socket:[inode]``)."""
+    inodes: set[str] = set()
     for pid in pids:
         try:
             descriptors = os.listdir(f"/proc/{pid}/fd")
@@ -125,9 +125,10 @@ def holds_socket(pids: Iterable[int], inodes: set[str]) -> bool:
             continue
         for descriptor in descriptors:
             with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{pid}/fd/{descriptor}") in wanted:
-                    return True
-    return False
+                target = os.readlink(f"/proc/{pid}/fd/{descriptor}")
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:[") : -1])
+    return inodes
 
 
 def pid_alive(pid: int) -> bool:
@@ -263,10 +264,12 @@ class ManagedProcess:
             raise StackError(f"{self.name} exited (code {self.returncode()}): {self.tail()}")
         return self.spec.ready(self) and self.listens_on(self.spec.ports)
 
-    def listens_on(self, ports: Iterable[int]) -> bool:
+    def listens_on(self, ports: Sequence[int]) -> bool:
         """True when this process group holds a listening socket on every one of ``ports``."""
-        members = self.group_pids()
-        return all(holds_socket(members, listening_socket_inodes(port)) for port in ports)
+        if not ports:
+            return True
+        held = socket_inodes(self.group_pids())
+        return all(listening_socket_inodes(port) & held for port in ports)
 
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):

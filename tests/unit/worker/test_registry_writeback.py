@@ -180,21 +180,27 @@ async def test_serve_reject_and_roll_back_leave_the_tags_that_were_decided() -> 
         assert count(metrics, "written") >= 7
 
 
-async def settle() -> None:
-    """Let every task run until it waits on something outside the loop's ready queue (no time passes)."""
-    for _ in range(50):
-        await asyncio.sleep(0)
+class ObservedPromotionsFirst(PromotionsFirst):
+    """PromotionsFirst that says when somebody first waits for its turn."""
+
+    def __init__(self, max_wait_s: float) -> None:
+        super().__init__(max_wait_s)
+        self.waited = asyncio.Event()
+
+    async def wait_turn(self) -> None:
+        self.waited.set()
+        await super().wait_turn()
 
 
 async def test_write_back_waits_while_a_promotion_is_under_way_then_writes() -> None:
     registry = FakeRegistry()
-    first = PromotionsFirst(max_wait_s=60.0)
+    first = ObservedPromotionsFirst(max_wait_s=60.0)
     wb, metrics = writeback(registry, promotions_first=first)
     state = ServingState()
     async with running(wb):
         with first.promoting():
             wb.submit(serve(state, ready(1, generation=0)))
-            await settle()
+            await asyncio.wait_for(first.waited.wait(), timeout=5.0)
             assert registry.calls == 0  # its MLflow calls wait for the promotion
             assert first.under_way == 1
         await drained(wb)
