@@ -365,6 +365,12 @@ async def test_triton_unreachable_is_unavailable_and_the_callers_deadline_is_hon
 
         late = await _failure(_infer(stuck.grpc_address, world.model, client_timeout=1.0))
         assert late.status() == "StatusCode.DEADLINE_EXCEEDED"
+        # The front answers just before the deadline, not the server transport's reset at it (which a caller
+        # whose own timer had not yet fired read as CANCELLED: 1 in 40 before the fix).
+        statuses = [
+            (await _failure(_infer(stuck.grpc_address, world.model, client_timeout=0.3))).status() for _ in range(10)
+        ]
+        assert statuses == ["StatusCode.DEADLINE_EXCEEDED"] * 10
         # The gateway gave up with the caller (its own deadline to Triton is 30 s): the attempt ends and is
         # timed well before that.
         await wait_for(
@@ -415,3 +421,4 @@ async def test_a_killed_native_front_is_started_again_on_the_same_port(world: Wo
         assert answer.model_version == str(world.latest["version"])
         assert gateway.metric("gateway_grpc_front_restarts_total") == 1
         assert gateway.metric("gateway_requests_total", protocol="grpc", code="200") == 1  # counted by the new front
+
