@@ -231,13 +231,20 @@ def unique_topics() -> dict[str, str]:
 @contextmanager
 def running_worker(stack: LocalStack, run_dir: Path, **settings: str) -> Iterator[WorkerHandle]:
     """A ``promoter-worker`` process on fresh topics and a fresh group, stopped afterwards."""
+    name = settings.get("PROMOTER_WORKER_REPLICA_ID", "worker")  # the spec sets the replica id from its name
+    with running_workers(stack, {name: run_dir}, **settings) as (worker,):
+        yield worker
+
+
+@contextmanager
+def running_workers(stack: LocalStack, run_dirs: dict[str, Path], **settings: str) -> Iterator[list[WorkerHandle]]:
+    """Worker replicas named by ``run_dirs``' keys (each logging to its ``worker.log`` there), in one group on the
+    same fresh topics, started at once and stopped afterwards."""
     topics = unique_topics()
-    (port,) = free_ports(1)
     env = {
         **stack.client_env(),
         **topics,
         "PROMOTER_WORKER_GROUP_ID": f"it-worker-{uuid.uuid4().hex[:8]}",
-        "PROMOTER_WORKER_DOWNLOAD_DIR": str(run_dir / "downloads"),
         "PROMOTER_WORKER_BACKOFF_INITIAL_S": "0.2",
         "PROMOTER_WORKER_BACKOFF_MAX_S": "1",
         "PROMOTER_TRITON_LOAD_TIMEOUT_S": "60",
@@ -245,15 +252,20 @@ def running_worker(stack: LocalStack, run_dir: Path, **settings: str) -> Iterato
         "PROMOTER_LOG_LEVEL": "INFO",
         **settings,
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    name = settings.get("PROMOTER_WORKER_REPLICA_ID", "worker")  # the spec sets the replica id from its name
-    process = ManagedProcess(worker_spec(env, health_port=port, run_dir=run_dir, name=name), run_dir / "worker.log")
-    process.start()
+    ports = free_ports(len(run_dirs))
+    handles = []
+    for (name, run_dir), port in zip(run_dirs.items(), ports, strict=True):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        own = {"PROMOTER_WORKER_DOWNLOAD_DIR": str(run_dir / "downloads"), **env}
+        process = ManagedProcess(worker_spec(own, health_port=port, run_dir=run_dir, name=name), run_dir / "worker.log")
+        handles.append(WorkerHandle(process=process, topics=topics, health_url=f"http://127.0.0.1:{port}", env=own))
     try:
-        wait_all_ready([process])
-        yield WorkerHandle(process=process, topics=topics, health_url=f"http://127.0.0.1:{port}", env=env)
+        for handle in handles:
+            handle.process.start()
+        wait_all_ready(handle.process for handle in handles)
+        yield handles
     finally:
-        stop_all([process])
+        stop_all(handle.process for handle in handles)
 
 
 async def until(probe: Callable[[], Awaitable[bool]], *, timeout_s: float, what: str) -> None:

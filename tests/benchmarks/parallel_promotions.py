@@ -8,14 +8,16 @@
   Triton load stage at each concurrency (from the workers' logs), which says whether Triton had the
   CPU to load four at once, and the CPU seconds the whole stack used per promotion (from /proc).
   ``--models N`` measures another N (``parallel_models`` says which).
-- ``rebalance_*``: two replicas (concurrency 4) in one group; the second joins while the first is
-  mid-way through 32 requests, which revokes every partition. ``rebalance_duplicates``: decisions
+- ``rebalance_*``: two replicas (concurrency 4) in one group, 32 requests; once the first is served, a
+  third member joins the group and leaves (``tests/group_rebalance.py``): two rebalances, each revoking
+  every partition of both replicas mid-flight. ``rebalance_duplicates``: decisions
   beyond one per request (a ``model.ready`` with a generation new for its alias, or a generation
   already on the log with another Triton model: what a gateway could act on); ``rebalance_lost``:
   requests with no decision; ``rebalance_duplicate_loads``: Triton loads beyond one per version.
   ``rebalance_reanswers`` counts harmless restatements (the served generation again, answering a
   redelivered request) apart. ``rebalance_served_by_first``/``_second`` and
-  ``rebalance_lanes_at_revocation`` show the rebalance really moved work mid-flight.
+  ``rebalance_lanes_at_revocation`` (lanes running or queued at the revocations, both replicas) show the
+  rebalances hit work in flight.
   ``--models 0`` runs this part alone.
 """
 
@@ -23,36 +25,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import tempfile
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import tritonclient.http as triton_http
-from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.process import cpu_seconds, group_members
-from schemas.topics import PROMOTION_REQUESTED
 from tests.benchmarks.bench_files import merge_figures
-from tests.worker_harness import (
-    Record,
-    WorkerHandle,
-    produce,
-    read_until,
-    register_iris,
-    request_bytes,
-    running_worker,
-    until,
-)
+from tests.group_rebalance import answers, rebalance_mid_flight, request_all, served_lines
+from tests.worker_harness import read_until, register_iris, running_worker
 
-READY = "io.modelpromoter.model.ready.v1"
 SERVED_TIMEOUT_S = 900.0
 
 
@@ -73,86 +60,10 @@ def register_models(stack: LocalStack, prefix: str, count: int) -> dict[str, int
     }
 
 
-def ready_documents(records: list[Record]) -> list[dict[str, Any]]:
-    documents = [json.loads(r.value) for r in records if r.value]
-    return [d for d in documents if d.get("type") == READY]
-
-
-def answers(records: list[Record]) -> Counter[str]:
-    """model.ready records per answered request event id."""
-    return Counter(d["data"].get("request_event_id") for d in ready_documents(records))
-
-
-def classify_answers(records: list[Record], ids: list[str]) -> dict[str, int]:
-    """Per request: decisions (a generation new for its model and alias: gateways switch to it) and re-answers.
-
-    A re-answer restates a decision already on the log, same generation and Triton model (``already
-    served`` after a redelivery, with the new request's id): every reader ignores it as a decision. So
-    only decisions beyond one per request are duplicates, and so is a record that gives a generation
-    already on the log another Triton model (a conflict a gateway could act on).
-    """
-    decided: dict[tuple[str, str, int], str] = {}  # (model, alias, generation) -> Triton model
-    decisions: Counter[str] = Counter()
-    reanswers: Counter[str] = Counter()
-    for document in ready_documents(records):
-        data = document["data"]
-        request, decision = data.get("request_event_id"), (data["model_name"], data["alias"], data["generation"])
-        if decided.get(decision) == data["triton_model_name"]:
-            reanswers[request] += 1
-        else:
-            decided.setdefault(decision, data["triton_model_name"])
-            decisions[request] += 1
-    return {
-        "rebalance_requests": len(ids),
-        "rebalance_duplicates": sum(max(0, decisions[i] - 1) for i in ids),
-        "rebalance_reanswers": sum(reanswers[i] for i in ids),
-        "rebalance_lost": sum(1 for i in ids if decisions[i] == 0),
-    }
-
-
-def served_lines(log_file: Path) -> list[dict[str, Any]]:
-    """The replica's "model served" log lines (each names its Triton model and the stages it ran)."""
-    lines = (json.loads(line) for line in log_file.read_text().splitlines() if '"model served"' in line)
-    return [line for line in lines if line.get("event") == "model served"]
-
-
 def mean_load_seconds(log_file: Path) -> float:
     """The mean of the promotions' Triton load stage: what a load costs at this concurrency."""
     loads = [line["stages"]["load"] for line in served_lines(log_file) if "load" in line.get("stages", {})]
     return round(sum(loads) / len(loads), 3) if loads else 0.0
-
-
-def replica_figures(first_log: Path, second_log: Path) -> dict[str, int]:
-    """Who served what, loads beyond one per Triton model, and the promotions in flight at the revocation."""
-    first, second = served_lines(first_log), served_lines(second_log)
-    loads = Counter(line["triton_model"] for line in first + second if "load" in line.get("stages", {}))
-    return {
-        "rebalance_served_by_first": len(first),
-        "rebalance_served_by_second": len(second),
-        "rebalance_duplicate_loads": sum(count - 1 for count in loads.values()),
-        "rebalance_lanes_at_revocation": lanes_at_revocation(first_log),
-    }
-
-
-def lanes_at_revocation(log_file: Path) -> int:
-    """Models (lanes) the first replica had running or queued when its partitions were revoked (from its log)."""
-    lanes = 0
-    for line in log_file.read_text().splitlines():
-        if "finishing the promotions in flight first" in line:
-            lanes += json.loads(line).get("lanes", 0)
-    return lanes
-
-
-async def request_all(worker: WorkerHandle, stack: LocalStack, models: dict[str, int]) -> tuple[list[str], float]:
-    """Publish one pinned champion request per model; the event ids and when they were sent."""
-    ids = [str(uuid.uuid4()) for _ in models]
-    messages: list[tuple[bytes | None, bytes]] = [
-        (name.encode(), request_bytes(name, version=version, event_id=event_id))
-        for (name, version), event_id in zip(models.items(), ids, strict=True)
-    ]
-    sent = time.monotonic()
-    await produce(stack.kafka_bootstrap_servers, worker.topic("promotion_requested"), messages)
-    return ids, sent
 
 
 STUB_COMM = "triton_python_b"  # /proc/<pid>/comm of Triton's python-backend stubs (15 characters)
@@ -192,7 +103,8 @@ async def served_seconds(
     with running_worker(stack, run_dir, PROMOTER_WORKER_CONCURRENCY=str(concurrency), **over_grpc(stack)) as w:
         groups = {name: ids["pgid"] for name, ids in stack.pids().items()} | {"worker": w.process.pgid}
         cpu_before = cpu_by_component(groups)
-        ids, sent = await request_all(w, stack, models)
+        sent = time.monotonic()
+        ids = await request_all(w, stack.kafka_bootstrap_servers, models)
         await read_until(
             stack.kafka_bootstrap_servers,
             w.topic("model_ready"),
@@ -224,55 +136,6 @@ def mean_stage_seconds(log_file: Path) -> dict[str, float]:
     return {stage: round(sum(values) / len(values), 3) for stage, values in stages.items()}
 
 
-async def rebalance_figures(stack: LocalStack, run_dir: Path, models: dict[str, int]) -> dict[str, int]:
-    """Two replicas, the second joining mid-way: decisions beyond one per request, re-answers, requests lost."""
-    first_dir, second_dir = run_dir / "first", run_dir / "second"
-    with running_worker(
-        stack, first_dir, PROMOTER_WORKER_CONCURRENCY="4", PROMOTER_WORKER_REPLICA_ID="first", **over_grpc(stack)
-    ) as first:
-        ids, _ = await request_all(first, stack, models)
-        ready_topic = first.topic("model_ready")
-        await read_until(  # the first replica is mid-way: some served, the rest in flight or queued
-            stack.kafka_bootstrap_servers, ready_topic, lambda r: sum(answers(r)[i] for i in ids) >= 1, timeout_s=120
-        )
-        same_group = {**first.topics, "PROMOTER_WORKER_GROUP_ID": first.env["PROMOTER_WORKER_GROUP_ID"]}
-        with running_worker(
-            stack,
-            run_dir / "second",
-            PROMOTER_WORKER_CONCURRENCY="4",
-            PROMOTER_WORKER_REPLICA_ID="second",
-            **same_group,
-            **over_grpc(stack),
-        ):
-            records = await read_until(
-                stack.kafka_bootstrap_servers,
-                ready_topic,
-                lambda r: all(answers(r)[i] >= 1 for i in ids),
-                timeout_s=SERVED_TIMEOUT_S,
-            )
-            # A request handled twice would be answered before its offset is committed: wait until the group
-            # committed every request, then read the answers once more.
-            group, requested = same_group["PROMOTER_WORKER_GROUP_ID"], first.topic("promotion_requested")
-            await until(
-                lambda: all_committed(stack, group, requested, len(ids)), timeout_s=120, what="every offset committed"
-            )
-            records = await read_until(stack.kafka_bootstrap_servers, ready_topic, lambda r: len(r) >= len(records))
-    return {**classify_answers(records, ids), **replica_figures(first_dir / "worker.log", second_dir / "worker.log")}
-
-
-async def all_committed(stack: LocalStack, group: str, topic: str, records: int) -> bool:
-    """True once ``group``'s committed offsets on the (fresh) ``topic`` add up to its ``records``."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(PROMOTION_REQUESTED.partitions)]
-        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-    finally:
-        await admin.close()
-    done: int = sum(max(0, offset.offset) for offset in committed.values())
-    return done >= records
-
-
 def unload_all(stack: LocalStack) -> None:
     """Free Triton's memory between the runs (each loaded scikit-learn version is ~200 MB)."""
     client = triton_http.InferenceServerClient(stack.triton_http, network_timeout=60)
@@ -293,7 +156,7 @@ async def measure(stack: LocalStack, run_dir: Path, count: int, rebalance_models
     unload_all(stack)
     four_at_once, cpu_4 = await served_seconds(stack, run_dir / "c4", parallel_models, 4)
     unload_all(stack)
-    rebalance = await rebalance_figures(stack, run_dir / "rebalance", register_models(stack, "reb", rebalance_models))
+    rebalance = await rebalance_figures(stack, run_dir / "rebalance", rebalance_models)
     unload_all(stack)
     stages = {
         f"parallel_stage_{stage}_mean_concurrency_{c}_s": seconds
@@ -315,8 +178,15 @@ async def measure(stack: LocalStack, run_dir: Path, count: int, rebalance_models
 
 
 async def rebalance_only(stack: LocalStack, run_dir: Path, rebalance_models: int) -> dict[str, float | int]:
-    figures = await rebalance_figures(stack, run_dir / "rebalance", register_models(stack, "reb", rebalance_models))
-    return dict(figures)
+    return dict(await rebalance_figures(stack, run_dir / "rebalance", rebalance_models))
+
+
+async def rebalance_figures(stack: LocalStack, run_dir: Path, count: int) -> dict[str, int]:
+    """Two replicas at concurrency 4, ``count`` models, a rebalance forced mid-flight (``tests/group_rebalance``)."""
+    models = register_models(stack, "reb", count)
+    return await rebalance_mid_flight(
+        stack, run_dir, models, served_timeout_s=SERVED_TIMEOUT_S, PROMOTER_WORKER_CONCURRENCY="4", **over_grpc(stack)
+    )
 
 
 def keep_logs(workers: Path, into: Path) -> None:

@@ -421,4 +421,3 @@ async def test_a_killed_native_front_is_started_again_on_the_same_port(world: Wo
         assert answer.model_version == str(world.latest["version"])
         assert gateway.metric("gateway_grpc_front_restarts_total") == 1
         assert gateway.metric("gateway_requests_total", protocol="grpc", code="200") == 1  # counted by the new front
-
