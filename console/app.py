@@ -10,11 +10,13 @@ from typing import NamedTuple
 
 import streamlit as st
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from console.page_support import ConsoleConfig
 from console.views import dead_letters, history, serving, try_model
 from runtime.logging import configure_logging
-from schemas.field_problems import field_problems
+from runtime.service_help import settings_classes_of
+from runtime.settings_errors import invalid_settings
 
 
 class ConsolePage(NamedTuple):
@@ -40,8 +42,11 @@ def _logging_configured() -> bool:
 def _config() -> ConsoleConfig | None:
     try:
         return ConsoleConfig.from_env()
-    except ValidationError as error:
-        for problem in field_problems(error.errors(), root="settings"):
+    except (ValidationError, SettingsError):
+        problems = invalid_settings(settings_classes_of(ConsoleConfig))
+        if not problems:
+            raise
+        for problem in problems:
             st.error(str(problem))
         return None
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from runtime.package_modules import package_init_skipped
 
 if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
     from uvicorn.config import Config
     from uvicorn.server import Server
 
@@ -40,18 +41,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     gc.disable()  # the start-up's objects live on; collected again once the replay is over (_collect_again)
     from gateway.settings import GatewayConfig
     from runtime.logging import configure_logging
-    from runtime.service_help import parse_service_args, settings_classes_of
+    from runtime.service_help import parse_service_args, settings_classes_of, valid_settings
     from runtime.settings import LogSettings
 
+    settings_classes: list[type[BaseSettings]] = [*settings_classes_of(GatewayConfig), LogSettings]
     parse_service_args(
         "promoter-gateway",
         "A model-promoter gateway replica: serves predictions (HTTP /predict and the Open Inference Protocol, "
         "HTTP and gRPC) from the model versions announced on model.ready, through Triton.",
-        [*settings_classes_of(GatewayConfig), LogSettings],
+        settings_classes,
         argv,
     )
-    configure_logging("gateway", LogSettings())
-    config = GatewayConfig.from_env()
+    with valid_settings("gateway", settings_classes):
+        configure_logging("gateway", LogSettings())
+        config = GatewayConfig.from_env()
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

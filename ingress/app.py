@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager, suppress
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic_settings import BaseSettings
 
 from ingress.receiver import WebhookReceiver
 from ingress.settings import IngressSettings
@@ -26,7 +27,7 @@ from runtime.kafka_access import require_kafka_access
 from runtime.kafka_topics import TopicsError, ensure_service_topics
 from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, new_registry, render
-from runtime.service_help import parse_service_args
+from runtime.service_help import parse_service_args, valid_settings
 from runtime.settings import KafkaSettings, LogSettings, TopicSettings
 from schemas.envelope import KAFKA_HEADERS
 from schemas.prepared_version import PrepareRequested
@@ -160,18 +161,20 @@ def create_app(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    settings_classes: list[type[BaseSettings]] = [IngressSettings, KafkaSettings, TopicSettings, LogSettings]
     parse_service_args(
         "promoter-ingress",
         "model-promoter's webhook ingress: verifies signed MLflow model-registry webhooks "
         "(POST /webhooks/mlflow) and publishes them as promotion requests to Kafka.",
-        [IngressSettings, KafkaSettings, TopicSettings, LogSettings],
+        settings_classes,
         argv,
     )
     import uvicorn  # noqa: PLC0415
 
-    configure_logging("ingress", LogSettings())
-    settings = IngressSettings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    with valid_settings("ingress", settings_classes):
+        configure_logging("ingress", LogSettings())
+        settings, kafka, topics = IngressSettings(), KafkaSettings(), TopicSettings()
+    uvicorn.run(create_app(settings, kafka, topics), host=settings.host, port=settings.port, log_config=None)
 
 
 if __name__ == "__main__":

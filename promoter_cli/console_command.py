@@ -56,9 +56,11 @@ def console(
         typer.echo(INSTALL_HINT, err=True)
         raise typer.Exit(EXIT_INVALID)
     from console.settings import ConsoleSettings
+    from runtime.settings import KafkaSettings, TopicSettings
 
     with explained_failures():
-        settings = ConsoleSettings()
+        # the pages read Kafka's and the topics' settings too: a bad one is refused here, not on every page
+        settings, _kafka, _topics = ConsoleSettings(), KafkaSettings(), TopicSettings()
     spec = importlib.util.find_spec("console.app")
     if spec is None or spec.origin is None:
         raise RuntimeError("console/app.py is not installed with promoter")

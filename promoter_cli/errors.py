@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from runtime.kafka_access import KafkaAccessRefused, check_kafka_access
 from runtime.settings import KafkaSettings
+from runtime.settings_errors import problems_of, settings_class_of
 from runtime.topic_reading import MissingTopicError
 from schemas.field_problems import field_problems
 
@@ -45,12 +46,13 @@ KAFKA_UNREACHABLE = (
 
 @contextmanager
 def explained_failures() -> Iterator[None]:
-    """Invalid input or a missing topic -> exit 3 naming the field; Kafka unreachable -> exit 4 with what to check."""
+    """Invalid input, a bad setting or a missing topic -> exit 3 naming the field or the environment variable;
+    Kafka unreachable -> exit 4 with what to check."""
     try:
         yield
     except ValidationError as error:
-        for problem in field_problems(error.errors(), root="input"):
-            typer.echo(str(problem), err=True)
+        for problem in _problems(error):
+            typer.echo(problem, err=True)
         raise typer.Exit(EXIT_INVALID) from None
     except MissingTopicError as error:
         typer.echo(str(error), err=True)
@@ -64,6 +66,14 @@ def explained_failures() -> Iterator[None]:
             typer.echo(str(refusal), err=True)
             raise typer.Exit(EXIT_UNREACHABLE) from None
         exit_unreachable(f"cannot reach Kafka at {kafka.bootstrap_servers}", error)
+
+
+def _problems(error: ValidationError) -> list[str]:
+    """A bad setting is named by its environment variable, bad input by its field."""
+    settings = settings_class_of(error)
+    if settings is not None:
+        return [str(problem) for problem in problems_of(settings, error)]
+    return [str(problem) for problem in field_problems(error.errors(), root="input")]
 
 
 def _refusal(kafka: KafkaSettings) -> KafkaAccessRefused | None:

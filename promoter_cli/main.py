@@ -234,14 +234,14 @@ def register(
     Example: PROMOTER_INGRESS_WEBHOOK_SECRETS=... promoter webhook register --url http://ingress:8090/webhooks/mlflow
     """
     from ingress.settings import IngressSettings
-    from promoter_cli.errors import EXIT_REJECTED
+    from promoter_cli.errors import EXIT_REJECTED, explained_failures
     from runtime.settings import MLflowSettings
 
-    secrets = IngressSettings().webhook_secrets
+    with explained_failures():
+        secrets, tracking_uri = IngressSettings().webhook_secrets, MLflowSettings().tracking_uri
     if not secrets:
         typer.echo("set PROMOTER_INGRESS_WEBHOOK_SECRETS to the secret the ingress verifies", err=True)
         raise typer.Exit(EXIT_REJECTED)
-    tracking_uri = MLflowSettings().tracking_uri
     done = register_webhook(tracking_uri, url, secrets[0].get_secret_value(), name=name)
     verb = "created" if done.created else "updated"
     typer.echo(f"{verb} webhook {name} ({done.webhook_id}) in {tracking_uri} -> {url}")

@@ -66,9 +66,10 @@ def _letters(selection: LetterFilter) -> list[DeadLetter]:
     from promoter_cli.errors import explained_failures
     from runtime.settings import KafkaSettings, TopicSettings
 
-    topic = TopicSettings().promotion_dlq
+    with explained_failures():
+        topic, kafka = TopicSettings().promotion_dlq, KafkaSettings()
     with Console(stderr=True).status(f"reading {topic} ...", spinner="dots"), explained_failures():
-        letters = asyncio.run(read_dead_letters(KafkaSettings(), topic))
+        letters = asyncio.run(read_dead_letters(kafka, topic))
     return [letter for letter in letters if selection.matches(letter)]
 
 

@@ -1,8 +1,9 @@
-"""``--help`` of a service: what it is and every environment variable it reads, generated from its settings.
+"""What a service's start does with its settings before anything connects: ``--help``, and refusing bad ones.
 
 A service takes no arguments besides ``--help``; its configuration is the environment (pydantic-settings).
 The help is built from the settings classes themselves (env prefix, field name, default, description),
 so it cannot drift from what the service reads. Nothing is connected or read from the environment.
+A bad setting stops the service with a line naming its environment variable (:func:`valid_settings`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import argparse
 import dataclasses
 import textwrap
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsError
 
 WIDTH = 100
 INDENT = " " * 6
@@ -87,3 +89,16 @@ def parse_service_args(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.parse_args(argv)
+
+
+@contextmanager
+def valid_settings(service: str, classes: Sequence[type[BaseSettings]]) -> Iterator[None]:
+    """Read the settings inside this block: a bad one logs an ``"invalid setting"`` line per bad variable of
+    ``classes`` (its environment variable, the problem, the value unless a secret) and exits 2, no traceback."""
+    try:
+        yield
+    except (ValidationError, SettingsError):
+        from runtime.settings_errors import exit_if_invalid  # noqa: PLC0415 - the error path only
+
+        exit_if_invalid(service, classes)
+        raise

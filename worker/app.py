@@ -25,6 +25,7 @@ from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.asgi.handlers import GetHandler
 from faststream.asgi.types import Scope
 from faststream.kafka import KafkaBroker, KafkaMessage, Topic
+from pydantic_settings import BaseSettings
 
 from runtime.http_errors import JSON_CONTENT_TYPE, error_json
 from runtime.kafka_access import require_kafka_access
@@ -32,7 +33,7 @@ from runtime.kafka_broker import faststream_logger, kafka_broker
 from runtime.kafka_topics import ensure_service_topics
 from runtime.logging import configure_logging, get_logger
 from runtime.metrics import METRICS_CONTENT_TYPE, render
-from runtime.service_help import parse_service_args, settings_classes_of
+from runtime.service_help import parse_service_args, settings_classes_of, valid_settings
 from runtime.settings import KafkaSettings, LogSettings, MLflowSettings, TopicSettings, TritonSettings
 from runtime.topic_replay import TopicReplayer
 from schemas.fleet_status import FLEET_STATUS_KEY_PREFIX, WorkerFleetStatus
@@ -362,17 +363,19 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    settings_classes: list[type[BaseSettings]] = [*settings_classes_of(WorkerConfig), LogSettings]
     parse_service_args(
         "promoter-worker",
         "model-promoter's promotion worker: turns promotion requests into served Triton models "
         "(or rejections and dead letters), with /health, /ready and /metrics over HTTP.",
-        [*settings_classes_of(WorkerConfig), LogSettings],
+        settings_classes,
         argv,
     )
     import uvicorn  # noqa: PLC0415
 
-    configure_logging("worker", LogSettings())
-    config = WorkerConfig.from_env()
+    with valid_settings("worker", settings_classes):
+        configure_logging("worker", LogSettings())
+        config = WorkerConfig.from_env()
     uvicorn.run(
         build_app(config),
         host=config.worker.health_host,

@@ -39,7 +39,22 @@ def test_allow_replay_reaches_the_console(monkeypatch: pytest.MonkeyPatch) -> No
     assert env["PROMOTER_CONSOLE_ALLOW_REPLAY"] == "true"
 
 
-def test_a_bad_setting_is_named_before_anything_starts() -> None:
-    result = CliRunner().invoke(app, ["console"], env={"PROMOTER_CONSOLE_PORT": "http"})
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("PROMOTER_CONSOLE_PORT", "http", "Input should be a valid integer"),
+        ("PROMOTER_KAFKA_SECURITY_PROTOCOL", "TLS", "Input should be 'PLAINTEXT', 'SSL', 'SASL_PLAINTEXT' or"),
+    ],
+)
+def test_a_bad_setting_is_named_by_its_variable_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, problem: str
+) -> None:
+    started: list[str] = []
+    monkeypatch.setattr(os, "execvpe", lambda file, *_: started.append(file))
+
+    result = CliRunner().invoke(app, ["console"], env={variable: value})
+
     assert result.exit_code == 3
-    assert "port" in result.output
+    assert result.output.startswith(f"{variable}: {problem}")
+    assert f"(given {value!r})" in result.output
+    assert started == []

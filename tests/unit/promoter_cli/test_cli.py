@@ -49,6 +49,17 @@ def test_bad_weights_are_explained() -> None:
     assert "must look like alias=percent" in output
 
 
+def test_a_bad_setting_is_named_by_its_environment_variable() -> None:
+    code, output = run("dlq", "list", env={"PROMOTER_KAFKA_FETCH_MAX_WAIT_MS": "0"})
+    register_env = {"PROMOTER_MLFLOW_REQUEST_TIMEOUT_S": "-1"}
+    register_code, register_output = run("webhook", "register", "--url", "http://i/webhooks/mlflow", env=register_env)
+
+    assert code == EXIT_INVALID
+    assert output == "PROMOTER_KAFKA_FETCH_MAX_WAIT_MS: Input should be greater than or equal to 1 (given '0')\n"
+    assert register_code == EXIT_INVALID
+    assert "PROMOTER_MLFLOW_REQUEST_TIMEOUT_S: Input should be greater than 0 (given '-1')" in register_output
+
+
 def test_unreachable_kafka_says_what_to_check() -> None:
     env = {"PROMOTER_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_closed_port()}"}
 

@@ -1,0 +1,211 @@
+"""A bad setting, told by the environment variable an operator set, never by the field pydantic names.
+
+pydantic reports ``port: Input should be a valid integer``; the operator set ``PROMOTER_GATEWAY_PORT=abc``.
+The variable is derived from the settings class itself: a field's alias when it has one (without the prefix,
+unless ``env_prefix_target`` says otherwise), else the class's ``env_prefix`` and the field's name. A nested
+error (an entry of a JSON setting) is reported on the variable that holds it, with the path inside it. The value
+given is repeated only for a field that is not a secret (a ``SecretStr``, or a name with password, token,
+secret, key, sasl ... in it).
+
+A service (:func:`runtime.service_help.valid_settings`) logs one ``"invalid setting"`` line per bad variable and
+exits 2 without a traceback; it imports this module only then, so its start imports nothing more. The ``promoter``
+command (exit 3) and the console's pages show the same problems as ``VARIABLE: problem (given 'value')``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import AliasChoices, AliasPath, SecretBytes, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsError
+
+from runtime.logging import configure_logging, get_logger
+from runtime.settings import LogSettings
+
+EXIT_INVALID_SETTINGS = 2
+"""A service's exit status for a bad setting (argparse's for a bad argument: the operator's to fix)."""
+_SECRET_NAME_PARTS = ("password", "token", "secret", "key", "sasl", "credential", "authorization", "signature")
+_SETTINGS_ERROR_FIELD = re.compile(r'field "([^"]+)"')
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidSetting:
+    """One environment variable with a value its setting refuses (or a required one that is not set)."""
+
+    variable: str
+    problem: str
+    value: str | None = None
+    """What was given; None for a secret (never repeated) or a variable that is not set."""
+
+    def fields(self) -> dict[str, str]:
+        """The log line's fields."""
+        shown = {"variable": self.variable, "problem": self.problem}
+        return shown if self.value is None else {**shown, "value": self.value}
+
+    def __str__(self) -> str:
+        given = "" if self.value is None else f" (given {self.value!r})"
+        return f"{self.variable}: {self.problem}{given}"
+
+
+def _alias_names(alias: str | AliasPath | AliasChoices | None) -> list[str]:
+    """The environment variable names an alias stands for, in pydantic's order (a path: its first key)."""
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, AliasPath):
+        return [str(alias.path[0])]
+    if isinstance(alias, AliasChoices):
+        return [name for choice in alias.choices for name in _alias_names(choice)]
+    return []
+
+
+def _case_sensitive(cls: type[BaseSettings]) -> bool:
+    return bool(cls.model_config.get("case_sensitive", False))
+
+
+def _environ_value(cls: type[BaseSettings], name: str) -> str | None:
+    """The variable's value in this process's environment (as pydantic-settings reads it), or None."""
+    if _case_sensitive(cls):
+        return os.environ.get(name)
+    wanted = name.lower()
+    return next((value for key, value in os.environ.items() if key.lower() == wanted), None)
+
+
+def _env_names(cls: type[BaseSettings], field_name: str) -> list[str]:
+    """Every variable pydantic-settings reads ``field_name`` from, in its order (as it spells them)."""
+    config = cls.model_config
+    prefix = str(config.get("env_prefix", ""))
+    target = config.get("env_prefix_target", "variable")
+    by_alias = config.get("validate_by_alias") is not False
+    aliases = _alias_names(cls.model_fields[field_name].validation_alias) if by_alias else []
+    names = [(prefix if target in ("alias", "all") else "") + alias for alias in aliases]
+    if not names or config.get("validate_by_name") or config.get("populate_by_name"):
+        names.append((prefix if target in ("variable", "all") else "") + field_name)
+    return names
+
+
+def env_name(cls: type[BaseSettings], field_name: str) -> str:
+    """The environment variable that sets ``field_name`` of ``cls``: its alias when it has one (the prefix applied
+    as ``env_prefix_target`` says), else ``env_prefix`` + its name; of several, the one that is set."""
+    names = _env_names(cls, field_name)
+    name = next((name for name in names if _environ_value(cls, name) is not None), names[0])
+    return name if _case_sensitive(cls) else name.upper()
+
+
+def _names_a_secret(annotation: object) -> bool:
+    if annotation in (SecretStr, SecretBytes):
+        return True
+    return any(_names_a_secret(arg) for arg in typing.get_args(annotation))
+
+
+def is_secret(cls: type[BaseSettings], field_name: str) -> bool:
+    """True when the field's value must never be repeated: a secret type, or a name (or alias) that says so."""
+    name = " ".join([field_name, *_alias_names(cls.model_fields[field_name].validation_alias)]).lower()
+    return _names_a_secret(cls.model_fields[field_name].annotation) or any(part in name for part in _SECRET_NAME_PARTS)
+
+
+def _field_of(cls: type[BaseSettings], key: object) -> str | None:
+    """The field an error's first location names (pydantic names a field by its alias when it has one)."""
+    for name, field in cls.model_fields.items():
+        if key == name or key in _alias_names(field.validation_alias) or key == field.alias:
+            return name
+    return None
+
+
+def _value_given(cls: type[BaseSettings], field_name: str, error: dict[str, Any]) -> str | None:
+    if is_secret(cls, field_name) or error.get("type") == "missing":
+        return None
+    raw = _environ_value(cls, env_name(cls, field_name))
+    if raw is not None:
+        return raw
+    given = error.get("input")
+    return given if isinstance(given, str) else None
+
+
+def _problem(error: dict[str, Any]) -> str:
+    inner = ".".join(str(part) for part in error.get("loc", ())[1:])
+    if error.get("type") == "missing":
+        message = "required, but not set"
+    else:
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{inner}: {message}" if inner else message
+
+
+def problems_of(cls: type[BaseSettings], error: ValidationError | SettingsError) -> list[InvalidSetting]:
+    """One :class:`InvalidSetting` per variable ``error`` (raised by ``cls()``) is about, in pydantic's order."""
+    if isinstance(error, SettingsError):  # a complex value (JSON) that does not even parse
+        return [_unparsed(cls, error)]
+    by_variable: dict[str, InvalidSetting] = {}
+    for details in error.errors():
+        loc = details.get("loc", ())
+        field_name = _field_of(cls, loc[0]) if loc else None
+        if field_name is None:  # about the settings as a whole (a model validator): its message names them
+            variable, value = _all_of(cls), None
+        else:
+            variable, value = env_name(cls, field_name), _value_given(cls, field_name, dict(details))
+        problem = _problem(dict(details))
+        earlier = by_variable.get(variable)
+        if earlier is not None:
+            problem = f"{earlier.problem}; {problem}"
+        by_variable[variable] = InvalidSetting(variable, problem, value)
+    return list(by_variable.values())
+
+
+def _unparsed(cls: type[BaseSettings], error: SettingsError) -> InvalidSetting:
+    match = _SETTINGS_ERROR_FIELD.search(str(error))
+    if match is None or match.group(1) not in cls.model_fields:
+        return InvalidSetting(_all_of(cls), str(error))
+    field_name = match.group(1)
+    cause = error.__cause__
+    problem = f"not valid JSON: {cause}" if isinstance(cause, json.JSONDecodeError) else str(cause or error)
+    value = None if is_secret(cls, field_name) else _environ_value(cls, env_name(cls, field_name))
+    return InvalidSetting(env_name(cls, field_name), problem, value)
+
+
+def _all_of(cls: type[BaseSettings]) -> str:
+    """How an error about the settings as a whole (a model validator's, naming the variables) is filed."""
+    return f"{cls.model_config.get('env_prefix', '')}*".upper()
+
+
+def invalid_settings(classes: Iterable[type[BaseSettings]]) -> list[InvalidSetting]:
+    """Every bad variable of these settings classes, each class read from the environment once more."""
+    problems: list[InvalidSetting] = []
+    for cls in classes:
+        try:
+            cls()
+        except (ValidationError, SettingsError) as error:
+            problems.extend(problems_of(cls, error))
+    return problems
+
+
+def settings_class_of(error: ValidationError) -> type[BaseSettings] | None:
+    """The settings class a ValidationError is about (pydantic titles it with the class name), if it is one."""
+    pending: list[type[BaseSettings]] = list(BaseSettings.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == error.title:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None
+
+
+def exit_if_invalid(service: str, classes: Sequence[type[BaseSettings]]) -> None:
+    """Log one ``"invalid setting"`` error line per bad variable of ``classes`` on stderr and exit 2; return
+    when they are all valid (the error at hand was not about them)."""
+    problems = invalid_settings(classes)
+    if not problems:
+        return
+    try:
+        log_settings = LogSettings()
+    except (ValidationError, SettingsError):  # the lines must get out, in the default format (JSON)
+        log_settings = LogSettings.model_construct()
+    configure_logging(service, log_settings)
+    log = get_logger(__name__)
+    for problem in problems:
+        log.error("invalid setting", **problem.fields())
+    raise SystemExit(EXIT_INVALID_SETTINGS)
