@@ -62,8 +62,15 @@ def make_backend_dir(home: Path, target: Path) -> Path:
     return target
 
 
+#: One BLAS thread per python-backend stub. Each stub (one per loaded version, and the shared sklearn runtime)
+#: imports numpy, whose OpenBLAS starts a thread per core at import: 0.2 CPU-seconds per numpy import on this
+#: 2-core machine, against 0.1 with one thread (measured side by side), and at serving time several stubs each
+#: spreading one small batch over every core only oversubscribes them. deploy/k8s/triton.yaml sets the same.
+BLAS_THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def server_env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = {**BLAS_THREADS, **os.environ}  # an operator's own setting wins
     venv_bin = str(Path(sys.prefix) / "bin")
     env["PATH"] = os.pathsep.join([venv_bin, *(p for p in env.get("PATH", "").split(os.pathsep) if p)])
     libdir = sysconfig.get_config_var("LIBDIR")

@@ -39,6 +39,7 @@ from deploy.stack.process import cpu_seconds, group_members
 from tests.benchmarks.bench_files import merge_figures
 from tests.group_rebalance import answers, rebalance_mid_flight, request_all, served_lines
 from tests.worker_harness import read_until, register_iris, running_worker
+from worker.shared_runtime import RUNTIME_PREFIX
 
 SERVED_TIMEOUT_S = 900.0
 
@@ -79,7 +80,9 @@ def is_stub(pid: int) -> bool:
 def cpu_by_component(groups: dict[str, int]) -> dict[str, float]:
     """CPU seconds used so far by the live processes of each named process group, and by this client.
 
-    Triton's python-backend stubs (in Triton's group) are counted apart, as ``triton_stubs``.
+    Triton's python-backend stubs (in Triton's group) are counted apart: the shared scikit-learn runtime's as
+    ``triton_runtime_stub`` (it loads every version's estimator and answers their proofs), the versions' own
+    (one each: an interpreter with numpy) as ``triton_version_stubs``.
     """
     used = {"client": cpu_seconds([os.getpid()])}
     for name, pgid in groups.items():
@@ -87,8 +90,17 @@ def cpu_by_component(groups: dict[str, int]) -> dict[str, float]:
         stubs = [pid for pid in members if name == "tritonserver" and is_stub(pid)]
         used[name] = cpu_seconds(pid for pid in members if pid not in stubs)
         if stubs:
-            used["triton_stubs"] = cpu_seconds(stubs)
+            runtime = [pid for pid in stubs if RUNTIME_PREFIX in command_line(pid)]
+            used["triton_runtime_stub"] = cpu_seconds(runtime)
+            used["triton_version_stubs"] = cpu_seconds(pid for pid in stubs if pid not in runtime)
     return used
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:  # gone meanwhile
+        return ""
 
 
 async def served_seconds(

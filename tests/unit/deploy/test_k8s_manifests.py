@@ -10,6 +10,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from deploy.stack.triton_server import BLAS_THREADS
 from tests.paths import REPO
 from tests.unit.deploy.kustomization import K8S, Manifest, find, kustomization, pod_spec, render
 from tests.unit.runtime.test_settings_documented import env_names
@@ -153,6 +154,11 @@ def test_triton_restricts_model_control_to_the_admin_header() -> None:
     assert "--grpc-restricted-protocol=model-repository:x-promoter-admin=$(ADMIN_TOKEN)" in container["args"]
     assert _env(container)["ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "triton-admin", "key": "token"}
     assert container["image"].startswith("ghcr.io/model-promoter/tritonserver:24.10-py3"), "deploy/triton/Dockerfile"
+
+
+def test_triton_runs_its_stubs_with_the_blas_threads_of_the_local_stack() -> None:
+    env = _env(_container(find(OBJECTS, "StatefulSet", "triton")))
+    assert {name: env[name]["value"] for name in BLAS_THREADS} == BLAS_THREADS
 
 
 def test_only_the_worker_holds_the_token_triton_expects() -> None:

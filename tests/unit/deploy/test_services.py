@@ -374,3 +374,13 @@ def test_up_fails_fast_when_a_requested_port_is_taken(tmp_path: Path, capsys: py
     assert f"error: port {port} taken" in err
     assert "Traceback" not in err
     assert not (tmp_path / PIDS_FILE).exists(), "nothing was started"
+
+
+def test_triton_stubs_get_one_blas_thread_unless_the_operator_set_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    env = triton_server.server_env()
+    assert env["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    assert triton_server.server_env()["MKL_NUM_THREADS"] == "1"
+    assert env["OMP_NUM_THREADS"] == "4"
