@@ -78,9 +78,10 @@ def classify_answers(records: list[Record], ids: list[str]) -> dict[str, int]:
 
 
 def log_lines(log_file: Path, event: str) -> list[dict[str, Any]]:
-    """The replica's JSON log lines whose event is ``event``."""
-    lines = (json.loads(line) for line in log_file.read_text().splitlines() if f'"{event}"' in line)
-    return [line for line in lines if line.get("event") == event]
+    """The replica's JSON log lines whose event is ``event`` (complete lines: the log may be read while written)."""
+    lines = log_file.read_text().split("\n")[:-1]  # the text after the last newline may be a line half written
+    documents = (json.loads(line) for line in lines if f'"{event}"' in line)
+    return [document for document in documents if document.get("event") == event]
 
 
 def served_lines(log_file: Path) -> list[dict[str, Any]]:
