@@ -492,6 +492,10 @@ async def propagation(stack: LocalStack, run_dir: Path, replicas: int, swaps: in
     with running_gateways(
         stack, run_dir / f"propagation-{replicas}", env, names, PROMOTER_GATEWAY_HEARTBEAT_INTERVAL_S="5"
     ) as gateways:
+        # Ready replicas finish their start-up after /ready (the documented HTTP API is built then: ~0.3 CPU-seconds
+        # each); timed swaps start once every one has, so the figure is the fan-out's, not 16 start-ups'.
+        for gateway in gateways:
+            gateway.get("/v2").raise_for_status()  # answered once that API is built
         reader = AckReader(stack, topics["PROMOTER_TOPIC_GATEWAY_STATUS"], model)
         producer = AIOKafkaProducer(**stack.kafka_settings().producer_kwargs())
         await reader.start()
