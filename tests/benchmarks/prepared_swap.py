@@ -14,10 +14,12 @@ import statistics
 import tempfile
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaProducer
 
 from deploy.stack.local_stack import LocalStack
 from schemas.prepared_version import PrepareRequested, PrepareRequestedData
@@ -51,14 +53,19 @@ async def served_everywhere(http: httpx.AsyncClient, gateways: list[GatewayHandl
 
 
 async def _swap(
-    stack: LocalStack, worker: WorkerHandle, gateways: list[GatewayHandle], http: httpx.AsyncClient, model: str, v: int
+    stack: LocalStack,
+    worker: WorkerHandle,
+    gateways: list[GatewayHandle],
+    http: httpx.AsyncClient,
+    producer: AIOKafkaProducer,
+    model: str,
+    v: int,
 ) -> float:
-    """Seconds from the alias set in MLflow to every gateway routing it to ``v``."""
+    """Seconds from the alias set in MLflow to every gateway routing it to ``v``; the request is published by a
+    running producer, as the ingress publishes it (starting one costs this client ~50 ms: not the system's time)."""
     began = time.perf_counter()
     set_alias(stack.mlflow_tracking_uri, model, "champion", v)
-    await produce(
-        stack.kafka_bootstrap_servers, worker.topic("promotion_requested"), [(model.encode(), request_bytes(model))]
-    )
+    await producer.send_and_wait(worker.topic("promotion_requested"), request_bytes(model), key=model.encode())
     await served_everywhere(http, gateways, model, v)
     return time.perf_counter() - began
 
@@ -94,13 +101,19 @@ async def measure(stack: LocalStack, run_dir: Path, rounds: int) -> dict[str, An
             stack, run_dir / "gateways", worker.env, ["gw-a", "gw-b"], PROMOTER_LOG_LEVEL="WARNING"
         ) as gws,
     ):
-        async with httpx.AsyncClient(timeout=10) as http:
-            await _swap(stack, worker, gws, http, model, first)  # warm-up: the first load pays one-off costs
-            for cold_version, prepared_version in pairs:
-                cold.append(await _swap(stack, worker, gws, http, model, cold_version))
-                await _prepare(stack, worker, model, prepared_version)
-                prepared.append(await _swap(stack, worker, gws, http, model, prepared_version))
-                print(f"  cold v{cold_version}: {cold[-1]:.3f} s   prepared v{prepared_version}: {prepared[-1]:.3f} s")
+        producer = AIOKafkaProducer(**stack.kafka_settings().producer_kwargs())
+        await producer.start()
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                swap = partial(_swap, stack, worker, gws, http, producer, model)
+                await swap(first)  # warm-up: the first load pays one-off costs
+                for cold_version, prepared_version in pairs:
+                    cold.append(await swap(cold_version))
+                    await _prepare(stack, worker, model, prepared_version)
+                    prepared.append(await swap(prepared_version))
+                    print(f"  cold v{cold_version} {cold[-1]:.3f} s, prepared v{prepared_version} {prepared[-1]:.3f} s")
+        finally:
+            await producer.stop()
     cold_p50, prepared_p50 = statistics.median(cold), statistics.median(prepared)
     return {
         "prepared_swap_ratio": round(prepared_p50 / cold_p50, 4),
