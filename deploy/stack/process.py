@@ -83,14 +83,19 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def command_line(pid: int) -> str | None:
+    """The process's arguments joined by spaces; None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return None
+
+
 def child_pid(parent: int, matches: Callable[[str], bool]) -> int | None:
     """The first child process of ``parent`` whose command line (arguments joined by spaces) ``matches``."""
     for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
-        try:
-            command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if matches(command):
+        command = command_line(int(child))
+        if command is not None and matches(command):
             return int(child)
     return None
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import tritonclient.http as triton_http
 
 from deploy.stack.local_stack import LocalStack
-from deploy.stack.process import cpu_seconds, group_members
+from deploy.stack.process import command_line, cpu_seconds, group_members
 from tests.benchmarks.bench_files import merge_figures
 from tests.group_rebalance import answers, rebalance_mid_flight, request_all, served_lines
 from tests.worker_harness import read_until, register_iris, running_worker
@@ -90,17 +90,10 @@ def cpu_by_component(groups: dict[str, int]) -> dict[str, float]:
         stubs = [pid for pid in members if name == "tritonserver" and is_stub(pid)]
         used[name] = cpu_seconds(pid for pid in members if pid not in stubs)
         if stubs:
-            runtime = [pid for pid in stubs if RUNTIME_PREFIX in command_line(pid)]
+            runtime = [pid for pid in stubs if RUNTIME_PREFIX in (command_line(pid) or "")]
             used["triton_runtime_stub"] = cpu_seconds(runtime)
             used["triton_version_stubs"] = cpu_seconds(pid for pid in stubs if pid not in runtime)
     return used
-
-
-def command_line(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:  # gone meanwhile
-        return ""
 
 
 async def served_seconds(
