@@ -25,12 +25,14 @@ from typing import Any
 from pydantic import AliasChoices, AliasPath, SecretBytes, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsError
 
-from runtime.logging import configure_logging, get_logger
+from runtime.logging import configure_logging, get_logger, names_a_secret
 from runtime.settings import LogSettings
 
 EXIT_INVALID_SETTINGS = 2
 """A service's exit status for a bad setting (argparse's for a bad argument: the operator's to fix)."""
-_SECRET_NAME_PARTS = ("password", "token", "secret", "key", "sasl", "credential", "authorization", "signature")
+_SETTING_SECRET_PARTS = ("key", "sasl", "credential")
+"""A setting named so holds a secret, beyond the names log redaction knows (``runtime.logging.names_a_secret``):
+a setting's ``*key*`` is a key file or an API key, where a log line's ``partition_key`` is not."""
 _SETTINGS_ERROR_FIELD = re.compile(r'field "([^"]+)"')
 
 
@@ -106,7 +108,8 @@ def _names_a_secret(annotation: object) -> bool:
 def is_secret(cls: type[BaseSettings], field_name: str) -> bool:
     """True when the field's value must never be repeated: a secret type, or a name (or alias) that says so."""
     name = " ".join([field_name, *_alias_names(cls.model_fields[field_name].validation_alias)]).lower()
-    return _names_a_secret(cls.model_fields[field_name].annotation) or any(part in name for part in _SECRET_NAME_PARTS)
+    annotation = cls.model_fields[field_name].annotation
+    return _names_a_secret(annotation) or names_a_secret(name) or any(part in name for part in _SETTING_SECRET_PARTS)
 
 
 def _field_of(cls: type[BaseSettings], key: object) -> str | None:
