@@ -6,6 +6,9 @@ fetch came back empty within a short window (``CONFIRM_WINDOW_MS``): the second 
 against brokers (tansu) whose end offsets under-report after multi-record batches. The window is
 short on purpose: waiting for the consumer's whole long poll (``fetch_max_wait_ms``, 500 ms) for
 that empty fetch was the largest part of a gateway's replay of 2,000 records.
+
+Once caught up, :meth:`TopicReplayer.catch_up` waits until the records on the topics *now* are handled
+too: a worker given another replica's partitions first reads that replica's last answers.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ class TopicReplayer:
         self._task: asyncio.Task[None] | None = None
         self.caught_up = asyncio.Event()
         self.records_seen = 0
+        self._partitions: list[TopicPartition] = []
+        self._handled: dict[TopicPartition, int] = {}  # per partition: the position once its records are handled
+        self._progress = asyncio.Event()  # set (and replaced) after every fetch handled
 
     async def start(self) -> None:
         kwargs: dict[str, Any] = {**self._kafka.consumer_kwargs(), "group_id": None}
@@ -67,6 +73,7 @@ class TopicReplayer:
         missing = sorted(set(self._topics) - {tp.topic for tp in partitions})
         if missing:
             raise RuntimeError(f"topics {missing} do not exist: create them before starting")
+        self._partitions = list(partitions)
         targets = await consumer.end_offsets(partitions)
         self._task = asyncio.create_task(self._run(consumer, targets), name=f"replay {','.join(self._topics)}")
 
@@ -78,6 +85,10 @@ class TopicReplayer:
             batches = await consumer.getmany(timeout_ms=min(CONFIRM_WINDOW_MS, wait_ms) if confirming else wait_ms)
             for records in batches.values():
                 await self._deliver(records)
+            # Positions past what was handed out (and handled), compacted gaps and empty partitions too.
+            self._handled = {tp: await consumer.position(tp) for tp in self._partitions}
+            self._progress.set()
+            self._progress = asyncio.Event()
             if self.caught_up.is_set():
                 continue
             if confirming and not batches:
@@ -109,6 +120,20 @@ class TopicReplayer:
             if self._task in done and self._task is not None:
                 self._task.result()
             raise TimeoutError(f"replay of {self._topics} not caught up within {timeout_s:g} s")
+
+    async def catch_up(self, timeout_s: float) -> None:
+        """Until every record on the topics at the call is handled; raises TimeoutError, or the replay's error."""
+        if self._consumer is None or self._task is None:
+            raise RuntimeError("the replay is not started")
+        targets = await self._consumer.end_offsets(self._partitions)
+        async with asyncio.timeout(timeout_s):
+            while not all(self._handled.get(tp, 0) >= end for tp, end in targets.items()):
+                progress = asyncio.create_task(self._progress.wait())
+                await asyncio.wait([progress, self._task], return_when=asyncio.FIRST_COMPLETED)
+                progress.cancel()
+                if self._task.done():
+                    self._task.result()  # the replay's own error (it never ends otherwise)
+                    raise RuntimeError(f"the replay of {self._topics} ended")
 
     @property
     def failed(self) -> BaseException | None:

@@ -1,20 +1,25 @@
-"""Two worker replicas in one group and a rebalance forced in the middle of their promotions (issue 14, item 3).
+"""Two worker replicas in one group, disrupted in the middle of their promotions (issue 14, item 3).
 
-Used by ``tests/integration/worker/test_rebalance.py`` (asserts) and ``tests/benchmarks/parallel_promotions.py``
-(figures). Both replicas start at once and settle into the group; one pinned request per model is published;
-once some are served, a third member joins the group and leaves as soon as it was assigned partitions: two
-rebalances, each revoking every partition of both replicas while promotions are under way (the intruder
-commits nothing and handles nothing, so what it held goes back). Counted once the group committed every
-request: decisions beyond one per request, requests without a decision, Triton loads beyond one per version,
-and the lanes each replica was running when its partitions were revoked (that the rebalance hit work in flight).
+Used by ``tests/integration/worker/test_rebalance.py`` (asserts), ``tests/benchmarks/parallel_promotions.py`` and
+``make chaos`` (figures). Both replicas start at once and settle into the group; one pinned request per model is
+published; once some are served, the group is disrupted. By default a third member joins the group and leaves as
+soon as it was assigned partitions: two rebalances, each revoking every partition of both replicas while
+promotions are under way (the intruder commits nothing and handles nothing, so what it held goes back). Or one
+replica is frozen until the group evicts it (:func:`first_frozen_past_its_session`). Counted once the group
+committed every request: decisions beyond one per request, requests without a decision, Triton loads beyond one
+per version, and the lanes each replica was running when its partitions were revoked (that the rebalance hit work
+in flight).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +142,33 @@ async def force_rebalance(bootstrap: str, group: str, topic: str, *, timeout_s: 
         await intruder.stop()  # leaves the group
 
 
+#: What is done to the group once the first request is answered (the replicas; their run logs by name).
+Disruption = Callable[[list[WorkerHandle], dict[str, Path]], Awaitable[None]]
+
+
+async def intruder_joins_and_leaves(workers: list[WorkerHandle], logs: dict[str, Path]) -> None:
+    """Two rebalances, each revoking every partition of both replicas (:func:`force_rebalance`)."""
+    first = workers[0]
+    bootstrap, group = first.env["PROMOTER_KAFKA_BOOTSTRAP_SERVERS"], first.env["PROMOTER_WORKER_GROUP_ID"]
+    await force_rebalance(bootstrap, group, first.topic("promotion_requested"))
+
+
+async def first_frozen_past_its_session(workers: list[WorkerHandle], logs: dict[str, Path]) -> None:
+    """The first replica stops (SIGSTOP: a stalled VM, a long pause) until the group evicted it and gave every
+    partition to the second, then goes on (SIGCONT) with the promotions it had in flight: their offsets can no
+    longer be committed, so the second replica handles those requests again."""
+    frozen, _ = workers
+    os.kill(frozen.process.pid, signal.SIGSTOP)
+    try:
+        await wait_for(
+            lambda: len(assigned(logs[REPLICAS[1]])) == PROMOTION_REQUESTED.partitions,
+            timeout_s=60,
+            what="the second replica holding every partition",
+        )
+    finally:
+        os.kill(frozen.process.pid, signal.SIGCONT)
+
+
 async def all_committed(bootstrap: str, group: str, topic: str, records: int) -> bool:
     """True once ``group``'s committed offsets on the (fresh) ``topic`` add up to its ``records``."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -162,13 +194,21 @@ async def request_all(worker: WorkerHandle, bootstrap: str, models: dict[str, in
 
 
 async def rebalance_mid_flight(
-    stack: LocalStack, run_dir: Path, models: dict[str, int], *, served_timeout_s: float, **settings: str
+    stack: LocalStack,
+    run_dir: Path,
+    models: dict[str, int],
+    *,
+    served_timeout_s: float,
+    disrupt: Disruption = intruder_joins_and_leaves,
+    **settings: str,
 ) -> dict[str, int]:
-    """Two replicas promote ``models`` while the group is forced to rebalance; the figures (module docstring).
-    A request still unanswered ``served_timeout_s`` after the rebalance counts as lost."""
+    """Two replicas promote ``models`` while the group is disrupted (by default, forced to rebalance); the
+    figures (module docstring). A request still unanswered ``served_timeout_s`` after the disruption counts as
+    lost."""
     bootstrap = stack.kafka_bootstrap_servers
     logs = {name: run_dir / name / "worker.log" for name in REPLICAS}
-    with running_workers(stack, {name: run_dir / name for name in REPLICAS}, **settings) as (first, _):
+    with running_workers(stack, {name: run_dir / name for name in REPLICAS}, **settings) as workers:
+        first = workers[0]
         group, requested = first.env["PROMOTER_WORKER_GROUP_ID"], first.topic("promotion_requested")
         await wait_for(
             lambda: settled(list(logs.values()), PROMOTION_REQUESTED.partitions),
@@ -178,7 +218,7 @@ async def rebalance_mid_flight(
         ids = await request_all(first, bootstrap, models)
         ready_topic = first.topic("model_ready")
         await read_until(bootstrap, ready_topic, lambda r: sum(answers(r)[i] for i in ids) >= 1, timeout_s=300)
-        await force_rebalance(bootstrap, group, requested)
+        await disrupt(workers, logs)
         try:
             records = await read_until(
                 bootstrap, ready_topic, lambda r: all(answers(r)[i] >= 1 for i in ids), timeout_s=served_timeout_s

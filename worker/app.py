@@ -259,8 +259,10 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     promoter = Promoter(config.worker, config.triton, registry, fleet, state, ModelLoads(), lease)
     writeback = _writeback(config.worker, registry, metrics, promoter.promotions_first)  # waits for promotions
     service = PromotionService(config.worker, topics, promoter, state, broker, metrics, writeback)
-    batches = ConcurrentBatches(service, config.worker.concurrency, max_records=MAX_BATCH_RECORDS)
     replayer = TopicReplayer(kafka, [topics.model_ready], service.apply_log_record)
+    batches = ConcurrentBatches(
+        service, config.worker.concurrency, max_records=MAX_BATCH_RECORDS, catch_up=replayer.catch_up
+    )
     gateways = GatewayView()
     gateway_status = TopicReplayer(kafka, [topics.gateway_status], _without_fleet_reports(gateways.apply))
     planner = RetirementPlanner(

@@ -27,12 +27,18 @@ offset: none lost, none handled twice. A batch fetched before a revocation and h
 it keeps only the records of partitions still assigned: the others are their new owner's. Records
 taken into the batch under way after the re-join belong to the new assignment (aiokafka hands out
 none across a reassignment), so a partition assigned again is no longer treated as revoked.
+
+After an assignment, nothing is handled before the serving-state log is read to its end (``catch_up``):
+a partition taken over from another replica may hold requests that replica answered without committing
+them (it was evicted from the group, say), and a request is known answered only from the log. Read too
+late, the answer arrived in the middle of the second promotion, which then announced a second decision
+(a newer generation of the same version) for the same request.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol, TypeAlias
 
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -49,6 +55,9 @@ Fetch: TypeAlias = "asyncio.Task[dict[TopicPartition, list[Record]]]"
 
 #: How long one fetch of records for a free slot waits (then, lanes still running, another is made).
 TOP_UP_WAIT_MS = 500
+
+#: How long handling waits, after an assignment, for the serving-state log to be read to its end.
+CATCH_UP_TIMEOUT_S = 30.0
 
 
 class Consumer(Protocol):
@@ -126,7 +135,14 @@ def lanes_of(queued: Sequence[QueuedRecord], concurrency: int) -> list[list[Queu
 class ConcurrentBatches:
     """Handles the worker's batches with up to ``concurrency`` models at once; the rebalance listener too."""
 
-    def __init__(self, service: PromotionService, concurrency: int, *, max_records: int = 100) -> None:
+    def __init__(
+        self,
+        service: PromotionService,
+        concurrency: int,
+        *,
+        max_records: int = 100,
+        catch_up: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
         self.service = service
         self.concurrency = concurrency
         self.max_records = max_records  # taken into the batch under way at a time
@@ -136,6 +152,8 @@ class ConcurrentBatches:
         self._open: dict[bytes | None, list[QueuedRecord]] = {}  # model key -> its lane's records, while it takes more
         self._revoked: set[TopicPartition] = set()  # of the batch under way: start nothing more of these
         self._consumer: Consumer | None = None
+        self._catch_up = catch_up  # reads the serving-state log to its end within a timeout
+        self._assigned_since_catch_up = False
 
     async def handle(self, records: Sequence[Record], consumer: Consumer) -> None:
         """Work the batch off (and what was fetched meanwhile); on failure, rewind each partition to its watermark."""
@@ -191,6 +209,7 @@ class ConcurrentBatches:
     async def _take(self, records: list[Record]) -> None:
         """Register, triage and dispatch ``records``: onto the open lane of their model, or a new lane."""
         self.watermarks.fetched(records)
+        await self._read_log_after_assignment()
         triaged = Outcomes()
         queued = await self.service.triage(records, triaged)
         await self.service.confirm(triaged)  # malformed records' letters: before any offset passes them
@@ -224,6 +243,19 @@ class ConcurrentBatches:
             for record in done:
                 self.watermarks.finished(record)
             await self._commit({partition_of(record) for record in done} - self._revoked)
+
+    async def _read_log_after_assignment(self) -> None:
+        """Once after each assignment, before a record is handled: the serving-state log read to its end."""
+        if self._catch_up is None or not self._assigned_since_catch_up:
+            return
+        self._assigned_since_catch_up = False  # an assignment during the wait asks for another
+        try:
+            await self._catch_up(CATCH_UP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "serving-state log not read to its end after an assignment; handling the requests anyway",
+                timeout_s=CATCH_UP_TIMEOUT_S,
+            )
 
     async def _commit(self, tps: set[TopicPartition]) -> None:
         if self._consumer is None:
@@ -261,6 +293,7 @@ class ConcurrentBatches:
         # Every lane finished at the revocation: records of these partitions fetched from now on are this
         # member's again (aiokafka hands out none fetched before the reassignment).
         self._revoked -= assigned
+        self._assigned_since_catch_up = True
         log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
 
 

@@ -8,11 +8,12 @@ Requests for the same (model, alias) queued in one batch coalesce to the newest.
 When ``model.ready`` is published (one record per decision, plus answers people wait for):
 
 - A request that changes what is served gets a record with the next ``generation``.
-- A request already answered on the log (Kafka redelivered it, a dead letter was replayed twice)
-  gets nothing new: its answer is on the log, where gateways replay it and a waiting requester
-  (``promoter_client``, which reads the log from its start) finds it. It is re-announced only
-  while its answer's publication is not confirmed (the batch failed before the broker's
-  acknowledgement, so the record may never have reached the log).
+- A request already answered on the log (Kafka redelivered it, a dead letter was replayed twice,
+  another replica's answer to it arrived while this one promoted it) gets nothing new: its answer
+  is on the log, where gateways replay it and a waiting requester (``promoter_client``, which reads
+  the log from its start) finds it. It is re-announced only while its answer's publication is not
+  confirmed (the batch failed before the broker's acknowledgement, so the record may never have
+  reached the log).
 - A new request whose outcome is what is served already (same Triton model under the alias,
   READY everywhere) changes nothing. A DAG or the CLI may be waiting for its event id, so it is
   answered with the served record unchanged except ``request_event_id`` (same ``generation``:
@@ -306,6 +307,10 @@ class PromotionService:
             outcomes, record, event, lambda clock: self.promoter.promote(event.data, event.id, clock), clock
         )
         if ready is None:
+            return
+        answered = self.state.answer_to(event.id)
+        if answered is not None:  # on the log meanwhile: another replica had it too (evicted, its commit lost)
+            await self._answer_duplicate(event.id, answered, outcomes)
             return
         if self.state.is_served_record(ready):
             await self._answer_already_served(event, ready, outcomes)

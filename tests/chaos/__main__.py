@@ -29,6 +29,7 @@ from tests.chaos.scenarios import (
     Run,
     broker_kill,
     first_version,
+    frozen_worker,
     lost_webhook,
     mlflow_down,
     poison,
@@ -55,6 +56,7 @@ SCENARIOS: tuple[tuple[str, Scenario], ...] = (
     ("webhook lost while the ingress is down", lost_webhook),
     ("MLflow down during a promotion, then a dead-letter replay", mlflow_down),
     ("the group coordinator of three brokers SIGKILLed and restarted under promotions and load", broker_kill),
+    ("one of two worker replicas frozen (SIGSTOP) past its group session mid-flight", frozen_worker),
 )
 
 GOALS = (
@@ -66,6 +68,8 @@ GOALS = (
     ("mlflow_down_failed_requests", "== 0"),
     ("broker_kill_lost", "== 0"),
     ("broker_kill_failed_requests", "== 0"),
+    ("frozen_worker_lost", "== 0"),
+    ("frozen_worker_duplicates", "== 0"),
     ("promotions_resume_s", "measured"),
 )
 

@@ -22,6 +22,7 @@ from promoter_client.promotion import request_promotion_async
 from runtime.settings import TopicSettings
 from tests.chaos.load import ConstantLoad, TensorShape, failures, input_tensor, summary
 from tests.chaos.system import ChaosSystem, until_holds, until_served
+from tests.group_rebalance import first_frozen_past_its_session, rebalance_mid_flight
 from tests.kafka_cluster import group_coordinator
 from tests.worker_harness import register_iris, snapshot
 from worker.staging import leftover_staging_dirs
@@ -34,6 +35,7 @@ TRITON_DOWN_S = 10.0
 SETTLE_S = 2.0  # load kept running after a recovery, so a late failure is counted too
 LOST_WEBHOOK_OUTAGE_S = 12.0  # longer than MLflow's four delivery attempts (~8 s)
 DEADLINE_S = 120.0
+FROZEN_WORKER_MODELS = 12
 
 
 @dataclass
@@ -352,3 +354,23 @@ async def broker_kill(run: Run) -> dict[str, Any]:
         "broker_kill_restarted_after_s": round(restarted_s, 2),
         "promotions_resume_s": round(resume_s, 2),
     }
+
+
+async def frozen_worker(run: Run) -> dict[str, Any]:
+    """Two more worker replicas in a group of their own (own topics) promote 12 models two at a time; once the
+    first is served, one replica is frozen (SIGSTOP) until the group evicted it and gave every partition to the
+    other, then resumed (SIGCONT) with its promotions in flight. Counted once every offset is committed."""
+    stack = run.system.stack
+    models = {
+        name: register_iris(stack.mlflow_tracking_uri, name)
+        for name in (f"chaos-frozen-{index}" for index in range(FROZEN_WORKER_MODELS))
+    }
+    figures = await rebalance_mid_flight(
+        stack,
+        stack.run_dir / "frozen_worker",
+        models,
+        served_timeout_s=DEADLINE_S,
+        disrupt=first_frozen_past_its_session,
+        PROMOTER_WORKER_CONCURRENCY="2",
+    )
+    return {f"frozen_worker_{key.removeprefix('rebalance_')}": value for key, value in figures.items()}

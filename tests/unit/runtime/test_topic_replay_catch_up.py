@@ -103,6 +103,41 @@ async def test_an_empty_log_is_caught_up_at_once(consumer: FakeConsumer) -> None
         await replayer.stop()
 
 
+async def test_catch_up_returns_once_the_records_on_the_log_at_the_call_are_handled(consumer: FakeConsumer) -> None:
+    handled: list[int] = []
+
+    async def slow_handler(record: Any) -> None:
+        await asyncio.sleep(0.02)  # the position moves when the fetch returns, before the records are handled
+        handled.append(record.offset)
+
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=20)
+    replayer = TopicReplayer(kafka, ["log"], slow_handler)
+    await replayer.start()
+    try:
+        await replayer.wait_caught_up(timeout_s=5)
+        consumer.batches.append([5, 6])  # another replica's answers, on the log since the replay caught up
+        consumer.end = 7
+
+        await replayer.catch_up(timeout_s=5)
+
+        assert handled == [0, 1, 2, 3, 4, 5, 6]
+    finally:
+        await replayer.stop()
+
+
+async def test_catch_up_gives_up_at_its_deadline(consumer: FakeConsumer) -> None:
+    replayer = TopicReplayer(KafkaSettings(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=20), ["log"], print)
+    await replayer.start()
+    try:
+        await replayer.wait_caught_up(timeout_s=5)
+        consumer.end = 9  # records the broker says it has, never fetched
+
+        with pytest.raises(TimeoutError):
+            await replayer.catch_up(timeout_s=0.2)
+    finally:
+        await replayer.stop()
+
+
 def test_a_replayer_takes_one_kind_of_handler() -> None:
     kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1")
     with pytest.raises(ValueError, match="either a handler or a batch_handler"):

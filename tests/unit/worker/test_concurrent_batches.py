@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from schemas.model_ready import ModelReadyData
+from schemas.model_ready import ModelReady, ModelReadyData
 from schemas.prepared_version import ModelPreparedData
 from tests.event_samples import promotion_requested
 from tests.unit.worker.test_promotion_service import SAMPLE, TOPICS, FakeConsumer, FakePublisher, Rec, notify
-from worker.concurrent_batches import ConcurrentBatches, OffsetWatermarks, lanes_of
+from worker.concurrent_batches import CATCH_UP_TIMEOUT_S, ConcurrentBatches, OffsetWatermarks, lanes_of
 from worker.metrics import WorkerMetrics
 from worker.promotion import StageClock
 from worker.service import Outcomes, PromotionService
@@ -271,3 +271,56 @@ async def test_a_revocation_ends_the_batch_under_way_and_later_records_are_the_n
 
     assert served(publisher) == [("b", 1), ("a", 1), ("c", 1)], "each once"
     assert consumer.commits[-2:] == [{TP0: 2}, {TP0: 3}], "at the revocation, then after c"
+
+
+async def test_after_an_assignment_nothing_is_handled_before_the_serving_state_log_is_read_to_its_end() -> None:
+    promoter = GatedPromoter()
+    reading, log_read = asyncio.Event(), asyncio.Event()
+    reads: list[float] = []
+
+    async def catch_up(timeout_s: float) -> None:
+        reads.append(timeout_s)
+        reading.set()
+        await log_read.wait()
+
+    unread, publisher = batches(promoter, concurrency=2)
+    handler = ConcurrentBatches(unread.service, 2, catch_up=catch_up)
+    consumer = FakeConsumer()
+    await handler.handle([request("a", 1, 0)], consumer)
+    assert reads == [], "no assignment since the worker's start-up replay: nothing to read first"
+
+    await handler.on_partitions_assigned({TP0})  # taken over from another replica, say
+    work = asyncio.create_task(handler.handle([request("b", 1, 1)], consumer))
+    await asyncio.wait_for(reading.wait(), DEADLINE_S)
+    assert promoter.started == [("a", 1)], "b waits for the log: its answer may be there already"
+    log_read.set()
+    await work
+    await handler.handle([request("c", 1, 2)], consumer)
+
+    assert promoter.started == [("a", 1), ("b", 1), ("c", 1)]
+    assert served(publisher) == [("a", 1), ("b", 1), ("c", 1)]
+    assert reads == [CATCH_UP_TIMEOUT_S], "read once per assignment, not once per batch"
+
+
+async def test_an_answer_from_another_replica_arriving_during_the_promotion_is_not_decided_again() -> None:
+    promoter = GatedPromoter(gated=("a",))
+    handler, publisher = batches(promoter, concurrency=2)
+    record = request("a", 1, 0)
+    work = asyncio.create_task(handler.handle([record], FakeConsumer()))
+    await until(promoter.progress, lambda: promoter.started == [("a", 1)])
+
+    # The replica this partition was taken from (evicted, its commit lost) answered the same request meanwhile.
+    theirs = SAMPLE.model_copy(
+        update={
+            "model_name": "a",
+            "version": 1,
+            "triton_model_name": "a--v1",
+            "generation": 1,
+            "request_event_id": json.loads(record.value)["id"],
+        }
+    )
+    handler.service.apply_log_record(Rec(ModelReady(source="other", subject="a", data=theirs).to_json_bytes(), 0))
+    promoter.gates["a"].set()
+    await work
+
+    assert publisher.on(TOPICS.model_ready) == [], "answered once, by the other replica: no second decision"
