@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from runtime.kafka_access import KafkaAccessRefused, check_kafka_access
 from runtime.settings import KafkaSettings
-from runtime.settings_errors import problems_of, settings_class_of
+from runtime.settings_errors import InvalidSettingsError, problems_of, settings_class_of
 from runtime.topic_reading import MissingTopicError
 from schemas.field_problems import field_problems
 
@@ -53,6 +53,10 @@ def explained_failures() -> Iterator[None]:
     except ValidationError as error:
         for problem in _problems(error):
             typer.echo(problem, err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    except InvalidSettingsError as error:  # read by promoter_client, named by their variables already
+        for setting in error.problems:
+            typer.echo(str(setting), err=True)
         raise typer.Exit(EXIT_INVALID) from None
     except MissingTopicError as error:
         typer.echo(str(error), err=True)

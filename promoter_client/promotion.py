@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer
 
 from runtime.kafka_clients import assign_from_start, publish_event, started
 from runtime.settings import KafkaSettings, TopicSettings
+from runtime.settings_errors import from_environment
 from runtime.topic_reading import MissingTopicError
 from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.envelope import CloudEvent
@@ -146,8 +147,8 @@ async def request_preparation_async(
 async def _publish_request(
     event: CloudEvent, model: str, wait_s: float | None, kafka: KafkaSettings | None, topics: TopicSettings | None
 ) -> Outcome:
-    kafka = kafka or KafkaSettings()
-    topics = topics or TopicSettings()
+    kafka = kafka or from_environment(KafkaSettings)
+    topics = topics or from_environment(TopicSettings)
     await publish_event(kafka, topics.promotion_requested, event, key=model)
     if wait_s is None:
         return Outcome(event.id, "requested")

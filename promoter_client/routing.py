@@ -16,6 +16,7 @@ from aiokafka import ConsumerRecord
 
 from runtime.kafka_clients import publish_event
 from runtime.settings import KafkaSettings, TopicSettings
+from runtime.settings_errors import from_environment
 from runtime.topic_reading import caught_up
 from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.routing_updated import RoutingUpdated, RoutingUpdatedData
@@ -96,8 +97,10 @@ async def current_routing(
 ) -> RoutingUpdatedData | None:
     """The newest policy of ``model`` on ``routing.updated`` (highest generation), None if it never had one."""
     policies = NewestPolicies(model)
-    names = topics or TopicSettings()
-    async with caught_up(kafka or KafkaSettings(), [names.routing_updated], policies.apply, READ_TIMEOUT_S):
+    names = topics or from_environment(TopicSettings)
+    async with caught_up(
+        kafka or from_environment(KafkaSettings), [names.routing_updated], policies.apply, READ_TIMEOUT_S
+    ):
         return policies.by_model.get(model)  # every policy published so far was seen
 
 
@@ -105,8 +108,8 @@ async def update_routing(
     model: str, change: RoutingChange, *, kafka: KafkaSettings | None = None, topics: TopicSettings | None = None
 ) -> RoutingUpdated:
     """Publish the current policy of ``model`` with ``change`` applied (the current one is read only if needed)."""
-    kafka = kafka or KafkaSettings()
-    topics = topics or TopicSettings()
+    kafka = kafka or from_environment(KafkaSettings)
+    topics = topics or from_environment(TopicSettings)
     if change.weights is not None:  # bad weights are refused before the current policy is read
         RoutingUpdatedData(model_name=model, weights=change.weights, generation=0)
     current = None if change.replaces_everything else await current_routing(model, kafka=kafka, topics=topics)
@@ -136,8 +139,8 @@ async def publish_routing(
 
     Its generation is now in milliseconds, or ``after_generation + 1`` when that is later (a clock behind).
     """
-    kafka = kafka or KafkaSettings()
-    topics = topics or TopicSettings()
+    kafka = kafka or from_environment(KafkaSettings)
+    topics = topics or from_environment(TopicSettings)
     data = RoutingUpdatedData(
         model_name=model,
         weights=weights,

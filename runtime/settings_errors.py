@@ -9,7 +9,9 @@ secret, key, sasl ... in it).
 
 A service (:func:`runtime.service_help.valid_settings`) logs one ``"invalid setting"`` line per bad variable and
 exits 2 without a traceback; it imports this module only then, so its start imports nothing more. The ``promoter``
-command (exit 3) and the console's pages show the same problems as ``VARIABLE: problem (given 'value')``.
+command (exit 3), ``promoter-stack`` (exit 2) and the console's pages show the same problems as
+``VARIABLE: problem (given 'value')``; a library caller (``promoter_client`` in an Airflow task) gets
+:class:`InvalidSettingsError` saying the same (:func:`from_environment`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import re
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import AliasChoices, AliasPath, SecretBytes, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsError
@@ -34,6 +36,7 @@ _SETTING_SECRET_PARTS = ("key", "sasl", "credential")
 """A setting named so holds a secret, beyond the names log redaction knows (``runtime.logging.names_a_secret``):
 a setting's ``*key*`` is a key file or an API key, where a log line's ``partition_key`` is not."""
 _SETTINGS_ERROR_FIELD = re.compile(r'field "([^"]+)"')
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,23 @@ def invalid_settings(classes: Iterable[type[BaseSettings]]) -> list[InvalidSetti
         except (ValidationError, SettingsError) as error:
             problems.extend(problems_of(cls, error))
     return problems
+
+
+class InvalidSettingsError(ValueError):
+    """Settings whose environment variables hold values they refuse; the message names every such variable."""
+
+    def __init__(self, problems: Sequence[InvalidSetting]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid settings: " + "; ".join(str(problem) for problem in self.problems))
+
+
+def from_environment(cls: type[SettingsT]) -> SettingsT:
+    """``cls()`` read from the environment, or :class:`InvalidSettingsError` naming each bad variable (not
+    pydantic's field names: what a DAG author reads in a task's log and sets)."""
+    try:
+        return cls()
+    except (ValidationError, SettingsError) as error:
+        raise InvalidSettingsError(problems_of(cls, error)) from None
 
 
 def settings_class_of(error: ValidationError) -> type[BaseSettings] | None:

@@ -19,7 +19,7 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -199,15 +199,15 @@ async def rebalance_mid_flight(
     models: dict[str, int],
     *,
     served_timeout_s: float,
+    worker_env: Mapping[str, str],
     disrupt: Disruption = intruder_joins_and_leaves,
-    **settings: str,
 ) -> dict[str, int]:
-    """Two replicas promote ``models`` while the group is disrupted (by default, forced to rebalance); the
-    figures (module docstring). A request still unanswered ``served_timeout_s`` after the disruption counts as
-    lost."""
+    """Two replicas (with ``worker_env`` beside the stack's settings) promote ``models`` while the group is
+    disrupted (by default, forced to rebalance); the figures (module docstring). A request still unanswered
+    ``served_timeout_s`` after the disruption counts as lost."""
     bootstrap = stack.kafka_bootstrap_servers
     logs = {name: run_dir / name / "worker.log" for name in REPLICAS}
-    with running_workers(stack, {name: run_dir / name for name in REPLICAS}, **settings) as workers:
+    with running_workers(stack, {name: run_dir / name for name in REPLICAS}, **worker_env) as workers:
         first = workers[0]
         group, requested = first.env["PROMOTER_WORKER_GROUP_ID"], first.topic("promotion_requested")
         await wait_for(

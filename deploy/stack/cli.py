@@ -19,11 +19,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
 from deploy.stack.errors import StackError
 from deploy.stack.local_stack import LocalStack
 from deploy.stack.ports import StackPorts
 from deploy.stack.services import GATEWAY_NAMES, Services, start_services
+from deploy.stack.settings import StackSettings
 from deploy.stack.try_it import example
+from runtime.settings_errors import EXIT_INVALID_SETTINGS, invalid_settings
 
 DEFAULT_RUN_ROOT = Path(".stack")
 
@@ -132,6 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StackError as error:
         _say(f"error: {error}")
         return 1
+    except (ValidationError, SettingsError):
+        problems = invalid_settings([StackSettings])
+        if not problems:
+            raise
+        for problem in problems:  # the variable set, not pydantic's field name
+            _say(f"invalid setting {problem}")
+        return EXIT_INVALID_SETTINGS
     return 2
 
 

@@ -190,7 +190,11 @@ async def rebalance_figures(stack: LocalStack, run_dir: Path, count: int) -> dic
     """Two replicas at concurrency 4, ``count`` models, a rebalance forced mid-flight (``tests/group_rebalance``)."""
     models = register_models(stack, "reb", count)
     return await rebalance_mid_flight(
-        stack, run_dir, models, served_timeout_s=SERVED_TIMEOUT_S, PROMOTER_WORKER_CONCURRENCY="4", **over_grpc(stack)
+        stack,
+        run_dir,
+        models,
+        served_timeout_s=SERVED_TIMEOUT_S,
+        worker_env={"PROMOTER_WORKER_CONCURRENCY": "4", **over_grpc(stack)},
     )
 
 

@@ -370,7 +370,7 @@ async def frozen_worker(run: Run) -> dict[str, Any]:
         stack.run_dir / "frozen_worker",
         models,
         served_timeout_s=DEADLINE_S,
+        worker_env={"PROMOTER_WORKER_CONCURRENCY": "2"},
         disrupt=first_frozen_past_its_session,
-        PROMOTER_WORKER_CONCURRENCY="2",
     )
     return {f"frozen_worker_{key.removeprefix('rebalance_')}": value for key, value in figures.items()}

@@ -28,7 +28,7 @@ async def promoted_through(stack: LocalStack, run_dir: Path, disrupt: Disruption
         for name in (f"iris-reb{i}-{uuid.uuid4().hex[:6]}" for i in range(MODELS))
     }
     figures = await rebalance_mid_flight(
-        stack, run_dir, models, served_timeout_s=120, disrupt=disrupt, PROMOTER_WORKER_CONCURRENCY="2"
+        stack, run_dir, models, served_timeout_s=120, worker_env={"PROMOTER_WORKER_CONCURRENCY": "2"}, disrupt=disrupt
     )
 
     # Partitions were revoked while promotions were under way.

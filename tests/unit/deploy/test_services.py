@@ -35,6 +35,7 @@ from deploy.stack.process import (
     surviving_processes,
     wait_all_ready,
 )
+from runtime.settings_errors import EXIT_INVALID_SETTINGS
 
 PORTS = StackPorts(kafka=19092, mlflow=15000, triton_http=18000, triton_grpc=18001, triton_metrics=18002)
 
@@ -384,3 +385,19 @@ def test_triton_stubs_get_one_blas_thread_unless_the_operator_set_another(monkey
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     assert triton_server.server_env()["MKL_NUM_THREADS"] == "1"
     assert env["OMP_NUM_THREADS"] == "4"
+
+
+def test_up_with_a_bad_setting_names_its_variable_and_starts_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PROMOTER_STACK_KAFKA_NODES", "9")
+    before = surviving_processes()
+
+    assert cli.main(["up", "--run-dir", str(tmp_path)]) == EXIT_INVALID_SETTINGS
+
+    err = capsys.readouterr().err
+    assert "promoter-stack: invalid setting PROMOTER_STACK_KAFKA_NODES: " in err
+    assert "(given '9')" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / PIDS_FILE).exists(), "nothing was started"
+    assert surviving_processes() == before
