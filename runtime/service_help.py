@@ -1,7 +1,7 @@
 """What a service's start does with its settings before anything connects: ``--help``, and refusing bad ones.
 
 A service takes no arguments besides ``--help``; its configuration is the environment (pydantic-settings).
-The help is built from the settings classes themselves (env prefix, field name, default, description),
+The help is built from the settings classes themselves (the variable, default, description: ``runtime.settings_env``),
 so it cannot drift from what the service reads. Nothing is connected or read from the environment.
 A bad setting stops the service with a line naming its environment variable (:func:`valid_settings`).
 """
@@ -19,6 +19,8 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsError
+
+from runtime.settings_env import documented_name
 
 WIDTH = 100
 INDENT = " " * 6
@@ -71,7 +73,7 @@ def settings_help(classes: Sequence[type[BaseSettings]]) -> str:
         for name, field in cls.model_fields.items():
             choices = _choices(field.annotation)
             allowed = f"; one of {', '.join(choices)}" if choices else ""
-            lines.append(f"  {prefix}{name.upper()}  (default: {_default(field)}{allowed})")
+            lines.append(f"  {documented_name(cls, name)}  (default: {_default(field)}{allowed})")
             if field.description:
                 lines.append(textwrap.fill(field.description, WIDTH, initial_indent=INDENT, subsequent_indent=INDENT))
         blocks.append("\n".join(lines))

@@ -1,8 +1,8 @@
 """A bad setting, told by the environment variable an operator set, never by the field pydantic names.
 
 pydantic reports ``port: Input should be a valid integer``; the operator set ``PROMOTER_GATEWAY_PORT=abc``.
-The variable is derived from the settings class itself: a field's alias when it has one (without the prefix,
-unless ``env_prefix_target`` says otherwise), else the class's ``env_prefix`` and the field's name. A nested
+The variable is derived from the settings class itself (:mod:`runtime.settings_env`, as ``--help`` and the README
+name it: a field's alias when it has one, else the class's ``env_prefix`` and the field's name). A nested
 error (an entry of a JSON setting) is reported on the variable that holds it, with the path inside it. The value
 given is repeated only for a field that is not a secret (a ``SecretStr``, or a name with password, token,
 secret, key, sasl ... in it).
@@ -17,18 +17,18 @@ command (exit 3), ``promoter-stack`` (exit 2) and the console's pages show the s
 from __future__ import annotations
 
 import json
-import os
 import re
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import AliasChoices, AliasPath, SecretBytes, SecretStr, ValidationError
+from pydantic import SecretBytes, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsError
 
 from runtime.logging import configure_logging, get_logger, names_a_secret
 from runtime.settings import LogSettings
+from runtime.settings_env import alias_names, env_name, environ_value
 
 EXIT_INVALID_SETTINGS = 2
 """A service's exit status for a bad setting (argparse's for a bad argument: the operator's to fix)."""
@@ -58,50 +58,6 @@ class InvalidSetting:
         return f"{self.variable}: {self.problem}{given}"
 
 
-def _alias_names(alias: str | AliasPath | AliasChoices | None) -> list[str]:
-    """The environment variable names an alias stands for, in pydantic's order (a path: its first key)."""
-    if isinstance(alias, str):
-        return [alias]
-    if isinstance(alias, AliasPath):
-        return [str(alias.path[0])]
-    if isinstance(alias, AliasChoices):
-        return [name for choice in alias.choices for name in _alias_names(choice)]
-    return []
-
-
-def _case_sensitive(cls: type[BaseSettings]) -> bool:
-    return bool(cls.model_config.get("case_sensitive", False))
-
-
-def _environ_value(cls: type[BaseSettings], name: str) -> str | None:
-    """The variable's value in this process's environment (as pydantic-settings reads it), or None."""
-    if _case_sensitive(cls):
-        return os.environ.get(name)
-    wanted = name.lower()
-    return next((value for key, value in os.environ.items() if key.lower() == wanted), None)
-
-
-def _env_names(cls: type[BaseSettings], field_name: str) -> list[str]:
-    """Every variable pydantic-settings reads ``field_name`` from, in its order (as it spells them)."""
-    config = cls.model_config
-    prefix = str(config.get("env_prefix", ""))
-    target = config.get("env_prefix_target", "variable")
-    by_alias = config.get("validate_by_alias") is not False
-    aliases = _alias_names(cls.model_fields[field_name].validation_alias) if by_alias else []
-    names = [(prefix if target in ("alias", "all") else "") + alias for alias in aliases]
-    if not names or config.get("validate_by_name") or config.get("populate_by_name"):
-        names.append((prefix if target in ("variable", "all") else "") + field_name)
-    return names
-
-
-def env_name(cls: type[BaseSettings], field_name: str) -> str:
-    """The environment variable that sets ``field_name`` of ``cls``: its alias when it has one (the prefix applied
-    as ``env_prefix_target`` says), else ``env_prefix`` + its name; of several, the one that is set."""
-    names = _env_names(cls, field_name)
-    name = next((name for name in names if _environ_value(cls, name) is not None), names[0])
-    return name if _case_sensitive(cls) else name.upper()
-
-
 def _names_a_secret(annotation: object) -> bool:
     if annotation in (SecretStr, SecretBytes):
         return True
@@ -110,7 +66,7 @@ def _names_a_secret(annotation: object) -> bool:
 
 def is_secret(cls: type[BaseSettings], field_name: str) -> bool:
     """True when the field's value must never be repeated: a secret type, or a name (or alias) that says so."""
-    name = " ".join([field_name, *_alias_names(cls.model_fields[field_name].validation_alias)]).lower()
+    name = " ".join([field_name, *alias_names(cls.model_fields[field_name].validation_alias)]).lower()
     annotation = cls.model_fields[field_name].annotation
     return _names_a_secret(annotation) or names_a_secret(name) or any(part in name for part in _SETTING_SECRET_PARTS)
 
@@ -118,7 +74,7 @@ def is_secret(cls: type[BaseSettings], field_name: str) -> bool:
 def _field_of(cls: type[BaseSettings], key: object) -> str | None:
     """The field an error's first location names (pydantic names a field by its alias when it has one)."""
     for name, field in cls.model_fields.items():
-        if key == name or key in _alias_names(field.validation_alias) or key == field.alias:
+        if key == name or key in alias_names(field.validation_alias) or key == field.alias:
             return name
     return None
 
@@ -126,7 +82,7 @@ def _field_of(cls: type[BaseSettings], key: object) -> str | None:
 def _value_given(cls: type[BaseSettings], field_name: str, error: dict[str, Any]) -> str | None:
     if is_secret(cls, field_name) or error.get("type") == "missing":
         return None
-    raw = _environ_value(cls, env_name(cls, field_name))
+    raw = environ_value(cls, env_name(cls, field_name))
     if raw is not None:
         return raw
     given = error.get("input")
@@ -169,7 +125,7 @@ def _unparsed(cls: type[BaseSettings], error: SettingsError) -> InvalidSetting:
     field_name = match.group(1)
     cause = error.__cause__
     problem = f"not valid JSON: {cause}" if isinstance(cause, json.JSONDecodeError) else str(cause or error)
-    value = None if is_secret(cls, field_name) else _environ_value(cls, env_name(cls, field_name))
+    value = None if is_secret(cls, field_name) else environ_value(cls, env_name(cls, field_name))
     return InvalidSetting(env_name(cls, field_name), problem, value)
 
 

@@ -14,6 +14,7 @@ from ingress import app as ingress_app
 from ingress.settings import IngressSettings
 from runtime.service_help import settings_help
 from runtime.settings import KafkaSettings, LogSettings, MLflowSettings, TopicSettings, TritonSettings
+from runtime.settings_env import documented_name
 from tests.unit.runtime.test_settings_documented import _all_settings_classes
 from worker import app as worker_app
 from worker.settings import WorkerSettings
@@ -40,8 +41,7 @@ READ_BY_NO_SERVICE = {"PROMOTER_WORKER_", "PROMOTER_MLFLOW_", "PROMOTER_TRITON_"
 
 
 def _env_names(cls: type[BaseSettings]) -> list[str]:
-    prefix = str(cls.model_config.get("env_prefix", ""))
-    return [f"{prefix}{name}".upper() for name in cls.model_fields]
+    return [documented_name(cls, name) for name in cls.model_fields]
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import pkgutil
 import re
 
 from runtime.settings import PromoterSettings
+from runtime.settings_env import documented_name
 from tests.paths import REPO
 from worker.triton_backend import MODULES_INSIDE_TRITON
 
@@ -32,8 +33,7 @@ def _all_settings_classes() -> set[type[PromoterSettings]]:
 def env_names() -> set[str]:
     names: set[str] = set()
     for cls in _all_settings_classes():
-        prefix = cls.model_config.get("env_prefix", "")
-        names.update(f"{prefix}{field}".upper() for field in cls.model_fields)
+        names.update(documented_name(cls, field) for field in cls.model_fields)
     return names
 
 

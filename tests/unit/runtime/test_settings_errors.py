@@ -16,10 +16,10 @@ from gateway.settings import GatewaySettings
 from ingress import app as ingress_app
 from runtime.service_help import valid_settings
 from runtime.settings import KafkaSettings, TritonSettings
+from runtime.settings_env import documented_name, env_name
 from runtime.settings_errors import (
     EXIT_INVALID_SETTINGS,
     InvalidSetting,
-    env_name,
     invalid_settings,
     is_secret,
     problems_of,
@@ -104,6 +104,7 @@ def test_an_alias_is_the_variable_without_the_prefix_unless_the_prefix_targets_a
     ]
     for cls, field_name in aliased:
         assert env_name(cls, field_name) in _read_by_pydantic_settings(cls, field_name)
+        assert documented_name(cls, field_name) == env_name(cls, field_name), "what --help and the README give"
 
     monkeypatch.setenv("MY_ALIAS", "many")
     monkeypatch.setenv("second_choice", "lots")  # the choice that is set, in any case (not case-sensitive)
