@@ -254,7 +254,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     state = ServingState(max_prepared_per_model=config.worker.max_prepared_versions)
     metrics.prepared_versions.set_function(lambda: len(state.prepared_to_hold()))
     fleet = TritonFleet(config.triton)
-    registry = Registry(config.mlflow)
+    registry = Registry(config.mlflow, concurrent_promotions=config.worker.concurrency)
     lease = StagingLease(config.triton.model_repository, config.worker.replica_id)
     promoter = Promoter(config.worker, config.triton, registry, fleet, state, ModelLoads(), lease)
     writeback = _writeback(config.worker, registry, metrics, promoter.promotions_first)  # waits for promotions

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from worker.registry import MLFLOW_CLIENT_VARIABLES
+
 
 @pytest.fixture
 def mlflow_client_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Registry() sets MLflow's retry and timeout variables for the process: restore them after the test."""
-    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+    """Registry() sets MLflow's client variables for the process: restore them (unset) after the test."""
+    for name in MLFLOW_CLIENT_VARIABLES:
         monkeypatch.setenv(name, "recorded for restoring")
         monkeypatch.delenv(name)

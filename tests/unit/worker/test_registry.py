@@ -5,6 +5,7 @@ The exceptions are MLflow's and requests' own classes, built the way the MLflow 
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,14 @@ async def test_a_missing_version_is_reported_once_whichever_call_fails_first() -
         await registry(client).resolve(PINNED)
     assert caught.value.reason == ReasonCode.VERSION_NOT_FOUND
     assert caught.value.message == "model 'iris' has no version 3 in MLflow"
+
+
+def test_mlflows_connection_pool_holds_every_call_a_worker_makes_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    Registry(MLflowSettings(tracking_uri="http://127.0.0.1:1"), concurrent_promotions=4)
+    # 4 promotions, each downloading on MLflow's 4 threads (2 per core) beside its 2 registry calls.
+    assert os.environ["MLFLOW_HTTP_POOL_MAXSIZE"] == "24"
+
+    monkeypatch.setenv("MLFLOW_HTTP_POOL_MAXSIZE", "7")  # the operator's value wins
+    Registry(MLflowSettings(tracking_uri="http://127.0.0.1:1"), concurrent_promotions=4)
+    assert os.environ["MLFLOW_HTTP_POOL_MAXSIZE"] == "7"

@@ -237,11 +237,8 @@ async def test_a_rejection_by_alias_tags_the_version_the_alias_points_at_unless_
     assert rejection(state, missing) == []  # nothing in the registry to tag
 
 
-async def test_while_mlflow_is_down_the_newest_decision_per_version_is_kept_and_catches_up(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
-        monkeypatch.setenv(name, "0")  # restored afterwards; Registry sets them for its own client
+@pytest.mark.usefixtures("mlflow_client_env")
+async def test_while_mlflow_is_down_the_newest_decision_per_version_is_kept_and_catches_up() -> None:
     (dead_port,) = free_ports(1)
     dead = Registry(MLflowSettings(tracking_uri=f"http://127.0.0.1:{dead_port}"))
     wb, metrics = writeback(dead)
