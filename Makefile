@@ -6,14 +6,21 @@ STAMP  := $(VENV)/.installed
 # uv installs the dependencies (33 s on a 2-core machine with a warm cache, against 141 s for pip);
 # the same range is in the dev extra.
 UV     := uv>=0.13,<0.14
+# The project's own packages (pyproject's [tool.setuptools.packages.find] include).
+PACKAGES := schemas runtime worker ingress gateway promoter_cli promoter_client deploy console
 
 .PHONY: install kafka feast-server grpc-front test demo up lint typecheck unit integration bench chaos schemas stack clean console e2e
 
+# Bytecode compiled at install (the packages, then ours): where PYTHONDONTWRITEBYTECODE is set (these machines),
+# nothing ever writes a .pyc, so every process compiled what it imports from source at each start: `import numpy`
+# took 0.26 s instead of 0.09 s in each Triton stub of a fresh install; the worker's and the gateway's imports
+# 3.5 s instead of 2.5 s. Ours are compiled again (in memory) once edited.
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(UV)"
-	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e ".[dev,local,console]"
+	$(BIN)/python -m uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[dev,local,console]"
+	$(BIN)/python -m compileall -q -j 0 $(PACKAGES) tests >/dev/null
 	touch $(STAMP)
 
 install: $(STAMP) kafka feast-server grpc-front
