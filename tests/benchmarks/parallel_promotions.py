@@ -161,8 +161,10 @@ async def measure(stack: LocalStack, run_dir: Path, count: int, rebalance_models
     unload_all(stack)
     four_at_once, cpu_4 = await served_seconds(stack, run_dir / "c4", parallel_models, 4)
     unload_all(stack)
-    rebalance = await rebalance_figures(stack, run_dir / "rebalance", rebalance_models)
-    unload_all(stack)
+    rebalance: dict[str, int] = {}
+    if rebalance_models > 0:  # --rebalance-models 0: the concurrency comparison alone
+        rebalance = await rebalance_figures(stack, run_dir / "rebalance", rebalance_models)
+        unload_all(stack)
     stages = {
         f"parallel_stage_{stage}_mean_concurrency_{c}_s": seconds
         for c in (1, 4)
@@ -208,7 +210,7 @@ def keep_logs(workers: Path, into: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", type=int, default=50, help="models requested at once; 0: the rebalance alone")
-    parser.add_argument("--rebalance-models", type=int, default=32)
+    parser.add_argument("--rebalance-models", type=int, default=32, help="0: no rebalance part")
     parser.add_argument("--keep-logs", type=Path, help="copy the workers' logs here (the rebalance's at INFO)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-parallel-") as tmp, LocalStack(Path(tmp) / "stack") as stack:
@@ -228,6 +230,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{figures['parallel_cpu_per_promotion_concurrency_1_s']} s at 1, "
             f"{figures['parallel_cpu_per_promotion_concurrency_4_s']} s at 4"
         )
+    if "rebalance_requests" not in figures:
+        print(f"wrote {path}")
+        return
     print(
         f"rebalance: {figures['rebalance_duplicates']} duplicate decisions, {figures['rebalance_lost']} lost "
         f"of {figures['rebalance_requests']} requests (goal 0 and 0); {figures['rebalance_duplicate_loads']} second "
