@@ -105,19 +105,26 @@ async def test_an_empty_log_is_caught_up_at_once(consumer: FakeConsumer) -> None
 
 async def test_catch_up_returns_once_the_records_on_the_log_at_the_call_are_handled(consumer: FakeConsumer) -> None:
     handled: list[int] = []
+    handling, release = asyncio.Event(), asyncio.Event()
 
-    async def slow_handler(record: Any) -> None:
-        await asyncio.sleep(0.02)  # the position moves when the fetch returns, before the records are handled
+    async def handler(record: Any) -> None:
+        if record.offset == 5:  # fetched, so the consumer's position is already past it: not yet handled
+            handling.set()
+            await release.wait()
         handled.append(record.offset)
 
     kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=20)
-    replayer = TopicReplayer(kafka, ["log"], slow_handler)
+    replayer = TopicReplayer(kafka, ["log"], handler)
     await replayer.start()
     try:
         await replayer.wait_caught_up(timeout_s=5)
         consumer.batches.append([5, 6])  # another replica's answers, on the log since the replay caught up
         consumer.end = 7
+        await asyncio.wait_for(handling.wait(), timeout=5)
 
+        with pytest.raises(TimeoutError):  # fetched is not handled
+            await replayer.catch_up(timeout_s=0.1)
+        release.set()
         await replayer.catch_up(timeout_s=5)
 
         assert handled == [0, 1, 2, 3, 4, 5, 6]
