@@ -230,17 +230,16 @@ def main(argv: list[str] | None = None) -> None:
             f"{figures['parallel_cpu_per_promotion_concurrency_1_s']} s at 1, "
             f"{figures['parallel_cpu_per_promotion_concurrency_4_s']} s at 4"
         )
-    if "rebalance_requests" not in figures:
-        print(f"wrote {path}")
-        return
-    print(
-        f"rebalance: {figures['rebalance_duplicates']} duplicate decisions, {figures['rebalance_lost']} lost "
-        f"of {figures['rebalance_requests']} requests (goal 0 and 0); {figures['rebalance_duplicate_loads']} second "
-        f"loads; {figures['rebalance_reanswers']} re-answers of a served generation; served by the first/second "
-        f"replica: {figures['rebalance_served_by_first']}/"
-        f"{figures['rebalance_served_by_second']}; {figures['rebalance_lanes_at_revocation']} model lanes running "
-        "or queued at the revocation"
-    )
+    if "rebalance_requests" in figures:
+        print(
+            f"rebalance: {figures['rebalance_duplicates']} duplicate decisions, {figures['rebalance_lost']} lost "
+            f"of {figures['rebalance_requests']} requests (goal 0 and 0); "
+            f"{figures['rebalance_duplicate_loads']} second loads; {figures['rebalance_reanswers']} re-answers of a "
+            "served generation; served by the first/second "
+            f"replica: {figures['rebalance_served_by_first']}/"
+            f"{figures['rebalance_served_by_second']}; {figures['rebalance_lanes_at_revocation']} model lanes running "
+            "or queued at the revocation"
+        )
     print(f"wrote {path}")
 
 
