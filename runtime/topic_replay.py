@@ -8,7 +8,10 @@ short on purpose: waiting for the consumer's whole long poll (``fetch_max_wait_m
 that empty fetch was the largest part of a gateway's replay of 2,000 records.
 
 Once caught up, :meth:`TopicReplayer.catch_up` waits until the records on the topics *now* are handled
-too: a worker given another replica's partitions first reads that replica's last answers.
+too: a worker given another replica's partitions first reads that replica's last answers. It asks for
+the end offsets on a connection of its own: a broker answers one request of a connection at a time, so
+on the fetching consumer's connection the question waited behind the long poll in flight (a worker's
+first promotion after an assignment started up to ``fetch_max_wait_ms``, 500 ms, late).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -36,7 +38,8 @@ CONFIRM_WINDOW_MS = 20
 class TopicReplayer:
     """Reads ``topics`` from offset 0 and calls ``handler`` for each record, in partition order (or
     ``batch_handler`` with each partition's fetched records at once, for readers that apply many cheaper
-    together)."""
+    together). ``catches_up``: :meth:`catch_up` will be called (a worker's replay), so :meth:`start` readies its
+    connection too."""
 
     def __init__(
         self,
@@ -45,6 +48,7 @@ class TopicReplayer:
         handler: RecordHandler | None = None,
         *,
         batch_handler: BatchHandler | None = None,
+        catches_up: bool = False,
     ) -> None:
         if (handler is None) == (batch_handler is None):
             raise ValueError("TopicReplayer takes either a handler or a batch_handler")
@@ -59,15 +63,12 @@ class TopicReplayer:
         self._partitions: list[TopicPartition] = []
         self._handled: dict[TopicPartition, int] = {}  # per partition: the position once its records are handled
         self._progress = asyncio.Event()  # set (and replaced) after every fetch handled
+        self._catches_up = catches_up  # start() readies catch_up's own connection (a worker's replay)
+        self._offsets_reader: AIOKafkaConsumer | None = None  # asks for end offsets only (catch_up), never fetches
+        self._offsets_reader_started = asyncio.Lock()
 
     async def start(self) -> None:
-        kwargs: dict[str, Any] = {**self._kafka.consumer_kwargs(), "group_id": None}
-        consumer = AIOKafkaConsumer(**kwargs)
-        try:
-            await consumer.start()
-        except BaseException:  # e.g. no broker: close what start() opened
-            await consumer.stop()
-            raise
+        consumer = await self._started_consumer()
         self._consumer = consumer
         partitions = await assign_from_start(consumer, self._topics)
         missing = sorted(set(self._topics) - {tp.topic for tp in partitions})
@@ -75,6 +76,8 @@ class TopicReplayer:
             raise RuntimeError(f"topics {missing} do not exist: create them before starting")
         self._partitions = list(partitions)
         targets = await consumer.end_offsets(partitions)
+        if self._catches_up:  # connected and the partitions' leaders known before the first assignment needs them
+            await (await self._end_offsets_reader()).end_offsets(self._partitions)
         self._task = asyncio.create_task(self._run(consumer, targets), name=f"replay {','.join(self._topics)}")
 
     async def _run(self, consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> None:
@@ -125,8 +128,8 @@ class TopicReplayer:
         """Until every record on the topics at the call is handled; raises TimeoutError, or the replay's error."""
         if self._consumer is None or self._task is None:
             raise RuntimeError("the replay is not started")
-        targets = await self._consumer.end_offsets(self._partitions)
         async with asyncio.timeout(timeout_s):
+            targets = await (await self._end_offsets_reader()).end_offsets(self._partitions)
             while not all(self._handled.get(tp, 0) >= end for tp, end in targets.items()):
                 progress = asyncio.create_task(self._progress.wait())
                 await asyncio.wait([progress, self._task], return_when=asyncio.FIRST_COMPLETED)
@@ -134,6 +137,23 @@ class TopicReplayer:
                 if self._task.done():
                     self._task.result()  # the replay's own error (it never ends otherwise)
                     raise RuntimeError(f"the replay of {self._topics} ended")
+
+    async def _end_offsets_reader(self) -> AIOKafkaConsumer:
+        """A consumer of its own for end offsets: started by :meth:`start` when the replayer ``catches_up``, else at
+        the first :meth:`catch_up`."""
+        async with self._offsets_reader_started:
+            if self._offsets_reader is None:
+                self._offsets_reader = await self._started_consumer()
+            return self._offsets_reader
+
+    async def _started_consumer(self) -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(**{**self._kafka.consumer_kwargs(), "group_id": None})
+        try:
+            await consumer.start()
+        except BaseException:  # e.g. no broker: close what start() opened
+            await consumer.stop()
+            raise
+        return consumer
 
     @property
     def failed(self) -> BaseException | None:
@@ -146,8 +166,9 @@ class TopicReplayer:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        for consumer in (self._consumer, self._offsets_reader):
+            if consumer is not None:
+                await consumer.stop()
 
 
 async def _at_ends(consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> bool:

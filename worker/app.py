@@ -259,7 +259,7 @@ def build_app(config: WorkerConfig | None = None) -> AsgiFastStream:
     promoter = Promoter(config.worker, config.triton, registry, fleet, state, ModelLoads(), lease)
     writeback = _writeback(config.worker, registry, metrics, promoter.promotions_first)  # waits for promotions
     service = PromotionService(config.worker, topics, promoter, state, broker, metrics, writeback)
-    replayer = TopicReplayer(kafka, [topics.model_ready], service.apply_log_record)
+    replayer = TopicReplayer(kafka, [topics.model_ready], service.apply_log_record, catches_up=True)
     batches = ConcurrentBatches(
         service, config.worker.concurrency, max_records=MAX_BATCH_RECORDS, catch_up=replayer.catch_up
     )
