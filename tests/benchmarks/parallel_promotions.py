@@ -35,13 +35,14 @@ from pathlib import Path
 import tritonclient.http as triton_http
 
 from deploy.stack.local_stack import LocalStack
-from deploy.stack.process import command_line, cpu_seconds, group_members
+from deploy.stack.process import command_line, cpu_seconds, group_members, poll_until
 from tests.benchmarks.bench_files import merge_figures
 from tests.group_rebalance import answers, rebalance_mid_flight, request_all, served_lines
-from tests.worker_harness import read_until, register_iris, running_worker
-from worker.shared_runtime import RUNTIME_PREFIX
+from tests.worker_harness import read_until, ready_on, register_iris, running_worker
+from worker.shared_runtime import RUNTIME_MODEL, RUNTIME_PREFIX
 
 SERVED_TIMEOUT_S = 900.0
+RUNTIME_READY_TIMEOUT_S = 120.0
 
 
 def over_grpc(stack: LocalStack) -> dict[str, str]:
@@ -104,8 +105,18 @@ async def served_seconds(
     The components are the worker, Triton (its python-backend stubs apart), MLflow, Kafka and this
     client: on this 2-core machine their sum over the wall time says how much room a higher
     concurrency had, and which one grew.
+
+    The clock starts once the shared scikit-learn runtime is READY on Triton. A worker reports ready
+    before its preload of the runtime ends (worker/runtime_upkeep.py), and a runtime loads once per
+    Triton process (1.1-1.9 s here), so counted in both runs it added the same second or two to each:
+    the first promotions of the run, one at concurrency 1 and four at 4, waited for it.
     """
     with running_worker(stack, run_dir, PROMOTER_WORKER_CONCURRENCY=str(concurrency), **over_grpc(stack)) as w:
+        runtime_ready = await asyncio.to_thread(
+            poll_until, lambda: ready_on(stack.triton_http, RUNTIME_MODEL), RUNTIME_READY_TIMEOUT_S
+        )
+        if not runtime_ready:
+            raise AssertionError(f"the worker did not preload {RUNTIME_MODEL} in {RUNTIME_READY_TIMEOUT_S:.0f} s")
         groups = {name: ids["pgid"] for name, ids in stack.pids().items()} | {"worker": w.process.pgid}
         cpu_before = cpu_by_component(groups)
         sent = time.monotonic()
@@ -142,11 +153,12 @@ def mean_stage_seconds(log_file: Path) -> dict[str, float]:
 
 
 def unload_all(stack: LocalStack) -> None:
-    """Free Triton's memory between the runs (each loaded scikit-learn version is ~200 MB)."""
+    """Unload every version between the runs, so neither run serves the other's; the shared runtime stays, as a
+    worker leaves it loaded."""
     client = triton_http.InferenceServerClient(stack.triton_http, network_timeout=60)
     try:
         for model in client.get_model_repository_index():
-            if model.get("state") == "READY":
+            if model.get("state") == "READY" and not model["name"].startswith(RUNTIME_PREFIX):
                 client.unload_model(model["name"])
     finally:
         client.close()
