@@ -152,6 +152,14 @@ class Registry:
         self.tracking_uri = settings.tracking_uri
         self._client = client or MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
+    @property
+    def _registry(self) -> Any:
+        """The registry client under MlflowClient (built at its first use, then kept by it), for the calls MlflowClient
+        precedes with a read of the registered model to refuse prompts (``_raise_if_prompt``): one MLflow read more per
+        download and per write-back call. A prompt never gets that far: MlflowClient's ``get_registered_model`` and
+        ``get_model_version``, which the resolve calls, refuse it from what they read anyway."""
+        return self._client._get_registry_client()  # type: ignore[no-untyped-call]
+
     async def _run(self, what: str, call: Callable[[], T], missing: Missing | None = None) -> T:
         """``call()`` in a thread; MLflow's failures become Transient/PermanentFailure, bugs propagate."""
         try:
@@ -244,7 +252,7 @@ class Registry:
     async def _download_uri(self, name: str, version: int) -> str:
         uri = await self._run(
             f"find the artifacts of {name} v{version}",
-            lambda: self._client.get_model_version_download_uri(name, str(version)),
+            lambda: self._registry.get_model_version_download_uri(name, str(version)),
             Missing(_NOT_FOUND, ReasonCode.VERSION_NOT_FOUND, lambda _: f"model {name!r} has no version {version}"),
         )
         return str(uri)
@@ -310,10 +318,10 @@ class Registry:
         current = read.tags or {}
         for key in remove:
             if key in current:
-                await call(partial(self._client.delete_model_version_tag, name, str(version), key))
+                await call(partial(self._registry.delete_model_version_tag, name, str(version), key))
         for key, value in tags.items():
             if current.get(key) != value:
-                await call(partial(self._client.set_model_version_tag, name, str(version), key, value))
+                await call(partial(self._registry.set_model_version_tag, name, str(version), key, value))
 
     async def alias_version(self, name: str, alias: str) -> int:
         version = await self._run(f"get {name}@{alias}", lambda: self._client.get_model_version_by_alias(name, alias))
@@ -324,7 +332,7 @@ class Registry:
         return (registered.tags or {}).get(key)
 
     async def set_model_tag(self, name: str, key: str, value: str) -> None:
-        await self._run(f"tag model {name!r}", lambda: self._client.set_registered_model_tag(name, key, value))
+        await self._run(f"tag model {name!r}", lambda: self._registry.set_registered_model_tag(name, key, value))
 
 
 def download_model_tree(uri: str, destination: Path, tracking_uri: str, name: str, version: int) -> None:

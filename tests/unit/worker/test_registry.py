@@ -189,6 +189,9 @@ class PinnedClient:
         self.version_error = version_error
         self.calls: list[str] = []
 
+    def _get_registry_client(self) -> PinnedClient:  # MlflowClient's registry calls, answered here
+        return self
+
     def get_registered_model(self, name: str) -> RegisteredModel:
         self.calls.append("registered model")
         return RegisteredModel(name)
@@ -228,6 +231,18 @@ async def test_a_missing_version_is_reported_once_whichever_call_fails_first() -
         await registry(client).resolve(PINNED)
     assert caught.value.reason == ReasonCode.VERSION_NOT_FOUND
     assert caught.value.message == "model 'iris' has no version 3 in MLflow"
+
+
+async def test_the_artifact_location_costs_one_registry_call_not_two(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """MlflowClient reads the registered model before it asks where a version's artifacts are (its prompt check);
+    the worker asks the registry client under it directly (the resolve already refused a prompt)."""
+    recording = PinnedClient()
+    monkeypatch.setattr("mlflow.tracking.client.ModelRegistryClient", lambda *_: recording)
+    monkeypatch.setattr("worker.registry.download_model_tree", lambda *_: None)
+    await Registry(MLflowSettings(tracking_uri="http://127.0.0.1:9")).download("iris", 3, tmp_path)
+    assert recording.calls == ["download uri"]
 
 
 def test_mlflows_connection_pool_holds_every_call_a_worker_makes_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
