@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 # uv installs the dependencies (33 s on a 2-core machine with a warm cache, against 141 s for pip);
 # the same range is in the dev extra.
 UV     := uv>=0.13,<0.14
-# The project's own packages (pyproject's [tool.setuptools.packages.find] include).
-PACKAGES := schemas runtime worker ingress gateway promoter_cli promoter_client deploy console
+# The project's own packages, as pyproject's [tool.setuptools.packages.find] include lists them.
+PACKAGES := $(shell $(PYTHON) -c 'import tomllib; print(*(p.rstrip("*") for p in tomllib.load(open("pyproject.toml", "rb"))["tool"]["setuptools"]["packages"]["find"]["include"]))' 2>/dev/null)
 
 .PHONY: install kafka feast-server grpc-front test demo up lint typecheck unit integration bench chaos schemas stack clean console e2e
 
@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(UV)"
 	$(BIN)/python -m uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[dev,local,console]"
+	@test -n "$(PACKAGES)" || { echo "could not read the package list from pyproject.toml" >&2; exit 1; }
 	$(BIN)/python -m compileall -q -j 0 $(PACKAGES) tests >/dev/null
 	touch $(STAMP)
 

@@ -53,13 +53,16 @@ def env_names(cls: type[BaseSettings], field_name: str) -> list[str]:
 def documented_name(cls: type[BaseSettings], field_name: str) -> str:
     """The environment variable ``--help`` and the README give for ``field_name``: the first pydantic-settings
     reads (its alias when it has one, else ``env_prefix`` + its name), spelled as an operator sets it."""
-    name = env_names(cls, field_name)[0]
-    return name if case_sensitive(cls) else name.upper()
+    return _as_operators_spell_it(cls, env_names(cls, field_name)[0])
 
 
 def env_name(cls: type[BaseSettings], field_name: str) -> str:
     """The environment variable that sets ``field_name`` of ``cls``: its alias when it has one (the prefix applied
     as ``env_prefix_target`` says), else ``env_prefix`` + its name; of several, the one that is set."""
     names = env_names(cls, field_name)
-    name = next((name for name in names if environ_value(cls, name) is not None), names[0])
+    return _as_operators_spell_it(cls, next((name for name in names if environ_value(cls, name) is not None), names[0]))
+
+
+def _as_operators_spell_it(cls: type[BaseSettings], name: str) -> str:
+    """Upper case, unless ``cls`` reads its environment case-sensitively (then exactly as pydantic reads it)."""
     return name if case_sensitive(cls) else name.upper()

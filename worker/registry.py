@@ -79,18 +79,22 @@ class ResolvedVersion:
 
 
 #: The environment variables of MLflow's HTTP client that :func:`configure_mlflow_client` sets for the process.
-MLFLOW_CLIENT_VARIABLES = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_POOL_MAXSIZE")
+MLFLOW_CLIENT_VARIABLES = _RETRIES, _TIMEOUT, _POOL = (
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_HTTP_POOL_MAXSIZE",
+)
 
 
 def configure_mlflow_client(settings: MLflowSettings, concurrent_promotions: int = 1) -> None:
     """One retry loop (ours), a bounded request time, and connections kept for every call that runs at once."""
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, round(settings.request_timeout_s)))
+    os.environ[_RETRIES] = "0"
+    os.environ[_TIMEOUT] = str(max(1, round(settings.request_timeout_s)))
     # Each download fetches its files on MLflow's own threads (2 per core, at most 20), beside the resolve's two
     # calls. MLflow's pool keeps 10 connections: at concurrency 4 on 2 cores the others were closed after each
     # call ("Connection pool is full, discarding connection") and opened again for the next. An operator's value wins.
     calls_at_once = concurrent_promotions * (min(20, 2 * (os.cpu_count() or 1)) + 2)
-    os.environ.setdefault("MLFLOW_HTTP_POOL_MAXSIZE", str(max(10, calls_at_once)))
+    os.environ.setdefault(_POOL, str(max(10, calls_at_once)))
 
 
 def http_status(error: Exception) -> int | None:

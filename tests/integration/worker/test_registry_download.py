@@ -13,7 +13,7 @@ from runtime.settings import MLflowSettings
 from schemas.promotion_requested import PromotionRequestedData
 from tests.worker_harness import register_iris
 from worker.artifact_check import inspect_tree
-from worker.registry import Registry
+from worker.registry import MLFLOW_CLIENT_VARIABLES, Registry
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ MAX_BYTES = 1024**3
 async def test_the_download_is_the_tree_mlflow_downloads_with_the_same_digest(
     local_stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):  # Registry() sets them
+    for name in MLFLOW_CLIENT_VARIABLES:  # Registry() sets them for the process: restored (unset) afterwards
         monkeypatch.setenv(name, "restored after the test")
         monkeypatch.delenv(name)
     uri = local_stack.mlflow_tracking_uri
