@@ -160,8 +160,8 @@ class Registry:
     def _registry(self) -> Any:
         """The registry client under MlflowClient (built at its first use, then kept by it), for the calls MlflowClient
         precedes with a read of the registered model to refuse prompts (``_raise_if_prompt``): one MLflow read more per
-        download and per write-back call. A prompt never gets that far: MlflowClient's ``get_registered_model`` and
-        ``get_model_version``, which the resolve calls, refuse it from what they read anyway."""
+        download and per write-back call. A prompt never gets that far: MlflowClient's reads of the registered model
+        and of the version, which the resolve makes, refuse it from what they read anyway."""
         return self._client._get_registry_client()  # type: ignore[no-untyped-call]
 
     async def _run(self, what: str, call: Callable[[], T], missing: Missing | None = None) -> T:
