@@ -114,8 +114,14 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None,
 async def read_until(
     bootstrap: str, topic: str, done: Callable[[list[Record]], bool], *, timeout_s: float = 60.0
 ) -> list[Record]:
-    """Every record of ``topic`` from the start, once ``done(records)`` holds (AssertionError at the deadline)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=50)
+    """Every record of ``topic`` from the start, once ``done(records)`` holds (AssertionError at the deadline).
+
+    It long-polls as the services do (``fetch_max_wait_ms`` of the local broker's client settings: the broker
+    answers as soon as a record arrives). ``done`` is asked at least every 0.2 s, records or not: it may also
+    look at something else (a worker's metrics).
+    """
+    wait_ms = local_client_settings(bootstrap).fetch_max_wait_ms
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=wait_ms)
     await consumer.start()
     records: list[Record] = []
     try:
