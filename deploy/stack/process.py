@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -150,6 +152,26 @@ def _terminate_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def launch_argv(argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], Callable[[], None] | None]:
+    """``argv`` as started, and what runs in the child before exec: the service is SIGTERMed when the process
+    that started it dies (even by SIGKILL), set by util-linux's ``setpriv`` (it execs ``argv``: same pid).
+
+    With ``setpriv`` nothing of Python runs in the child: with a ``preexec_fn`` the child ran the at-fork
+    handlers libraries registered in this process, and gRPC's (a test process holds channels) wrote
+    "Epoll1Poller ... epoll_wait error: Bad file descriptor" into the service's log before its exec.
+    Where ``setpriv`` is missing, the ``prctl`` runs as a ``preexec_fn`` (Linux) or not at all.
+    """
+    if sys.platform != "linux":
+        return list(argv), None
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return list(argv), _terminate_with_parent
+    executable = shutil.which(argv[0], path=env.get("PATH", os.defpath))
+    if executable is None:  # refused here, as Popen refused it before: setpriv would only exit 127
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", argv[0])
+    return [setpriv, "--pdeathsig", "TERM", "--", executable, *argv[1:]], None
+
+
 ReadyCheck = Callable[["ManagedProcess"], bool]
 LeftoverFinder = Callable[[Sequence[int]], list[Path]]
 
@@ -220,15 +242,16 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             try:
+                argv, before_exec = launch_argv(self.spec.argv, self.spec.env)
                 self._popen = subprocess.Popen(
-                    list(self.spec.argv),
+                    argv,
                     env=dict(self.spec.env),
                     cwd=self.spec.cwd,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+                    preexec_fn=before_exec,  # noqa: PLW1509 - None wherever setpriv sets the parent-death signal
                 )
             except OSError as error:
                 raise StackError(f"{self.name} could not start: {error}") from error

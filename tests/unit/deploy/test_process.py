@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import textwrap
 import time
@@ -136,6 +137,58 @@ def test_a_child_that_never_gets_ready_times_out_with_its_log(tmp_path: Path) ->
     finally:
         stop_all([process])
     assert process.gone()
+
+
+_FORK_MARKER: list[Path] = []  # read in the forked child: only this test's starts leave a marker
+
+
+def _mark_fork_in_child() -> None:
+    for marker in _FORK_MARKER:
+        marker.touch()
+
+
+os.register_at_fork(after_in_child=_mark_fork_in_child)  # as gRPC registers its own (C-level too)
+
+
+def test_no_fork_handler_of_the_starting_process_runs_in_the_service(tmp_path: Path) -> None:
+    """With a ``preexec_fn`` the child ran this process's at-fork handlers before its exec: gRPC's started a
+    poller there that once wrote an epoll error into a service's log. Started by ``setpriv``, none runs."""
+    code = """
+        import pathlib, threading
+        print("booted", flush=True)
+        pathlib.Path("ready").touch()
+        threading.Event().wait()
+    """
+    process = ManagedProcess(_spec(tmp_path, code), tmp_path / "child.log")
+    _FORK_MARKER.append(tmp_path / "a fork handler ran in the child")
+    try:
+        process.start()
+    finally:
+        _FORK_MARKER.clear()
+    try:
+        wait_all_ready([process])
+    finally:
+        stop_all([process])
+    assert not (tmp_path / "a fork handler ran in the child").exists()
+    assert process.log_text() == "booted\n"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_a_service_is_sigtermed_when_the_process_that_started_it_dies(tmp_path: Path) -> None:
+    code = """
+        import ctypes, pathlib, threading
+        signal = ctypes.c_int()
+        ctypes.CDLL(None).prctl(2, ctypes.byref(signal))  # PR_GET_PDEATHSIG
+        pathlib.Path("ready").write_text(str(signal.value))
+        threading.Event().wait()
+    """
+    process = ManagedProcess(_spec(tmp_path, code), tmp_path / "child.log")
+    process.start()
+    try:
+        wait_all_ready([process])
+    finally:
+        stop_all([process])
+    assert (tmp_path / "ready").read_text() == str(int(signal.SIGTERM))
 
 
 def test_a_missing_executable_is_a_stack_error(tmp_path: Path) -> None:
