@@ -38,7 +38,7 @@ CONFIRM_WINDOW_MS = 20
 class TopicReplayer:
     """Reads ``topics`` from offset 0 and calls ``handler`` for each record, in partition order (or
     ``batch_handler`` with each partition's fetched records at once, for readers that apply many cheaper
-    together). ``catches_up``: :meth:`catch_up` will be called (a worker's replay), so :meth:`start` readies its
+    together). ``catches_up``: :meth:`catch_up` will be called (a worker's replay), so :meth:`start` opens its
     connection too."""
 
     def __init__(
@@ -63,9 +63,8 @@ class TopicReplayer:
         self._partitions: list[TopicPartition] = []
         self._handled: dict[TopicPartition, int] = {}  # per partition: the position once its records are handled
         self._progress = asyncio.Event()  # set (and replaced) after every fetch handled
-        self._catches_up = catches_up  # start() readies catch_up's own connection (a worker's replay)
+        self._catches_up = catches_up  # start() opens catch_up's own connection (a worker's replay)
         self._offsets_reader: AIOKafkaConsumer | None = None  # asks for end offsets only (catch_up), never fetches
-        self._offsets_reader_started = asyncio.Lock()
 
     async def start(self) -> None:
         consumer = await self._started_consumer()
@@ -77,7 +76,8 @@ class TopicReplayer:
         self._partitions = list(partitions)
         targets = await consumer.end_offsets(partitions)
         if self._catches_up:  # connected and the partitions' leaders known before the first assignment needs them
-            await (await self._end_offsets_reader()).end_offsets(self._partitions)
+            self._offsets_reader = await self._started_consumer()
+            await self._offsets_reader.end_offsets(self._partitions)
         self._task = asyncio.create_task(self._run(consumer, targets), name=f"replay {','.join(self._topics)}")
 
     async def _run(self, consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> None:
@@ -126,10 +126,12 @@ class TopicReplayer:
 
     async def catch_up(self, timeout_s: float) -> None:
         """Until every record on the topics at the call is handled; raises TimeoutError, or the replay's error."""
-        if self._consumer is None or self._task is None:
+        if self._task is None:
             raise RuntimeError("the replay is not started")
+        if self._offsets_reader is None:
+            raise RuntimeError("catch_up needs a replayer constructed with catches_up=True")
         async with asyncio.timeout(timeout_s):
-            targets = await (await self._end_offsets_reader()).end_offsets(self._partitions)
+            targets = await self._offsets_reader.end_offsets(self._partitions)
             while not all(self._handled.get(tp, 0) >= end for tp, end in targets.items()):
                 progress = asyncio.create_task(self._progress.wait())
                 await asyncio.wait([progress, self._task], return_when=asyncio.FIRST_COMPLETED)
@@ -137,14 +139,6 @@ class TopicReplayer:
                 if self._task.done():
                     self._task.result()  # the replay's own error (it never ends otherwise)
                     raise RuntimeError(f"the replay of {self._topics} ended")
-
-    async def _end_offsets_reader(self) -> AIOKafkaConsumer:
-        """A consumer of its own for end offsets: started by :meth:`start` when the replayer ``catches_up``, else at
-        the first :meth:`catch_up`."""
-        async with self._offsets_reader_started:
-            if self._offsets_reader is None:
-                self._offsets_reader = await self._started_consumer()
-            return self._offsets_reader
 
     async def _started_consumer(self) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(**{**self._kafka.consumer_kwargs(), "group_id": None})

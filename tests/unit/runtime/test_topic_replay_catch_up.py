@@ -114,7 +114,7 @@ async def test_catch_up_returns_once_the_records_on_the_log_at_the_call_are_hand
         handled.append(record.offset)
 
     kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=20)
-    replayer = TopicReplayer(kafka, ["log"], handler)
+    replayer = TopicReplayer(kafka, ["log"], handler, catches_up=True)
     await replayer.start()
     try:
         await replayer.wait_caught_up(timeout_s=5)
@@ -133,7 +133,9 @@ async def test_catch_up_returns_once_the_records_on_the_log_at_the_call_are_hand
 
 
 async def test_catch_up_gives_up_at_its_deadline(consumer: FakeConsumer) -> None:
-    replayer = TopicReplayer(KafkaSettings(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=20), ["log"], print)
+    replayer = TopicReplayer(
+        KafkaSettings(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=20), ["log"], print, catches_up=True
+    )
     await replayer.start()
     try:
         await replayer.wait_caught_up(timeout_s=5)
@@ -141,6 +143,16 @@ async def test_catch_up_gives_up_at_its_deadline(consumer: FakeConsumer) -> None
 
         with pytest.raises(TimeoutError):
             await replayer.catch_up(timeout_s=0.2)
+    finally:
+        await replayer.stop()
+
+
+async def test_catch_up_is_refused_without_its_connection(consumer: FakeConsumer) -> None:
+    replayer = TopicReplayer(KafkaSettings(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=20), ["log"], print)
+    await replayer.start()
+    try:
+        with pytest.raises(RuntimeError, match="catches_up=True"):
+            await replayer.catch_up(timeout_s=1)
     finally:
         await replayer.stop()
 
