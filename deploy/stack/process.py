@@ -145,11 +145,12 @@ def pid_alive(pid: int) -> bool:
 
 
 _PR_SET_PDEATHSIG = 1
+_PARENT_DEATH_SIGNAL = signal.SIGTERM  # what a service gets when the process that started it dies
 
 
 def _terminate_with_parent() -> None:
     """Runs in the child before exec: SIGTERM it if the process that started it dies (even by SIGKILL)."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, _PARENT_DEATH_SIGNAL)
 
 
 def launch_argv(argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], Callable[[], None] | None]:
@@ -169,7 +170,7 @@ def launch_argv(argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str],
     executable = shutil.which(argv[0], path=env.get("PATH", os.defpath))
     if executable is None:  # refused here, as Popen refused it before: setpriv would only exit 127
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", argv[0])
-    return [setpriv, "--pdeathsig", "TERM", "--", executable, *argv[1:]], None
+    return [setpriv, "--pdeathsig", _PARENT_DEATH_SIGNAL.name, "--", executable, *argv[1:]], None
 
 
 ReadyCheck = Callable[["ManagedProcess"], bool]

@@ -40,10 +40,10 @@ from typing import Any
 import tritonclient.http as triton_http
 
 from deploy.stack.local_stack import LocalStack
-from deploy.stack.process import command_line, cpu_seconds, group_members, poll_until
+from deploy.stack.process import command_line, cpu_seconds, group_members
 from tests.benchmarks.bench_files import merge_figures
 from tests.group_rebalance import answers, rebalance_mid_flight, request_all, served_lines
-from tests.worker_harness import Record, read_until, ready_on, register_iris, running_worker
+from tests.worker_harness import Record, read_until, ready_on, register_iris, running_worker, wait_for
 from worker.shared_runtime import RUNTIME_MODEL, RUNTIME_PREFIX
 
 SERVED_TIMEOUT_S = 900.0
@@ -132,11 +132,11 @@ async def served_seconds(
     the first promotions of the run, one at concurrency 1 and four at 4, waited for it.
     """
     with running_worker(stack, run_dir, PROMOTER_WORKER_CONCURRENCY=str(concurrency), **over_grpc(stack)) as w:
-        runtime_ready = await asyncio.to_thread(
-            poll_until, lambda: ready_on(stack.triton_http, RUNTIME_MODEL), RUNTIME_READY_TIMEOUT_S
+        await wait_for(
+            lambda: ready_on(stack.triton_http, RUNTIME_MODEL),
+            timeout_s=RUNTIME_READY_TIMEOUT_S,
+            what=f"the worker's preload of {RUNTIME_MODEL}",
         )
-        if not runtime_ready:
-            raise AssertionError(f"the worker did not preload {RUNTIME_MODEL} in {RUNTIME_READY_TIMEOUT_S:.0f} s")
         groups = {name: ids["pgid"] for name, ids in stack.pids().items()} | {"worker": w.process.pgid}
         cpu_before = cpu_by_component(groups)
         sent = time.monotonic()
@@ -275,7 +275,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep-logs", type=Path, help="copy the workers' logs here (the rebalance's at INFO)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-parallel-") as tmp, LocalStack(Path(tmp) / "stack") as stack:
-        print(f"stack ready in {stack.startup_s:.1f} s; {args.models} models at concurrency 1, then 4")
+        print(
+            f"stack ready in {stack.startup_s:.1f} s; {args.models} models, {args.pairs} pairs of concurrency 1 and 4"
+        )
         try:
             figures = asyncio.run(measure(stack, Path(tmp) / "workers", args.models, args.rebalance_models, args.pairs))
         finally:

@@ -9,13 +9,15 @@ deadline below.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pytest
 from aiokafka import ConsumerRecord
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy.stack.local_stack import LocalStack
+from runtime.kafka_topics import ensure_topics
 from runtime.topic_replay import TopicReplayer
+from schemas.topics import MODEL_READY
 from tests.worker_harness import produce
 
 pytestmark = pytest.mark.integration
@@ -25,19 +27,10 @@ CATCH_UP_DEADLINE_S = 5.0  # a quarter of the long poll: only an answer that doe
 CAUGHT_UP_TIMEOUT_S = 30.0
 
 
-async def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-    finally:
-        await admin.close()
-
-
 async def test_catch_up_is_answered_while_the_replay_waits_in_a_long_poll(local_stack: LocalStack) -> None:
     bootstrap = local_stack.kafka_bootstrap_servers
     topic = f"it.replay.{uuid.uuid4().hex[:10]}"
-    await _create_topic(bootstrap, topic, partitions=3)
+    await ensure_topics(local_stack.kafka_settings(), [replace(MODEL_READY, name=topic)])  # as the worker replays
     await produce(bootstrap, topic, [(b"a", b"before start")])
     seen: list[bytes | None] = []
 

@@ -174,7 +174,8 @@ def test_no_fork_handler_of_the_starting_process_runs_in_the_service(tmp_path: P
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
-def test_a_service_is_sigtermed_when_the_process_that_started_it_dies(tmp_path: Path) -> None:
+def test_a_service_carries_sigterm_as_its_parent_death_signal(tmp_path: Path) -> None:
+    """What stops it when the process that started it dies, even by SIGKILL (tests/integration/deploy/test_cli.py)."""
     code = """
         import ctypes, pathlib, threading
         signal = ctypes.c_int()
