@@ -86,7 +86,16 @@ def iris_feature_server_spec(port: int, redis_port: int, run_dir: Path, rows: Se
         "--port",
         str(port),
     ]
-    env = {**os.environ, "FEAST_USAGE": "False"}  # no usage reports to Feast's servers
+    # Feast's metrics module makes a prometheus multiprocess directory in /tmp at import unless told where, and
+    # never removes it: inside the run directory it goes when the stack is torn down.
+    metrics_dir = run_dir / "feast-metrics"
+    metrics_dir.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "FEAST_USAGE": "False",  # no usage reports to Feast's servers
+        "PROMETHEUS_MULTIPROCESS_DIR": str(metrics_dir),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
     env.pop("PYTHONPATH", None)
     return ServiceSpec(
         name="feast",

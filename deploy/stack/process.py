@@ -153,7 +153,7 @@ def _terminate_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, _PARENT_DEATH_SIGNAL)
 
 
-def launch_argv(argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], Callable[[], None] | None]:
+def launch_argv(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> tuple[list[str], Callable[[], None] | None]:
     """``argv`` as started, and what runs in the child before exec: the service is SIGTERMed when the process
     that started it dies (even by SIGKILL), set by util-linux's ``setpriv`` (it execs ``argv``: same pid).
 
@@ -167,7 +167,10 @@ def launch_argv(argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str],
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         return list(argv), _terminate_with_parent
-    executable = shutil.which(argv[0], path=env.get("PATH", os.defpath))
+    program = argv[0]
+    if os.sep in program and not os.path.isabs(program):  # as Popen finds it: from the service's directory
+        program = os.path.join(cwd, program)
+    executable = shutil.which(program, path=env.get("PATH", os.defpath))
     if executable is None:  # refused here, as Popen refused it before: setpriv would only exit 127
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", argv[0])
     return [setpriv, "--pdeathsig", _PARENT_DEATH_SIGNAL.name, "--", executable, *argv[1:]], None
@@ -243,7 +246,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             try:
-                argv, before_exec = launch_argv(self.spec.argv, self.spec.env)
+                argv, before_exec = launch_argv(self.spec.argv, self.spec.env, self.spec.cwd)
                 self._popen = subprocess.Popen(
                     argv,
                     env=dict(self.spec.env),

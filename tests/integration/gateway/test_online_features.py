@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +30,8 @@ class FeastWorld:
     model: str
     version: int
     redis: ManagedProcess
+    feast: ManagedProcess
+    run_dir: Path
 
     def predict(self, body: Any) -> httpx.Response:
         return httpx.post(f"{self.gateway.url}/predict/{self.model}", json=body, timeout=10)
@@ -57,7 +60,7 @@ def world(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> 
             }
             with running_gateways(local_stack, run_dir / "gateways", worker.env, ["gw-feast"], **settings) as gws:
                 wait_all_ready([feast])  # applied and materialised while the worker promoted the model
-                yield FeastWorld(local_stack, gws[0], model, version, redis)
+                yield FeastWorld(local_stack, gws[0], model, version, redis, feast, run_dir)
 
 
 def _row(index: int) -> dict[str, float]:
@@ -79,6 +82,12 @@ def test_payload_values_override_looked_up_features(world: FeastWorld) -> None:
     (prediction,) = response.json()["predictions"]
     assert [prediction] == world.expected([{**_row(0), **override}])
     assert [prediction] != world.expected([_row(0)])
+
+
+def test_feast_keeps_its_metrics_files_in_the_run_directory_not_in_tmp(world: FeastWorld) -> None:
+    assert world.predict({ENTITY_KEY: 1}).status_code == 200
+    files = sorted(path.name for path in (world.run_dir / "feast-metrics").iterdir())
+    assert any(name.endswith(f"_{world.feast.pid}.db") for name in files), files
 
 
 def test_an_unknown_entity_is_a_422_naming_the_missing_features(world: FeastWorld) -> None:

@@ -203,3 +203,28 @@ def test_a_missing_executable_is_a_stack_error(tmp_path: Path) -> None:
     )
     with pytest.raises(StackError, match="ghost could not start"):
         ManagedProcess(spec, tmp_path / "ghost.log").start()
+
+
+def test_a_relative_executable_is_found_from_the_services_directory(tmp_path: Path) -> None:
+    """``./run`` names a file in the service's ``cwd``, as Popen resolves it, not in the starting process's."""
+    service_dir = tmp_path / "service"
+    service_dir.mkdir()
+    script = service_dir / "run"
+    body = "import pathlib, threading\npathlib.Path('ready').touch()\nthreading.Event().wait()\n"
+    script.write_text(f"#!{sys.executable}\n{body}")
+    script.chmod(0o755)
+    spec = ServiceSpec(
+        name="relative",
+        argv=["./run"],
+        env=dict(os.environ),
+        cwd=service_dir,
+        ready=lambda process: (service_dir / "ready").exists(),
+        ready_timeout_s=30,
+    )
+    process = ManagedProcess(spec, tmp_path / "relative.log")
+    process.start()
+    try:
+        wait_all_ready([process])
+    finally:
+        stop_all([process])
+    assert (service_dir / "ready").exists()
