@@ -17,9 +17,13 @@ import pandas as pd
 from mlflow.models import Model
 from tritonclient.utils import triton_to_np_dtype
 
+from runtime.logging import get_logger
 from schemas.model_ready import SignatureSummary
 from schemas.promotion_rejected import ReasonCode
 from worker.errors import PermanentFailure
+from worker.model_environment import installed_versions, unmet_requirements
+
+log = get_logger(__name__)
 
 _SYNTHETIC_ROWS = 2
 _SHOWN_ROWS = 3
@@ -38,21 +42,18 @@ class ParityCase:
 def warm_up_model_libraries() -> None:
     """Import what parity checks load (MLflow pyfunc, scikit-learn, skops): seconds, paid once at start-up.
 
-    Also MLflow's map of installed packages, which ``mlflow.pyfunc.load_model`` builds on its first call to
-    compare the model's requirements with this environment (0.23 CPU-seconds: every installed file is
-    stat'ed). Built lazily, it was built by every promotion that started while the first build ran: a
-    quarter of the worker's CPU when 40 promotions arrived at once (py-spy, concurrency 4).
+    Also the installed versions a model's requirements are compared with (:func:`installed_versions`): built
+    lazily, every promotion that started while the first build ran would build it too.
     """
     import mlflow.sklearn  # noqa: F401, PLC0415
     import sklearn.linear_model  # noqa: F401, PLC0415
     import skops.io  # noqa: F401, PLC0415
-    from mlflow.utils import requirements_utils  # noqa: PLC0415
 
-    requirements_utils._init_packages_to_modules_map()  # type: ignore[no-untyped-call]  # private: no public way
+    installed_versions()
 
 
-def _example(model_dir: Path, signature: SignatureSummary) -> tuple[Any, bool]:
-    example = Model.load(str(model_dir / "MLmodel")).load_input_example(str(model_dir))
+def _example(mlmodel: Model, model_dir: Path, signature: SignatureSummary) -> tuple[Any, bool]:
+    example = mlmodel.load_input_example(str(model_dir))
     if example is not None:
         return example, False
     spec = signature.inputs[0]
@@ -66,8 +67,14 @@ def _example(model_dir: Path, signature: SignatureSummary) -> tuple[Any, bool]:
 
 
 def prepare_case(model_dir: Path, signature: SignatureSummary) -> ParityCase:
-    """Load the example and MLflow's prediction for it (blocking: imports and loads the model)."""
-    example, synthetic = _example(model_dir, signature)
+    """Load the example and MLflow's prediction for it (blocking: imports and loads the model); log what of the
+    model's environment this one does not meet (:mod:`worker.model_environment`, in place of MLflow's check)."""
+    mlmodel = Model.load(str(model_dir / "MLmodel"))
+    python_version = mlmodel.flavors.get(mlflow.pyfunc.FLAVOR_NAME, {}).get(mlflow.pyfunc.PY_VERSION)
+    unmet = unmet_requirements(model_dir, python_version)
+    if unmet:
+        log.warning("the worker's environment differs from the model's", unmet=unmet)
+    example, synthetic = _example(mlmodel, model_dir, signature)
     dtype = triton_to_np_dtype(signature.inputs[0].datatype)
     if isinstance(example, pd.DataFrame):
         missing = [c.name for c in signature.columns if c.name not in example.columns]
@@ -79,7 +86,8 @@ def prepare_case(model_dir: Path, signature: SignatureSummary) -> ParityCase:
     else:
         tensor = np.asarray(example, dtype=dtype)
     try:
-        expected = np.asarray(mlflow.pyfunc.load_model(str(model_dir)).predict(example))
+        model = mlflow.pyfunc.load_model(str(model_dir), suppress_warnings=True)  # checked above, once
+        expected = np.asarray(model.predict(example))
     except Exception as error:
         raise PermanentFailure(
             ReasonCode.PARITY_MISMATCH, f"MLflow cannot predict the model's own input example: {error}"

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-from mlflow.utils import requirements_utils
-
+from worker.model_environment import installed_versions
 from worker.parity import warm_up_model_libraries
 
 
-def test_the_warm_up_builds_mlflows_installed_package_map(monkeypatch: pytest.MonkeyPatch) -> None:
-    # mlflow.pyfunc.load_model builds this map on first use; built lazily, every promotion that started while
-    # the first build ran built it again.
-    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
-    monkeypatch.setattr(requirements_utils, "_PACKAGES_TO_MODULES", None)
+def test_the_warm_up_reads_the_installed_versions_once() -> None:
+    # Read lazily, every promotion that started while the first read ran would read them too.
+    installed_versions.cache_clear()
     warm_up_model_libraries()
-    assert requirements_utils._MODULES_TO_PACKAGES
-    assert requirements_utils._PACKAGES_TO_MODULES["scikit-learn"] == "sklearn"
+    assert installed_versions.cache_info().currsize == 1
+    assert "scikit-learn" in installed_versions()
