@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -86,8 +88,28 @@ MLFLOW_CLIENT_VARIABLES = _RETRIES, _TIMEOUT, _POOL = (
 )
 
 
+#: What MLflow's client imports on every REST call to learn whether it runs on Databricks (its request header
+#: provider asks for a notebook context, IPython, a Spark session): 11 imports per call.
+PLATFORM_PROBE_MODULES = ("dbruntime", "IPython", "pyspark")
+
+
+def remember_absent_platform_modules() -> list[str]:
+    """Record the probe modules not installed here as absent, and return their names.
+
+    A failed import is not remembered by Python: each one searched ``sys.path`` again, 0.66 ms of CPU per MLflow
+    call (0.05 ms after), ~20 calls per promotion. ``sys.modules[name] = None`` is Python's own way to make an
+    import of ``name`` fail at once; an installed module is never touched.
+    """
+    absent = [name for name in PLATFORM_PROBE_MODULES if name not in sys.modules and find_spec(name) is None]
+    for name in absent:
+        sys.modules[name] = None  # type: ignore[assignment]  # documented: the import raises ModuleNotFoundError
+    return absent
+
+
 def configure_mlflow_client(settings: MLflowSettings, concurrent_promotions: int = 1) -> None:
-    """One retry loop (ours), a bounded request time, and connections kept for every call that runs at once."""
+    """One retry loop (ours), a bounded request time, connections kept for every call that runs at once, and no
+    search for Databricks' modules on each call (:func:`remember_absent_platform_modules`)."""
+    remember_absent_platform_modules()
     os.environ[_RETRIES] = "0"
     os.environ[_TIMEOUT] = str(max(1, round(settings.request_timeout_s)))
     # Each download fetches its files on MLflow's own threads (2 per core, at most 20), beside the resolve's two

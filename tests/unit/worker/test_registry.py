@@ -5,8 +5,11 @@ The exceptions are MLflow's and requests' own classes, built the way the MLflow 
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +17,20 @@ import pytest
 import requests
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException, RestException
+from mlflow.tracking.request_header.registry import resolve_request_headers
 
+import worker.registry as registry_module
 from runtime.settings import MLflowSettings
 from schemas.promotion_rejected import ReasonCode
 from schemas.promotion_requested import PromotionRequestedData
 from worker.errors import PermanentFailure, TransientFailure
-from worker.registry import Registry, http_status, is_transient
+from worker.registry import (
+    PLATFORM_PROBE_MODULES,
+    Registry,
+    http_status,
+    is_transient,
+    remember_absent_platform_modules,
+)
 
 pytestmark = pytest.mark.usefixtures("mlflow_client_env")
 
@@ -254,3 +265,43 @@ def test_mlflows_connection_pool_holds_every_call_a_worker_makes_at_once(monkeyp
     monkeypatch.setenv("MLFLOW_HTTP_POOL_MAXSIZE", "7")  # the operator's value wins
     Registry(MLflowSettings(tracking_uri="http://127.0.0.1:1"), concurrent_promotions=4)
     assert os.environ["MLFLOW_HTTP_POOL_MAXSIZE"] == "7"
+
+
+@pytest.fixture
+def searched_modules(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The top-level names searched on sys.path from now on; the probe modules' entries restored afterwards."""
+    for name in PLATFORM_PROBE_MODULES:
+        monkeypatch.setitem(sys.modules, name, None)  # recorded as it was (absent): restored at teardown
+        monkeypatch.delitem(sys.modules, name)
+    searched: list[str] = []
+    original = importlib.machinery.PathFinder.find_spec
+
+    def find_spec(fullname: str, path: Any = None, target: Any = None) -> Any:
+        searched.append(fullname.partition(".")[0])
+        return original(fullname, path, target)
+
+    monkeypatch.setattr(importlib.machinery.PathFinder, "find_spec", staticmethod(find_spec))
+    return searched
+
+
+def test_mlflow_calls_search_sys_path_for_no_databricks_module(searched_modules: list[str]) -> None:
+    resolve_request_headers()  # type: ignore[no-untyped-call]  # what MLflow's client does before each REST call
+    assert set(PLATFORM_PROBE_MODULES) <= set(searched_modules), "the probes were expected to search"
+    assert remember_absent_platform_modules() == list(PLATFORM_PROBE_MODULES)
+    searched_modules.clear()
+    resolve_request_headers()  # type: ignore[no-untyped-call]
+    assert not set(PLATFORM_PROBE_MODULES) & set(searched_modules)
+    with pytest.raises(ModuleNotFoundError, match="halted"):
+        importlib.import_module("dbruntime")
+
+
+def test_an_installed_probe_module_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_module, "PLATFORM_PROBE_MODULES", ("colorsys", "surely_not_a_module_here"))
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    monkeypatch.setitem(sys.modules, "surely_not_a_module_here", None)
+    monkeypatch.delitem(sys.modules, "surely_not_a_module_here")
+    assert remember_absent_platform_modules() == ["surely_not_a_module_here"]
+    assert "colorsys" not in sys.modules
+    import colorsys
+
+    assert colorsys.rgb_to_hsv(0, 0, 0) == (0.0, 0.0, 0.0)
