@@ -30,6 +30,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from importlib.abc import MetaPathFinder
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, TypeVar
@@ -93,16 +94,34 @@ MLFLOW_CLIENT_VARIABLES = _RETRIES, _TIMEOUT, _POOL = (
 PLATFORM_PROBE_MODULES = ("dbruntime", "IPython", "pyspark")
 
 
-def remember_absent_platform_modules() -> list[str]:
-    """Record the probe modules not installed here as absent, and return their names.
+class KnownAbsentModules(MetaPathFinder):
+    """First on ``sys.meta_path``: fails the import of these top-level modules (and their submodules) at once.
 
-    A failed import is not remembered by Python: each one searched ``sys.path`` again, 0.66 ms of CPU per MLflow
-    call (0.05 ms after), ~20 calls per promotion. ``sys.modules[name] = None`` is Python's own way to make an
-    import of ``name`` fail at once; an installed module is never touched.
+    Python remembers no failed import: each searched every ``sys.path`` entry again under the import lock. Unlike
+    a ``None`` in ``sys.modules``, this leaves ``"name" in sys.modules`` false, which libraries read as "never
+    imported" (MLflow's dataset code, pandas, matplotlib do).
     """
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = frozenset(names)
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if fullname.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+
+
+def remember_absent_platform_modules() -> list[str]:
+    """Make the imports of the probe modules not installed here fail at once, and return their names.
+
+    Their failed imports cost 0.66 ms of CPU per MLflow call (0.14 ms after), ~20 calls per promotion, and the
+    download's parallel file fetches queued on the import lock behind them. An installed module is never touched;
+    called again, it changes nothing.
+    """
+    if any(isinstance(finder, KnownAbsentModules) for finder in sys.meta_path):
+        return []
     absent = [name for name in PLATFORM_PROBE_MODULES if name not in sys.modules and find_spec(name) is None]
-    for name in absent:
-        sys.modules[name] = None  # type: ignore[assignment]  # documented: the import raises ModuleNotFoundError
+    if absent:
+        sys.meta_path.insert(0, KnownAbsentModules(absent))
     return absent
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pytest
 import requests
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
@@ -26,6 +27,7 @@ from schemas.promotion_requested import PromotionRequestedData
 from worker.errors import PermanentFailure, TransientFailure
 from worker.registry import (
     PLATFORM_PROBE_MODULES,
+    KnownAbsentModules,
     Registry,
     http_status,
     is_transient,
@@ -269,10 +271,8 @@ def test_mlflows_connection_pool_holds_every_call_a_worker_makes_at_once(monkeyp
 
 @pytest.fixture
 def searched_modules(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The top-level names searched on sys.path from now on; the probe modules' entries restored afterwards."""
-    for name in PLATFORM_PROBE_MODULES:
-        monkeypatch.setitem(sys.modules, name, None)  # recorded as it was (absent): restored at teardown
-        monkeypatch.delitem(sys.modules, name)
+    """The top-level names searched on sys.path from now on; sys.meta_path restored afterwards."""
+    monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path if not isinstance(f, KnownAbsentModules)])
     searched: list[str] = []
     original = importlib.machinery.PathFinder.find_spec
 
@@ -288,20 +288,25 @@ def test_mlflow_calls_search_sys_path_for_no_databricks_module(searched_modules:
     resolve_request_headers()  # type: ignore[no-untyped-call]  # what MLflow's client does before each REST call
     assert set(PLATFORM_PROBE_MODULES) <= set(searched_modules), "the probes were expected to search"
     assert remember_absent_platform_modules() == list(PLATFORM_PROBE_MODULES)
+    assert remember_absent_platform_modules() == []  # once per process
     searched_modules.clear()
-    resolve_request_headers()  # type: ignore[no-untyped-call]
+    assert resolve_request_headers() == {  # type: ignore[no-untyped-call]
+        "User-Agent": f"mlflow-python-client/{mlflow.__version__}",
+        "X-MLflow-Client-Version": mlflow.__version__,
+    }
     assert not set(PLATFORM_PROBE_MODULES) & set(searched_modules)
-    with pytest.raises(ModuleNotFoundError, match="halted"):
-        importlib.import_module("dbruntime")
+    with pytest.raises(ModuleNotFoundError, match="dbruntime"):
+        importlib.import_module("dbruntime.databricks_repl_context")
+    assert "dbruntime" not in sys.modules  # libraries read presence there as "imported"
 
 
 def test_an_installed_probe_module_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path if not isinstance(f, KnownAbsentModules)])
     monkeypatch.setattr(registry_module, "PLATFORM_PROBE_MODULES", ("colorsys", "surely_not_a_module_here"))
     monkeypatch.delitem(sys.modules, "colorsys", raising=False)
-    monkeypatch.setitem(sys.modules, "surely_not_a_module_here", None)
-    monkeypatch.delitem(sys.modules, "surely_not_a_module_here")
     assert remember_absent_platform_modules() == ["surely_not_a_module_here"]
-    assert "colorsys" not in sys.modules
     import colorsys
 
     assert colorsys.rgb_to_hsv(0, 0, 0) == (0.0, 0.0, 0.0)
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("surely_not_a_module_here")
