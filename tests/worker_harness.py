@@ -7,7 +7,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +51,14 @@ def trained_iris(regularisation: float) -> LogisticRegression:
     return LogisticRegression(max_iter=1000, C=regularisation).fit(features, target)
 
 
-def register_iris(tracking_uri: str, name: str, *, regularisation: float = 1.0, signature: bool = True) -> int:
+def register_iris(
+    tracking_uri: str,
+    name: str,
+    *,
+    regularisation: float = 1.0,
+    signature: bool = True,
+    pip_requirements: Sequence[str] = SKLEARN_REQUIREMENTS,
+) -> int:
     """Log and register an iris classifier as a new MLflow run; return the new version number."""
     features, _ = iris_frame()
     mlflow.set_tracking_uri(tracking_uri)
@@ -61,7 +68,7 @@ def register_iris(tracking_uri: str, name: str, *, regularisation: float = 1.0, 
             name="model",
             registered_model_name=name,
             input_example=features.head(5) if signature else None,
-            pip_requirements=list(SKLEARN_REQUIREMENTS),
+            pip_requirements=list(pip_requirements),
         )
     version = info.registered_model_version
     assert version is not None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import sklearn
 import tritonclient.http as triton_http
 
 from deploy.stack.local_stack import LocalStack
@@ -121,6 +123,34 @@ async def test_model_without_signature_is_rejected_with_that_reason(
     assert header["x-dlq-reason-code"] == "missing_signature"
     assert header["x-dlq-error-type"] == "permanent"
     assert events([letter])[0]["data"]["model_name"] == name
+
+
+async def test_a_model_logged_with_another_scikit_learn_is_served_and_the_difference_logged_for_its_promotion(
+    local_stack: LocalStack, worker: WorkerHandle
+) -> None:
+    """The parity proof cannot see it (MLflow's reference runs this scikit-learn too): the worker's log says it,
+    with the promotion's event id, model and version."""
+    name = f"oldsk-{uuid.uuid4().hex[:6]}"
+    logged_with = ("scikit-learn==0.20.3", f"numpy=={np.__version__}")
+    version = register_iris(local_stack.mlflow_tracking_uri, name, pip_requirements=logged_with)
+    event_id = str(uuid.uuid4())
+    bootstrap = local_stack.kafka_bootstrap_servers
+
+    await produce(
+        bootstrap,
+        worker.topics["PROMOTER_TOPIC_PROMOTION_REQUESTED"],
+        [(name.encode(), request_bytes(name, version=version, event_id=event_id))],
+    )
+
+    (ready,) = await events_about(bootstrap, worker.topic("model_ready"), name, event_type=READY)
+    assert ready["data"]["version"] == version
+    lines = [json.loads(line) for line in worker.process.log_text().splitlines() if name in line]
+    (warning,) = [line for line in lines if line["event"] == "the worker's environment differs from the model's"]
+    assert warning["level"] == "warning"
+    assert (warning["event_id"], warning["model"], warning["version"]) == (event_id, name, version)
+    assert warning["unmet"] == [
+        f"scikit-learn {sklearn.__version__} is installed, the model was logged with scikit-learn==0.20.3"
+    ]
 
 
 async def test_unknown_model_is_rejected(local_stack: LocalStack, worker: WorkerHandle) -> None:
