@@ -14,6 +14,7 @@ import tritonclient.http as triton_http
 
 from deploy.stack.local_stack import LocalStack
 from schemas.prepared_version import PrepareRequested, PrepareRequestedData
+from tests.gateway_harness import promote
 from tests.worker_harness import (
     Record,
     WorkerHandle,
@@ -133,17 +134,11 @@ async def test_a_model_logged_with_another_scikit_learn_is_served_and_the_differ
     name = f"oldsk-{uuid.uuid4().hex[:6]}"
     logged_with = ("scikit-learn==0.20.3", f"numpy=={np.__version__}")
     version = register_iris(local_stack.mlflow_tracking_uri, name, pip_requirements=logged_with)
-    event_id = str(uuid.uuid4())
-    bootstrap = local_stack.kafka_bootstrap_servers
 
-    await produce(
-        bootstrap,
-        worker.topics["PROMOTER_TOPIC_PROMOTION_REQUESTED"],
-        [(name.encode(), request_bytes(name, version=version, event_id=event_id))],
-    )
+    ready = await promote(local_stack, worker, name, version)
 
-    (ready,) = await events_about(bootstrap, worker.topic("model_ready"), name, event_type=READY)
     assert ready["data"]["version"] == version
+    event_id = ready["data"]["request_event_id"]
     lines = [json.loads(line) for line in worker.process.log_text().splitlines() if name in line]
     (warning,) = [line for line in lines if line["event"] == "the worker's environment differs from the model's"]
     assert warning["level"] == "warning"
