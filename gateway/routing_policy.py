@@ -8,11 +8,12 @@ as many consecutive buckets as its weight.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import random
 from dataclasses import dataclass
 
-from gateway.routing_table import ModelRoutes, Policy, Route, RoutingTable
+from gateway.routing_table import ModelRoutes, Route, RoutingTable, WeightedRoutes
 
 
 def client_bucket(client_id: str | None, rng: random.Random | None = None) -> int:
@@ -58,42 +59,48 @@ def resolve(
     rng: random.Random | None = None,
 ) -> Decision:
     """The route (and optional shadow) of one request, from one snapshot of the table."""
-    model = table.model(model_name)
-    if model is None:
-        raise RouteError(404, f"model {model_name!r} is not served by this gateway")
     if version is not None:
-        route = model.by_version(version)
+        route = _served_model(table, model_name).by_version(version)
         if route is None:
             raise RouteError(404, f"version {version} of model {model_name!r} is not served")
         return Decision(route, None)
     if alias is not None:
-        pinned = model.routes.get(alias)
+        pinned = table.route(model_name, alias)
         if pinned is None:
+            _served_model(table, model_name)
             raise RouteError(404, f"alias {alias!r} of model {model_name!r} is not served")
         return Decision(pinned, None)
-    route = _weighted_or_default(model, default_alias, client_id, rng)
-    return Decision(route, _shadow(model.policy, model, route, rng))
+    weighted = table.weighted.get(model_name)
+    if weighted is None:
+        return Decision(_default_route(table, model_name, default_alias), None)
+    route = _weighted_route(weighted, client_bucket(client_id, rng)) or _default_route(table, model_name, default_alias)
+    return Decision(route, _shadow(weighted, route, rng))
 
 
-def _weighted_or_default(
-    model: ModelRoutes, default_alias: str, client_id: str | None, rng: random.Random | None
-) -> Route:
-    policy = model.policy
-    if policy is not None:
-        chosen = weighted_alias(policy.weights, client_bucket(client_id, rng))
-        if chosen is not None and chosen in model.routes:
-            return model.routes[chosen]
-    route = model.routes.get(default_alias)
+def _served_model(table: RoutingTable, model_name: str) -> ModelRoutes:
+    model = table.model(model_name)
+    if model is None:
+        raise RouteError(404, f"model {model_name!r} is not served by this gateway")
+    return model
+
+
+def _default_route(table: RoutingTable, model_name: str, default_alias: str) -> Route:
+    route = table.route(model_name, default_alias)
     if route is None:
-        served = ", ".join(sorted(model.routes)) or "none"
-        raise RouteError(503, f"model {model.name!r}: alias {default_alias!r} is not served (served aliases: {served})")
+        served = ", ".join(sorted(_served_model(table, model_name).routes)) or "none"
+        raise RouteError(503, f"model {model_name!r}: alias {default_alias!r} is not served (served aliases: {served})")
     return route
 
 
-def _shadow(policy: Policy | None, model: ModelRoutes, route: Route, rng: random.Random | None) -> Route | None:
-    if policy is None or policy.shadow_alias is None or policy.shadow_alias == route.alias:
-        return None
-    shadow = model.routes.get(policy.shadow_alias)
-    if shadow is None or (rng or random).random() * 100 >= policy.shadow_sample_percent:
+def _weighted_route(weighted: WeightedRoutes, bucket: int) -> Route | None:
+    """The route of the alias owning ``bucket`` (None when that alias is not served): ``weighted_alias`` on the
+    compiled policy."""
+    index = bisect.bisect_right(weighted.uppers, bucket)
+    return weighted.routes[index] if index < len(weighted.routes) else None
+
+
+def _shadow(weighted: WeightedRoutes, route: Route, rng: random.Random | None) -> Route | None:
+    shadow = weighted.shadow
+    if shadow is None or shadow is route or (rng or random).random() * 100 >= weighted.shadow_sample_percent:
         return None
     return shadow

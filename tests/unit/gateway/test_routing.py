@@ -219,3 +219,66 @@ def test_a_batch_of_stale_events_keeps_the_snapshot() -> None:
     held = state.table
     assert state.apply_all([ready(1, generation=0), ready(1, generation=1)]) == [None, None]
     assert state.table is held
+
+
+def indexed_routes(table: RoutingTable) -> dict[tuple[str, str], int]:
+    indexed = table.by_alias.items()
+    return {(model, alias): route.version for alias, routes in indexed for model, route in routes.items()}
+
+
+def test_the_request_path_indexes_follow_every_swap_stop_and_policy() -> None:
+    rng = random.Random(3)
+    models, aliases = ["m", "n", "o"], ["champion", "challenger", "shadow"]
+    table, generation = RoutingTable(), 0
+    for step in range(300):
+        held = table
+        held_routes, held_weighted = indexed_routes(held), dict(held.weighted)
+        generation += 1
+        model, alias = rng.choice(models), rng.choice(aliases)
+        kind = rng.random()
+        data: ModelReadyData | ServingStoppedData | RoutingUpdatedData
+        if kind < 0.55:
+            data = ready(step + 1, generation, alias=alias, model=model)
+        elif kind < 0.8:
+            data = ServingStoppedData(model_name=model, alias=alias, generation=generation)
+        else:
+            split = rng.randrange(101)
+            data = RoutingUpdatedData(
+                model_name=model,
+                weights={"champion": split, "challenger": 100 - split},
+                shadow_alias="shadow",
+                shadow_sample_percent=10.0,
+                generation=generation,
+            )
+        table, _ = table.apply(data, now=1.0)
+        assert indexed_routes(held) == held_routes  # a snapshot a request holds never moves
+        assert held.weighted == held_weighted
+        expected = {(m.name, a): r.version for m in table.models.values() for a, r in m.routes.items()}
+        assert indexed_routes(table) == expected
+        assert all(routes for routes in table.by_alias.values())  # no empty alias index is kept
+        for name, routes in table.models.items():
+            assert table.weighted.get(name) == routes.weighted()
+            for bucket in range(100):
+                chosen = weighted_alias(routes.policy.weights, bucket) if routes.policy else None
+                answering = routes.routes.get(chosen or "champion") or routes.routes.get("champion")
+                if answering is None:
+                    with pytest.raises(RouteError):
+                        resolve(table, name, default_alias="champion", rng=FixedBucket(bucket))
+                    continue
+                decision = resolve(table, name, default_alias="champion", rng=FixedBucket(bucket))
+                assert decision.route is answering
+                assert decision.shadow is None  # 0.99 is never under the 10 % sample
+
+
+class FixedBucket(random.Random):
+    """Draws ``bucket`` for the A/B bucket of a request without a client id, and 0.99 for the shadow sample."""
+
+    def __init__(self, bucket: int) -> None:
+        super().__init__(0)
+        self.bucket = bucket
+
+    def randrange(self, *args: object, **kwargs: object) -> int:
+        return self.bucket
+
+    def random(self) -> float:
+        return 0.99
