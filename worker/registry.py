@@ -25,6 +25,7 @@ location and fetches its files in parallel: what ``mlflow.artifacts.download_art
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -384,10 +385,14 @@ def download_model_tree(uri: str, destination: Path, tracking_uri: str, name: st
     """Every file under ``uri`` into ``destination`` (fetched in parallel), plus MLflow's ``registered_model_meta``.
 
     Blocking. The same tree as ``mlflow.artifacts.download_artifacts("models:/<name>/<version>")``:
-    MLflow adds that file to a downloaded model directory, and the artifact digest covers it.
+    MLflow adds that file to a downloaded model directory, and the artifact digest covers it. MLflow lists the
+    root twice (to see that it is not empty, then to walk it): each listing is a round trip to the server on the
+    promotion's critical path, so this download's repository keeps the listings it read.
     """
     destination.mkdir(parents=True, exist_ok=True)
     repository = get_artifact_repository(uri, tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    listed = functools.cache(repository.list_artifacts)
+    repository.list_artifacts = listed  # type: ignore[method-assign]  # this repository is ours, for one download
     repository.download_artifacts("", dst_path=str(destination))  # type: ignore[no-untyped-call]
     if (destination / MLMODEL_FILE_NAME).is_file():
         meta = {"model_name": name, "model_version": str(version)}

@@ -16,7 +16,8 @@ Every figure is a ratio of two things measured in the same run on the same machi
   lookup and the routing policy) in-process, requests spread over 1,000 routed models against requests for the
   one model of a 1-model table; the worst of three request kinds (default alias, sticky A/B weights with a client
   id, alias pin), each the median of 5 fresh builds of both tables (a build's ratio: the least disturbed round of
-  each side, over interleaved rounds; each build's ratio and the ratio of the medians beside it). And
+  each side, over interleaved rounds, in the timing thread's CPU time so that a preemption is not counted; each
+  build's ratio and the ratio of the medians beside it). And
   ``http_routing_cost_ratio_1000_models``: sequential v2 inferences through two gateways to one real Triton model
   (numpy, python backend), one gateway routing only that model and one routing it among 1,000 models; p50 over
   p50, interleaved blocks. Goal <= 1.1.
@@ -355,13 +356,13 @@ _KINDS: dict[str, tuple[bool, Callable[[int], dict[str, str]]]] = {
 
 
 def decision_ns(service: InferenceService, names: list[str], headers: list[dict[str, str]]) -> float:
-    """Nanoseconds per ``decide`` over the given requests (names and headers pairwise)."""
+    """CPU nanoseconds per ``decide`` over the given requests (names and headers pairwise)."""
     decide = service.decide
     gc.collect()
-    began = time.perf_counter_ns()
+    began = time.thread_time_ns()
     for name, request_headers in zip(names, headers, strict=True):
         decide(name, request_headers)
-    return (time.perf_counter_ns() - began) / len(names)
+    return (time.thread_time_ns() - began) / len(names)
 
 
 def routing_cost(rounds: int, requests: int, builds: int) -> dict[str, Any]:

@@ -11,13 +11,14 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import mlflow
 import pytest
 import requests
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException, RestException
+from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.tracking.request_header.registry import resolve_request_headers
 
 import worker.registry as registry_module
@@ -29,6 +30,7 @@ from worker.registry import (
     PLATFORM_PROBE_MODULES,
     KnownAbsentModules,
     Registry,
+    download_model_tree,
     http_status,
     is_transient,
     remember_absent_platform_modules,
@@ -165,10 +167,13 @@ async def test_a_4xx_answer_is_permanent_with_its_own_reason(client: Any, reason
 
 
 class FailingArtifacts:
-    """Stands in for MLflow's artifact repository: every download answers HTTP ``status``."""
+    """Stands in for MLflow's artifact repository: every listing and download answers HTTP ``status``."""
 
     def __init__(self, status: int) -> None:
         self.status = status
+
+    def list_artifacts(self, path: str | None = None) -> list[Any]:
+        raise _http_error(self.status)
 
     def download_artifacts(self, artifact_path: str, dst_path: str | None = None) -> str:
         raise _http_error(self.status)
@@ -256,6 +261,29 @@ async def test_the_artifact_location_costs_one_registry_call_not_two(
     monkeypatch.setattr("worker.registry.download_model_tree", lambda *_: None)
     await Registry(MLflowSettings(tracking_uri="http://127.0.0.1:9")).download("iris", 3, tmp_path)
     assert recording.calls == ["download uri"]
+
+
+class CountingRepository(LocalArtifactRepository):
+    """MLflow's own local artifact repository, counting its listings (each a round trip on an HTTP one)."""
+
+    listed: ClassVar[list[str]] = []
+
+    def list_artifacts(self, path: str | None = None) -> list[Any]:
+        CountingRepository.listed.append(path or "")
+        return list(super().list_artifacts(path))  # type: ignore[no-untyped-call]
+
+
+def test_a_download_lists_each_directory_of_the_model_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    stored = tmp_path / "stored"
+    (stored / "extra").mkdir(parents=True)
+    for name, text in {"MLmodel": "flavors: {}\n", "model.pkl": "weights", "extra/notes.txt": "n"}.items():
+        (stored / name).write_text(text)
+    CountingRepository.listed = []
+    monkeypatch.setattr("worker.registry.get_artifact_repository", lambda uri, **_: CountingRepository(stored.as_uri()))
+    download_model_tree("models:/iris/3", tmp_path / "downloaded", "http://127.0.0.1:9", "iris", 3)
+    assert sorted(CountingRepository.listed) == ["", "extra"]  # MLflow alone lists the root twice
+    downloaded = sorted(str(p.relative_to(tmp_path / "downloaded")) for p in (tmp_path / "downloaded").rglob("*"))
+    assert downloaded == ["MLmodel", "extra", "extra/notes.txt", "model.pkl", "registered_model_meta"]
 
 
 def test_mlflows_connection_pool_holds_every_call_a_worker_makes_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
