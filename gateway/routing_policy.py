@@ -13,7 +13,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from gateway.routing_table import ModelRoutes, Route, RoutingTable, WeightedRoutes
+from gateway.routing_table import ModelRoutes, Route, RoutingTable, WeightedRoutes, upper_buckets
 
 
 def client_bucket(client_id: str | None, rng: random.Random | None = None) -> int:
@@ -23,14 +23,16 @@ def client_bucket(client_id: str | None, rng: random.Random | None = None) -> in
     return int(hashlib.sha256(client_id.encode()).hexdigest(), 16) % 100
 
 
+def bucket_owner(uppers: tuple[int, ...], bucket: int) -> int | None:
+    """The index of the weight owning ``bucket``, given the weights' cumulative upper buckets (``upper_buckets``)."""
+    index = bisect.bisect_right(uppers, bucket)
+    return index if index < len(uppers) else None
+
+
 def weighted_alias(weights: tuple[tuple[str, int], ...], bucket: int) -> str | None:
     """The alias owning ``bucket`` under ``weights`` (percent per alias, summing to 100)."""
-    upper = 0
-    for alias, weight in weights:
-        upper += weight
-        if bucket < upper:
-            return alias
-    return None
+    index = bucket_owner(upper_buckets(tuple(weight for _, weight in weights)), bucket)
+    return None if index is None else weights[index][0]
 
 
 class RouteError(Exception):
@@ -93,10 +95,9 @@ def _default_route(table: RoutingTable, model_name: str, default_alias: str) -> 
 
 
 def _weighted_route(weighted: WeightedRoutes, bucket: int) -> Route | None:
-    """The route of the alias owning ``bucket`` (None when that alias is not served): ``weighted_alias`` on the
-    compiled policy."""
-    index = bisect.bisect_right(weighted.uppers, bucket)
-    return weighted.routes[index] if index < len(weighted.routes) else None
+    """The route of the alias owning ``bucket`` (None when that alias is not served), on the compiled policy."""
+    index = bucket_owner(weighted.uppers, bucket)
+    return None if index is None else weighted.routes[index]
 
 
 def _shadow(weighted: WeightedRoutes, route: Route, rng: random.Random | None) -> Route | None:
