@@ -11,7 +11,10 @@ Every figure is a ratio of two things measured in the same run on the same machi
   does). Beside it the CPU seconds each spent by then (``..._cpu_...``: steadier than wall time on a shared
   machine), the gateway's phases from its own log lines, and its replay alone (``gateway_replay_s_1000_models``:
   Kafka clients up -> caught up, while the serving side is imported) against the bare reader's read alone. Goal
-  <= 2.
+  <= 2. Beside it, in the same rotation, the floor under it (``gateway_import_floor_...``): a fresh process that
+  imports only the modules, not the project's, that a replica has imported when it answers ``/ready``
+  (``gateway_import_floor.py``: the standard library's and the installed libraries'), spawn -> exit, over the bare
+  reader: the least a gateway built on these libraries can reach, before it reads one record.
 * ``routing_cost_ratio_1000_models``: the per-request routing decision (``InferenceService.decide``: the table
   lookup and the routing policy) in-process, requests spread over 1,000 routed models against requests for the
   one model of a 1-model table; the worst of three request kinds (default alias, sticky A/B weights with a client
@@ -79,6 +82,7 @@ from tests.worker_harness import unique_topics
 MODELS = 1000
 ALIASES = ("champion", "challenger")
 BARE_READER = Path(__file__).with_name("bare_log_reader.py")
+IMPORT_FLOOR = Path(__file__).with_name("gateway_import_floor.py")
 GOALS = {
     "gateway_cold_start_ratio_1000_models": "<= 2.0",
     "routing_cost_ratio_1000_models": "<= 1.1",
@@ -214,12 +218,13 @@ class ColdRun:
     details: dict[str, float]
 
 
-def bare_read(stack: Broker, topics: list[str], run_dir: Path) -> ColdRun:
-    """Spawn -> exit of the bare reader (its CPU from the kernel's account of waited-for children)."""
+def script_run(script: Path, arguments: list[str], run_dir: Path) -> ColdRun:
+    """Spawn -> exit of a Python script that prints a JSON document of details (its CPU from the kernel's account of
+    waited-for children)."""
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, str(BARE_READER), stack.kafka_bootstrap_servers, *topics],
+        [sys.executable, str(script), *arguments],
         capture_output=True,
         check=True,
         timeout=60,
@@ -229,6 +234,23 @@ def bare_read(stack: Broker, topics: list[str], run_dir: Path) -> ColdRun:
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime
     return ColdRun(took, cpu, json.loads(done.stdout))
+
+
+def list_gateway_libraries(run_dir: Path) -> Path:
+    """A file listing the modules, not the project's, a gateway has imported when it answers ``/ready``."""
+    listed = subprocess.run(
+        [sys.executable, str(IMPORT_FLOOR), "list"],
+        check=False,
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, **bytecode_env(run_dir)},
+    )
+    if listed.returncode != 0:
+        raise RuntimeError(f"listing the gateway's libraries failed: {listed.stderr.decode()[-2000:]}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    libraries = run_dir / "gateway-libraries.json"
+    libraries.write_bytes(listed.stdout)
+    return libraries
 
 
 def gateway_start(env: dict[str, str], run_dir: Path, name: str, routes: int) -> ColdRun:
@@ -287,22 +309,25 @@ async def cold_start(stack: Broker, run_dir: Path, pairs: int) -> dict[str, Any]
     await write_records(stack, log_topics[0], serving_log(MODELS))
     env = {**stack.client_env(), **topics, **bytecode_env(run_dir), "PROMOTER_LOG_LEVEL": "INFO"}
     routes = MODELS * len(ALIASES)
-    await asyncio.to_thread(bare_read, stack, log_topics, run_dir)  # warm-up runs (bytecode), not timed
-    await asyncio.to_thread(gateway_start, env, run_dir, f"gw-warm-up-{uuid.uuid4().hex[:6]}", routes)
-    runs: dict[str, list[ColdRun]] = {"bare": [], "gateway": []}
-    for index in range(pairs):  # interleaved, in turn baseline first and gateway first: drift hits both
-        for side in ("bare", "gateway") if index % 2 == 0 else ("gateway", "bare"):
-            if side == "bare":
-                run = await asyncio.to_thread(bare_read, stack, log_topics, run_dir)
-                if run.details["records"] != routes:
-                    raise AssertionError(f"bare reader read {run.details['records']} records")
-            else:
-                name = f"gw-cold-{index}-{uuid.uuid4().hex[:6]}"  # a log file of its own
-                run = await asyncio.to_thread(gateway_start, env, run_dir, name, routes)
-            runs[side].append(run)
-        bare_run, gateway_run = runs["bare"][-1], runs["gateway"][-1]
+    libraries = await asyncio.to_thread(list_gateway_libraries, run_dir)
+    starts: dict[str, Callable[[int], ColdRun]] = {
+        "bare": lambda _: script_run(BARE_READER, [stack.kafka_bootstrap_servers, *log_topics], run_dir),
+        "floor": lambda _: script_run(IMPORT_FLOOR, ["import", str(libraries)], run_dir),
+        "gateway": lambda index: gateway_start(env, run_dir, f"gw-cold-{index}-{uuid.uuid4().hex[:6]}", routes),
+    }
+    for start in starts.values():  # warm-up runs (bytecode), not timed
+        await asyncio.to_thread(start, -1)
+    runs: dict[str, list[ColdRun]] = {side: [] for side in starts}
+    for index in range(pairs):  # interleaved, each side first in turn: drift hits them all
+        for side in rotated(list(starts), index):
+            runs[side].append(await asyncio.to_thread(starts[side], index))
+        if runs["bare"][-1].details["records"] != routes:
+            raise AssertionError(f"bare reader read {runs['bare'][-1].details['records']} records")
+        bare_run, floor_run, gateway_run = runs["bare"][-1], runs["floor"][-1], runs["gateway"][-1]
         print(
-            f"cold start pair {index}: bare reader {bare_run.wall_s:.3f} s ({bare_run.cpu_s:.3f} s CPU), "
+            f"cold start round {index}: bare reader {bare_run.wall_s:.3f} s ({bare_run.cpu_s:.3f} s CPU), "
+            f"import floor {floor_run.wall_s:.3f} s ({floor_run.cpu_s:.3f} s CPU, "
+            f"{floor_run.details['modules']} modules), "
             f"gateway {gateway_run.wall_s:.3f} s ({gateway_run.cpu_s:.3f} s CPU), phases {gateway_run.details}"
         )
 
@@ -310,6 +335,7 @@ async def cold_start(stack: Broker, run_dir: Path, pairs: int) -> dict[str, Any]
         return statistics.median(figure(run) for run in runs[side])
 
     bare, gateway = median("bare", lambda run: run.wall_s), median("gateway", lambda run: run.wall_s)
+    floor, floor_cpu = median("floor", lambda run: run.wall_s), median("floor", lambda run: run.cpu_s)
     bare_cpu, gateway_cpu = median("bare", lambda run: run.cpu_s), median("gateway", lambda run: run.cpu_s)
     phases = {
         key: statistics.median(run.details[key] for run in runs["gateway"])
@@ -328,7 +354,18 @@ async def cold_start(stack: Broker, run_dir: Path, pairs: int) -> dict[str, Any]
         "gateway_cold_start_runs_s": [round(run.wall_s, 3) for run in runs["gateway"]],
         "bare_reader_runs_s": [round(run.wall_s, 3) for run in runs["bare"]],
         "gateway_cold_start_phases_s": phases,
+        "gateway_import_floor_ratio_1000_models": round(floor / bare, 3),
+        "gateway_import_floor_s_1000_models": round(floor, 3),
+        "gateway_import_floor_cpu_ratio_1000_models": round(floor_cpu / bare_cpu, 3),
+        "gateway_import_floor_modules": int(runs["floor"][0].details["modules"]),
+        "gateway_import_floor_runs_s": [round(run.wall_s, 3) for run in runs["floor"]],
     }
+
+
+def rotated(sides: list[str], turn: int) -> list[str]:
+    """``sides`` in the order of round ``turn``: each first in turn."""
+    shift = turn % len(sides)
+    return sides[shift:] + sides[:shift]
 
 
 # -- the routing decision -------------------------------------------------------------------------------------
@@ -587,7 +624,9 @@ async def measure(stack: Broker, run_dir: Path, args: argparse.Namespace) -> dic
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cold-pairs", type=int, default=5, help="cold start pairs (bare reader, gateway)")
+    parser.add_argument(
+        "--cold-pairs", type=int, default=5, help="cold start rounds (bare reader, import floor, gateway)"
+    )
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds of the routing decision per build")
     parser.add_argument("--builds", type=int, default=5, help="fresh routing tables per request kind (median)")
     parser.add_argument("--requests", type=int, default=20_000, help="routing decisions per round")

@@ -7,7 +7,10 @@ memory per additionally loaded sklearn version <= 1.5x the numpy model's, bare l
 1. A worker promotes N iris versions one after the other (pinned, none retired), so N light versions
    are loaded. The worker preloads the shared runtime at start-up; the first promotion is reported
    apart (it may still wait for that load). The cold promotions' p50 per stage and the time outside
-   every stage (Kafka both ways, the announcement) say where ``pipeline_overhead_ratio`` comes from.
+   every stage (Kafka both ways, the announcement) say where ``pipeline_overhead_ratio`` comes from;
+   ``pipeline_floor_ratio`` is the least it could be with a pipeline cut down to what must come before and
+   after the load in series: the bare load, plus the registry lookup (``resolve``) and the proving inference
+   (``prove``), their p50s.
 2. Memory: each loaded model's python-backend stub process is found by its model path in its command
    line. A light version costs its own stub plus what its estimator adds to the shared runtime (the
    runtime's growth from the first version to the last, divided among the others).
@@ -192,6 +195,7 @@ def measure(stack: LocalStack, run_dir: Path, versions_count: int, loads: int) -
         "cold_promotion_stage_p50_s": stage_p50,
         "cold_promotion_outside_stages_p50_s": round(statistics.median(outside), 3),
         "pipeline_overhead_ratio": round(statistics.median(totals) / light_load_s, 3),
+        "pipeline_floor_ratio": round((light_load_s + stage_p50["resolve"] + stage_p50["prove"]) / light_load_s, 3),
         "numpy_model_infer_p50_ms": round(numpy_infer_ms, 3),
         "light_version_infer_p50_ms": round(light_infer_ms, 3),
     }
