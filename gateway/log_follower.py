@@ -22,10 +22,11 @@ from schemas.catalog import InvalidEventError, parse_any_event
 from schemas.model_ready import ModelReady, ServingStopped
 from schemas.prepared_version import ModelPrepared
 from schemas.routing_updated import RoutingUpdated
+from schemas.topics import MODEL_READY, ROUTING_UPDATED
 
 log = get_logger(__name__)
 
-_LOG_EVENTS = (ModelReady, ServingStopped, RoutingUpdated, ModelPrepared)
+_LOG_EVENTS = MODEL_READY.event_types + ROUTING_UPDATED.event_types
 
 
 class LogFollower:

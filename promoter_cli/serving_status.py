@@ -22,6 +22,7 @@ from schemas.fleet_status import EndpointStatus, WorkerFleetStatus
 from schemas.gateway_status import GatewayHeartbeat, GatewaySwapAcked
 from schemas.model_ready import ModelReady, ModelReadyData, ServingStopped, ServingStoppedData
 from schemas.prepared_version import ModelPrepared, ModelPreparedData
+from schemas.topics import GATEWAY_STATUS, MODEL_READY
 from worker.gateway_view import GatewayView
 from worker.serving_state import ServingState
 
@@ -104,10 +105,7 @@ class ServingStatus:
 
     def apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:
-            event = parse_any_event(
-                record.value or b"",
-                (ModelReady, ServingStopped, ModelPrepared, GatewayHeartbeat, GatewaySwapAcked, WorkerFleetStatus),
-            )
+            event = parse_any_event(record.value or b"", MODEL_READY.event_types + GATEWAY_STATUS.event_types)
         except InvalidEventError:
             return
         if isinstance(event, ModelReady | ServingStopped | ModelPrepared):

@@ -40,6 +40,7 @@ from schemas.model_ready import ModelReady, ModelReadyData, ServingStopped, Serv
 from schemas.prepared_version import ModelPrepared, ModelPreparedData, PrepareRequested
 from schemas.promotion_rejected import PromotionRejected, PromotionRejectedData, ReasonCode
 from schemas.promotion_requested import PromotionRequested, PromotionRequestedData
+from schemas.topics import MODEL_READY, PROMOTION_REQUESTED
 from worker.dead_lettered_records import DeadLetteredRecords, RecordPlace, place_of
 from worker.dead_letters import ErrorType, SourceRecord, dead_letter_headers
 from worker.errors import PermanentFailure, TransientFailure
@@ -77,7 +78,7 @@ class PromotionRunner(Protocol):
 
 #: What arrives on the requests topic: serve (or stop serving) an alias, or prepare a version.
 Request = PromotionRequested | PrepareRequested
-REQUEST_TYPES: tuple[type[CloudEvent], ...] = (PromotionRequested, PrepareRequested)
+REQUEST_TYPES: tuple[type[CloudEvent], ...] = PROMOTION_REQUESTED.event_types
 ResultT = TypeVar("ResultT")
 
 
@@ -142,7 +143,7 @@ class PromotionService:
         """Rebuild/follow: apply one ``model.ready`` record to the serving state."""
         self.metrics.log_records.inc()
         try:
-            event = parse_any_event(record.value or b"", (ModelReady, ServingStopped, ModelPrepared))
+            event = parse_any_event(record.value or b"", MODEL_READY.event_types)
         except InvalidEventError as error:
             log.warning("unreadable record on the serving-state log", offset=record.offset, error=error.message)
             return
