@@ -2,19 +2,19 @@
 
 Every figure is a ratio of two things measured in the same run on the same machine:
 
-* ``gateway_cold_start_ratio_1000_models``: a new gateway process on a serving-state log of 1,000 models x 2
-  aliases (2,000 ``model.ready`` records of ~1 KB, written straight to fresh topics), from spawn to ``/ready``
-  200 (polled every 10 ms), over a bare aiokafka consumer reading the same log to its end in a fresh Python
-  process (``bare_log_reader.py``, spawn -> exit: the interpreter's start, ``import aiokafka``, the connection,
-  the metadata, the read; no parsing, no HTTP server). Medians of interleaved pairs, in turn baseline first and
-  gateway first, after one untimed warm-up run of each (both read compiled bytecode, as an installed wheel
-  does). Beside it the CPU seconds each spent by then (``..._cpu_...``: steadier than wall time on a shared
-  machine), the gateway's phases from its own log lines, and its replay alone (``gateway_replay_s_1000_models``:
-  Kafka clients up -> caught up, while the serving side is imported) against the bare reader's read alone. Goal
-  <= 2. Beside it, in the same rotation, the floor under it (``gateway_import_floor_...``): a fresh process that
-  imports only the modules, not the project's, that a replica has imported when it answers ``/ready``
-  (``gateway_import_floor.py``: the standard library's and the installed libraries'), spawn -> exit, over the bare
-  reader: the least a gateway built on these libraries can reach, before it reads one record.
+* ``gateway_cold_start_ratio_1000_models``: a new gateway process on a serving-state log of 1,000 models x 2 aliases
+  (2,000 ``model.ready`` records of ~1 KB, written straight to fresh topics), from spawn to ``/ready`` 200 (polled
+  every 10 ms), over a bare aiokafka consumer reading the same log to its end in a fresh Python process
+  (``bare_log_reader.py``, spawn -> exit: the interpreter's start, ``import aiokafka``, the connection, the metadata,
+  the read; no parsing, no HTTP server). Medians of interleaved rounds (with the import floor below), each side first
+  in turn, after one untimed warm-up run of each (all read compiled bytecode, as an installed wheel does). Beside it
+  the CPU seconds each spent by then (``..._cpu_...``: steadier than wall time on a shared machine), the gateway's
+  phases from its own log lines, and its replay alone (``gateway_replay_s_1000_models``: Kafka clients up -> caught
+  up, while the serving side is imported) against the bare reader's read alone. Goal <= 2. Beside it, in the same
+  rotation, the floor under it (``gateway_import_floor_...``): a fresh process that imports only the modules, not the
+  project's, that a replica has imported when it answers ``/ready`` (``gateway_import_floor.py``: the standard
+  library's and the installed libraries'), spawn -> exit, over the bare reader: the least a gateway built on these
+  libraries can reach, before it reads one record.
 * ``routing_cost_ratio_1000_models``: the per-request routing decision (``InferenceService.decide``: the table
   lookup and the routing policy) in-process, requests spread over 1,000 routed models against requests for the
   one model of a 1-model table; the worst of three request kinds (default alias, sticky A/B weights with a client
